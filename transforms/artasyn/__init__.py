@@ -1,0 +1,14 @@
+"""ART-ASyn for MONAI: PBTSeg lung segmentation and ART-ASyn anomaly synthesis as MONAI transforms.
+
+Each stage of the method lives in its own module (see ``ALGORITHM.md`` of the project):
+
+- :mod:`artasyn.intensity`: input helpers (grayscale, 0..255 range).
+- :mod:`artasyn.pbtseg`: PBTSeg, progressive binary thresholding lung segmentation (section 1).
+- :mod:`artasyn.brush`, :mod:`artasyn.strokes`: the brush and the painted layer A_base (2.1).
+- :mod:`artasyn.effects`: T_blur, T_cryst and the layer composition (2.2, 2.3).
+- :mod:`artasyn.anatomy`: T_rib, rib-intensity and lung scaling (2.4).
+- :mod:`artasyn.composite`: compositing and the anomaly mask (2.5).
+- :mod:`artasyn.synthesis`: the whole chain, ``RandARTAnomaly(d)`` (2.6).
+"""
+
+__version__ = "0.1.0"
