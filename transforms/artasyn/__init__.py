@@ -12,3 +12,8 @@ Each stage of the method lives in its own module (see ``ALGORITHM.md`` of the pr
 """
 
 __version__ = "0.1.0"
+
+# detector network, losses and phantom data (ALGORITHM.md section 3; embedded data set)
+from .losses import ARTASynLoss, FeatureConsistencyLoss, GlobalReconstructionLoss, LocalReconstructionLoss, SoftDiceAnomalyLoss  # noqa: E402
+from .networks import AnomalyUNet  # noqa: E402
+from .phantom import generate_phantom_dataset, make_phantom  # noqa: E402
