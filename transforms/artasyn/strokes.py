@@ -1,0 +1,341 @@
+"""A_base: the brush-painted anomaly layer of ART-ASyn (``ALGORITHM.md`` section 2.1).
+
+:class:`RandBrushAnomaly` paints random brush strokes inside the lungs of a 1 x H x W image
+(0..255) and returns the painted layer as a **2 x H x W float32 "LA" layer**: channel 0 the
+gray colour (the 85th percentile of the image where the alpha is non-zero, else 0), channel 1
+the alpha (0..255, integer values). See :mod:`artasyn.effects` for the layer convention.
+
+Per lung (label 1 = right lung = image-left, 2 = left lung = image-right), a number of stroke
+segments n in {0, 1, 2, 3, 4, 10, ..., 14} (P(0) = 0.2, the others 0.8/9 each; both redrawn
+until at least one segment). A segment joins two random pixels of its lung along a
+quadratic Bezier curve (control point: midpoint plus a uniform offset in [-30, 30) per axis,
+100 samples, rounded), then stamps two brushes (widths 80 and 50) at
+``min(100, max(1, int(length / spacing)))`` distinct curve samples each, ``spacing =
+max(1, int(0.05 * width))``; every stamp is jittered (width uniform integer in
+``[int(0.3 * width), width)``, rotation uniform in [0, 360), alpha floored to
+``int(p * opacity * flow)`` with opacity in [0.07, 0.3), flow in [0.67, 1.0)). Stamps are
+composited "over" a transparent segment layer (all width-80 stamps, then all width-50
+ones), the segment's alpha is floored to ``int(0.95 * a)`` and the segments are composited
+over each other, all with Pillow's integer arithmetic (:func:`artasyn.brush.paint_stamps`).
+
+Pixel constants (brush widths, control offset) are given at 256 x 256 and scale with
+``sqrt(H * W) / 256``.
+
+Example::
+
+    >>> import numpy as np
+    >>> from artasyn.strokes import RandBrushAnomaly
+    >>> img = np.full((1, 256, 256), 100, np.uint8)
+    >>> lung = np.zeros((1, 256, 256), np.uint8); lung[0, 60:200, 40:110] = 1; lung[0, 60:200, 150:220] = 2
+    >>> layer = RandBrushAnomaly().set_random_state(0)(img, lung)
+    >>> layer.shape, bool(layer[1].max() > 0)
+    ((2, 256, 256), True)
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.data import MetaTensor
+from monai.transforms import MapTransform, RandomizableTransform
+from monai.utils import TransformBackends
+from monai.utils.type_conversion import convert_to_dst_type
+from PIL import Image
+
+from .anatomy import check_image_and_lung
+from .brush import StampBank, paint_stamps, resolve_brush_texture
+from .effects import REFERENCE_SIZE, size_scale
+
+__all__ = [
+    "StrokePlan",
+    "plan_strokes",
+    "render_strokes",
+    "source_name",
+    "RandBrushAnomaly",
+    "RandBrushAnomalyd",
+    "RandBrushAnomalyD",
+    "RandBrushAnomalyDict",
+]
+
+logger = logging.getLogger(__name__)
+
+#: segment counts per lung and the probability of 0 (section 2.1)
+SEGMENT_COUNTS = (0, 1, 2, 3, 4, 10, 11, 12, 13, 14)
+
+
+def source_name(img: Any) -> str:
+    """The source file of an image (MetaTensor meta ``filename_or_obj``), or ``"<unknown>"``."""
+    if isinstance(img, MetaTensor):
+        name = img.meta.get("filename_or_obj")
+        if name:
+            return str(name)
+    return "<unknown>"
+
+
+class StrokePlan:
+    """The random draws of one A_base layer: per segment, per brush, the stamp centres (x, y),
+    widths, angles and opacities (opacity * flow); plus the brush colour."""
+
+    __slots__ = ("colour", "segments")
+
+    def __init__(self, colour: int, segments: list) -> None:
+        self.colour = colour
+        self.segments = segments  # [[(xs, ys, widths, angles, opacity) per brush] per segment]
+
+    @property
+    def num_segments(self) -> int:
+        return len(self.segments)
+
+    @property
+    def num_stamps(self) -> int:
+        return sum(len(b[0]) for seg in self.segments for b in seg)
+
+
+def plan_strokes(
+    R: np.random.RandomState,
+    image_u8: np.ndarray,
+    lung: np.ndarray,
+    banks: Sequence[StampBank],
+    scale: float,
+    segment_counts: Sequence[int] = SEGMENT_COUNTS,
+    p_zero: float = 0.2,
+    control_offset: float = 30.0,
+    curve_samples: int = 100,
+    spacing_frac: float = 0.05,
+    max_stamps: int = 100,
+    width_jitter: float = 0.3,
+    opacity_range: tuple[float, float] = (0.07, 0.3),
+    flow_range: tuple[float, float] = (0.67, 1.0),
+    colour_percentile: float = 85.0,
+) -> StrokePlan | None:
+    """Draw every random quantity of A_base from ``R``; None when the lung map is empty."""
+    lungs = [np.flatnonzero(lung.ravel() == v) for v in (1, 2)]
+    if not any(len(p) for p in lungs):
+        return None
+    counts = np.asarray(segment_counts)
+    n_nonzero = max(int((counts != 0).sum()), 1)
+    probs = np.where(counts == 0, p_zero, (1.0 - p_zero) / n_nonzero)
+    probs = probs / probs.sum()
+    while True:
+        ns = [int(R.choice(counts, p=probs)) if len(p) else 0 for p in lungs]
+        if sum(ns) > 0:
+            break
+    colour = int(np.percentile(image_u8, colour_percentile))
+    w = lung.shape[1]
+    # end points: 2 random pixels of the segment's lung, (x, y) = (col, row)
+    ends = [pix[R.randint(0, len(pix), size=2 * n)] for pix, n in zip(lungs, ns) if n > 0]
+    flat = np.concatenate(ends)
+    nseg = flat.size // 2
+    pts = np.stack([flat % w, flat // w], axis=1).astype(np.float32).reshape(nseg, 2, 2)
+    p0, p1 = pts[:, 0], pts[:, 1]
+    off = R.uniform(-control_offset * scale, control_offset * scale, size=(nseg, 2)).astype(np.float32)
+    mid = (p0 + p1) / 2
+    ctrl = mid + off
+    lengths = np.linalg.norm(p1 - p0, axis=1) + np.linalg.norm(ctrl - mid, axis=1)
+    t = np.linspace(0, 1, curve_samples, dtype=np.float32)[None, :, None]
+    curves = np.round((1 - t) ** 2 * p0[:, None] + 2 * (1 - t) * t * ctrl[:, None] + t**2 * p1[:, None])  # nseg x S x 2
+    nb = len(banks)
+    bw = np.array([b.width for b in banks])
+    spacing = np.maximum(1, (bw * spacing_frac).astype(np.int64))
+    m = np.minimum(min(curve_samples, max_stamps), np.maximum(1, (lengths[:, None] / spacing[None, :]).astype(np.int64)))  # nseg x nb
+    # distinct curve samples per (segment, brush): the first m of a random permutation
+    perm = np.argsort(R.random_sample((nseg, nb, curve_samples)), axis=-1)
+    sel = np.arange(curve_samples)[None, None, :] < m[..., None]
+    seg_idx, brush_idx, _ = np.nonzero(sel)
+    sample = perm[sel]
+    lo = (bw * width_jitter).astype(np.int64)
+    hi = np.maximum(bw, lo + 1)
+    widths = np.maximum(R.randint(lo[brush_idx], hi[brush_idx]), 1)
+    angles = R.uniform(0.0, 360.0, size=sample.size)
+    opac = R.uniform(*opacity_range, size=sample.size) * R.uniform(*flow_range, size=sample.size)
+    xy = curves[seg_idx, sample]
+    bounds = np.concatenate([[0], np.cumsum(m.ravel())]).tolist()
+    xs, ys, widths = xy[:, 0].tolist(), xy[:, 1].tolist(), widths.tolist()
+    segments = []
+    for i in range(nseg):
+        seg = []
+        for b in range(nb):
+            a, z = bounds[i * nb + b], bounds[i * nb + b + 1]
+            seg.append((xs[a:z], ys[a:z], widths[a:z], angles[a:z], opac[a:z]))
+        segments.append(seg)
+    return StrokePlan(colour, segments)
+
+
+def render_strokes(plan: StrokePlan, shape: Sequence[int], banks: Sequence[StampBank], segment_opacity: float = 0.95) -> np.ndarray:
+    """Render a :class:`StrokePlan` into a 2 x H x W float32 LA layer."""
+    h, w = int(shape[0]), int(shape[1])
+    seg_lut = np.floor(np.arange(256) * float(segment_opacity)).clip(0, 255).astype(np.int64).tolist()
+    total = Image.new("L", (w, h), 0)
+    canvas = Image.new("L", (w, h), 0)
+    for seg in plan.segments:
+        box = None
+        for bank, (xs, ys, widths, angles, opac) in zip(banks, seg):
+            b = paint_stamps(canvas, bank, xs, ys, widths, angles, opac)
+            if b is not None:
+                box = b if box is None else (min(box[0], b[0]), max(box[1], b[1]), min(box[2], b[2]), max(box[3], b[3]))
+        if box is None:
+            continue
+        pil_box = (box[2], box[0], box[3], box[1])
+        # the segment's alpha x 0.95 (floored), composited over the layer (same rounding as stamps)
+        total.im.paste(255, pil_box, canvas.im.crop(pil_box).point(seg_lut, None))
+        canvas.paste(0, pil_box)
+    alpha = np.asarray(total, dtype=np.float32)
+    layer = np.empty((2, h, w), np.float32)
+    layer[1] = alpha
+    layer[0] = np.where(alpha > 0, np.float32(plan.colour), np.float32(0))
+    return layer
+
+
+class RandBrushAnomaly(RandomizableTransform):
+    """A_base (section 2.1): paint random brush strokes inside the lungs.
+
+    ``__call__(img, lung)``: ``img`` 1 x H x W in 0..255 (uint8 or float; numpy, torch or
+    MetaTensor), ``lung`` 1 x H x W label map (1 right lung, 2 left lung). Returns the 2 x H x W
+    float32 LA layer (gray colour, alpha) in the image's container type. An empty lung map
+    gives an all-zero layer, a warning naming the source file, and ``self.no_lung_count += 1``.
+
+    Args:
+        prob: probability of painting (else an all-zero layer).
+        brush_texture: None (procedural texture, seed 0), an int (procedural, that seed), a
+            path to a grayscale texture image, or a 2-D uint8 alpha array.
+        brush_widths: widths of the brushes at the reference size (80, 50).
+        segment_counts, p_zero: the segment-count distribution per lung.
+        control_offset: half-range of the Bezier control offset (30 px at the reference size).
+        curve_samples: samples per curve (100); max_stamps: stamp cap per brush (100).
+        spacing_frac: stamp spacing as a fraction of the brush width (0.05).
+        width_jitter: the smallest jittered width as a fraction of the brush width (0.3).
+        opacity_range, flow_range: jitter ranges of opacity and flow.
+        segment_opacity: alpha factor of each segment layer (0.95).
+        colour_percentile: the brush colour is this percentile of the image (85).
+        angle_step: rotation quantization of the stamp bank in degrees (5).
+        reference_size: size at which pixel constants are given (``None``: fixed).
+    """
+
+    backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
+
+    def __init__(
+        self,
+        prob: float = 1.0,
+        brush_texture: Any = None,
+        brush_widths: Sequence[float] = (80, 50),
+        segment_counts: Sequence[int] = SEGMENT_COUNTS,
+        p_zero: float = 0.2,
+        control_offset: float = 30.0,
+        curve_samples: int = 100,
+        max_stamps: int = 100,
+        spacing_frac: float = 0.05,
+        width_jitter: float = 0.3,
+        opacity_range: tuple[float, float] = (0.07, 0.3),
+        flow_range: tuple[float, float] = (0.67, 1.0),
+        segment_opacity: float = 0.95,
+        colour_percentile: float = 85.0,
+        angle_step: float = 5.0,
+        reference_size: int | None = REFERENCE_SIZE,
+    ) -> None:
+        RandomizableTransform.__init__(self, prob)
+        self.texture = resolve_brush_texture(brush_texture)
+        self.brush_widths = tuple(float(w) for w in brush_widths)
+        self.plan_kwargs = dict(
+            segment_counts=tuple(segment_counts),
+            p_zero=p_zero,
+            control_offset=control_offset,
+            curve_samples=curve_samples,
+            spacing_frac=spacing_frac,
+            max_stamps=max_stamps,
+            width_jitter=width_jitter,
+            opacity_range=tuple(opacity_range),
+            flow_range=tuple(flow_range),
+            colour_percentile=colour_percentile,
+        )
+        self.segment_opacity = segment_opacity
+        self.angle_step = angle_step
+        self.reference_size = reference_size
+        self._banks: dict[tuple[int, ...], list[StampBank]] = {}
+        self._plan: StrokePlan | None = None
+        self.no_lung_count = 0
+
+    def banks(self, shape: Sequence[int]) -> list[StampBank]:
+        """The stamp banks (one per brush width) for an image of ``shape`` (H, W), cached."""
+        s = size_scale(shape, self.reference_size) if self.reference_size else 1.0
+        widths = tuple(max(2, int(round(w * s))) for w in self.brush_widths)
+        if widths not in self._banks:
+            self._banks[widths] = [StampBank(self.texture, w, angle_step=self.angle_step) for w in widths]
+        return self._banks[widths]
+
+    def randomize(self, image_u8: np.ndarray, lung: np.ndarray) -> None:  # type: ignore[override]
+        """Draw everything for one layer (``image_u8``, ``lung``: H x W numpy)."""
+        super().randomize(None)
+        self._plan = None
+        if not self._do_transform:
+            return
+        s = size_scale(image_u8.shape, self.reference_size) if self.reference_size else 1.0
+        self._plan = plan_strokes(self.R, image_u8, lung, self.banks(image_u8.shape), s, **self.plan_kwargs)
+
+    def render(self, shape: Sequence[int]) -> np.ndarray:
+        """Render the last drawn plan as a numpy 2 x H x W layer (zeros when none)."""
+        if self._plan is None:
+            return np.zeros((2, int(shape[0]), int(shape[1])), np.float32)
+        return render_strokes(self._plan, shape, self.banks(shape), self.segment_opacity)
+
+    def _no_lung(self, img: Any) -> None:
+        self.no_lung_count += 1
+        logger.warning("ART-ASyn: empty lung map, nothing painted (source: %s)", source_name(img))
+
+    def __call__(self, img, lung, randomize: bool = True):
+        im, lu = check_image_and_lung(img, lung)
+        im_u8 = im if im.dtype == np.uint8 else np.clip(np.round(im), 0, 255).astype(np.uint8)
+        if randomize:
+            self.randomize(im_u8, lu)
+        if self._do_transform and self._plan is None:
+            self._no_lung(img)
+        layer = self.render(im.shape)
+        return convert_to_dst_type(layer, img, dtype=torch.float32 if isinstance(img, torch.Tensor) else np.float32)[0]
+
+
+class RandBrushAnomalyd(RandomizableTransform, MapTransform):
+    """Dictionary :class:`RandBrushAnomaly`: paints a layer from ``d[key]`` (the image, default
+    ``"image"``) and ``d[lung_key]`` into ``d[layer_key]`` (default ``"anomaly_layer"``)."""
+
+    backend = RandBrushAnomaly.backend
+
+    def __init__(
+        self,
+        keys: KeysCollection = "image",
+        lung_key: str = "lung",
+        layer_key: str = "anomaly_layer",
+        prob: float = 1.0,
+        allow_missing_keys: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        MapTransform.__init__(self, keys, allow_missing_keys)
+        RandomizableTransform.__init__(self, prob)
+        self.lung_key, self.layer_key = lung_key, layer_key
+        self.painter = RandBrushAnomaly(prob=1.0, **kwargs)
+
+    def set_random_state(self, seed=None, state=None):
+        super().set_random_state(seed, state)
+        self.painter.set_random_state(seed, state)
+        return self
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        self.randomize(None)
+        for key in self.key_iterator(d):
+            if self.lung_key not in d:
+                raise KeyError(f"RandBrushAnomalyd: lung label map key '{self.lung_key}' not in the data (keys: {list(d)})")
+            img, lung = d[key], d[self.lung_key]
+            check_image_and_lung(img, lung, str(key), self.lung_key)
+            if self._do_transform:
+                d[self.layer_key] = self.painter(img, lung)
+            else:
+                zeros = np.zeros((2, *tuple(img.shape)[1:]), np.float32)
+                d[self.layer_key] = convert_to_dst_type(zeros, img, dtype=torch.float32 if isinstance(img, torch.Tensor) else np.float32)[0]
+        return d
+
+
+RandBrushAnomalyD = RandBrushAnomalyDict = RandBrushAnomalyd

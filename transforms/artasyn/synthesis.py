@@ -1,0 +1,439 @@
+"""The whole ART-ASyn synthesis chain as MONAI transforms (``ALGORITHM.md`` sections 2.1-2.6).
+
+- :class:`RandARTAnomaly`: array transform, ``(image, lung) -> (synthetic image, mask)``.
+- :class:`RandARTAnomalyd`: dictionary version; replaces ``d["image"]`` and writes
+  ``d["anomaly_mask"]`` (1 x H x W float32, the image's container type) and
+  ``d["anomaly_label"]`` (float32 torch tensor of shape (1,): 1.0 painted, 0.0 not).
+- :class:`RandARTTwinsd`: one healthy image -> a list of dicts: the healthy sample plus k
+  independent synthetic twins (k uniform in ``num_twins``), each with ``d["target"]`` = the
+  healthy image (the training sample of section 3). MONAI flattens the list when collating.
+
+Variants (seed, Table S1; section 2.6):
+
+- ``"base"``: A_base alone (2.1) composited over the image (2.5). ``base_lung_mask=True``
+  (our default) multiplies its alpha by the soft lung mask S of 2.4 (no rib contrast, no
+  brightening), so that nothing is painted outside the (dilated) lungs; ``False`` is the
+  literal reading (brush stamps centred in the lungs spill over their borders).
+- ``"base_blur_cryst"``: 2.1-2.3 (A, T_blur, T_cryst, composition), no T_rib.
+- ``"final"``: everything (A_final, ART-ASyn).
+- ``"none"`` (dictionary transforms only): no synthesis.
+
+The variant and the switch are recorded in MetaTensor metadata (``artasyn_variant``,
+``artasyn_base_lung_mask``, ``artasyn_no_lung``) and in ``d["artasyn_variant"]``.
+
+An empty lung map leaves the image unchanged (empty mask, label 0), logs a warning naming
+the source file (``filename_or_obj``), sets ``artasyn_no_lung`` and counts it in
+``no_lung_count``.
+
+Example::
+
+    >>> import numpy as np
+    >>> from artasyn.synthesis import RandARTAnomalyd
+    >>> img = np.full((1, 256, 256), 90, np.uint8)
+    >>> lung = np.zeros((1, 256, 256), np.uint8); lung[0, 60:200, 40:110] = 1; lung[0, 60:200, 150:220] = 2
+    >>> t = RandARTAnomalyd(keys="image", lung_key="lung").set_random_state(0)
+    >>> out = t({"image": img, "lung": lung})
+    >>> out["image"].shape, out["anomaly_mask"].shape, float(out["anomaly_label"][0])
+    ((1, 256, 256), (1, 256, 256), 1.0)
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.data import MetaTensor
+from monai.transforms import MapTransform, RandomizableTransform
+from monai.utils import TransformBackends
+from monai.utils.type_conversion import convert_to_dst_type
+
+from .anatomy import check_image_and_lung, rib_scale_alpha, soft_lung_mask
+from .composite import anomaly_mask, composite_over_image
+from .effects import REFERENCE_SIZE, compose_layers, crystallize, pil_gaussian_blur, size_scale
+from .strokes import RandBrushAnomaly, plan_strokes, render_strokes, source_name
+
+__all__ = [
+    "VARIANTS",
+    "RandARTAnomaly",
+    "RandARTAnomalyd",
+    "RandARTTwinsd",
+    "RandARTAnomalyD",
+    "RandARTAnomalyDict",
+    "RandARTTwinsD",
+    "RandARTTwinsDict",
+]
+
+logger = logging.getLogger(__name__)
+
+#: synthesis variants of the array transform (Table S1); the dictionary ones also accept "none"
+VARIANTS = ("base", "base_blur_cryst", "final")
+
+_BRUSH_KEYS = (
+    "brush_texture",
+    "brush_widths",
+    "segment_counts",
+    "p_zero",
+    "control_offset",
+    "curve_samples",
+    "max_stamps",
+    "spacing_frac",
+    "width_jitter",
+    "opacity_range",
+    "flow_range",
+    "segment_opacity",
+    "colour_percentile",
+    "angle_step",
+)
+
+
+def _bbox_slices(alpha: np.ndarray, margin: int) -> tuple[slice, slice] | None:
+    rows, cols = np.flatnonzero(alpha.any(1)), np.flatnonzero(alpha.any(0))
+    if rows.size == 0:
+        return None
+    h, w = alpha.shape
+    return (
+        slice(max(rows[0] - margin, 0), min(rows[-1] + 1 + margin, h)),
+        slice(max(cols[0] - margin, 0), min(cols[-1] + 1 + margin, w)),
+    )
+
+
+def _blur_cropped(layer: np.ndarray, radius: float) -> np.ndarray:
+    """Pillow Gaussian blur computed on the layer's non-zero box plus the blur's support
+    (identical to blurring the whole layer: the box border is zero, or the image edge)."""
+    margin = int(np.ceil(3.0 * (radius + 1))) + 2
+    box = _bbox_slices(layer[1] > 0, margin)
+    out = np.zeros_like(layer)
+    if box is None:
+        return out
+    out[(slice(None), *box)] = pil_gaussian_blur(layer[(slice(None), *box)], radius)
+    return out
+
+
+class RandARTAnomaly(RandomizableTransform):
+    """ART-ASyn synthesis (section 2) of one 1 x H x W image with its lung label map.
+
+    ``__call__(img, lung)`` returns ``(image, mask)``: the synthetic image (input's type and
+    dtype; never darker than the input) and the binary anomaly mask (1 x H x W float32, the
+    image's container type). ``self.last_painted`` says whether the last call painted.
+
+    Args:
+        variant: ``"base"``, ``"base_blur_cryst"`` or ``"final"`` (Table S1).
+        base_lung_mask: for ``"base"``: multiply the alpha by the soft lung mask S (default True).
+        prob: probability of synthesizing (else the image is returned with an empty mask).
+        brush_texture: None (procedural, seed 0), int seed, image path or 2-D alpha array.
+        blur_radius: T_blur radius (8, Pillow semantics); cryst_blur_radius: Cb radius (3).
+        num_seeds: T_cryst seeds (500 at 256 x 256, scaled by area).
+        base_scale, blur_scale, cryst_scale, cryst_blur_scale, order: section 2.3.
+        dilation, soft_kernel, soft_sigma: soft lung mask S (7, 31, 5.0).
+        rib_weight, brightness: T_rib (0.5, 1.5).
+        threshold: mask threshold on the final alpha (80).
+        reference_size: size (256) at which pixel constants are given; they scale with
+            ``sqrt(H * W) / reference_size``. ``None`` keeps them fixed.
+        **brush_kwargs: :class:`artasyn.strokes.RandBrushAnomaly` arguments (brush_widths,
+            control_offset, opacity_range, angle_step, ...).
+    """
+
+    backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
+
+    def __init__(
+        self,
+        variant: str = "final",
+        base_lung_mask: bool = True,
+        prob: float = 1.0,
+        brush_texture: Any = None,
+        blur_radius: float = 8.0,
+        cryst_blur_radius: float = 3.0,
+        num_seeds: int = 500,
+        base_scale: float = 0.4,
+        blur_scale: float = 1.0,
+        cryst_scale: float = 0.5,
+        cryst_blur_scale: float = 0.5,
+        order: Sequence[str] = ("blur", "cryst", "cryst_blur", "cryst", "blur"),
+        dilation: int = 7,
+        soft_kernel: int = 31,
+        soft_sigma: float = 5.0,
+        rib_weight: float = 0.5,
+        brightness: float = 1.5,
+        threshold: float = 80.0,
+        reference_size: int | None = REFERENCE_SIZE,
+        **brush_kwargs: Any,
+    ) -> None:
+        RandomizableTransform.__init__(self, prob)
+        if variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+        unknown = set(brush_kwargs) - set(_BRUSH_KEYS)
+        if unknown:
+            raise TypeError(f"RandARTAnomaly got unexpected keyword arguments {sorted(unknown)}")
+        self.variant = variant
+        self.base_lung_mask = bool(base_lung_mask)
+        self.painter = RandBrushAnomaly(prob=1.0, brush_texture=brush_texture, reference_size=reference_size, **brush_kwargs)
+        self.blur_radius, self.cryst_blur_radius, self.num_seeds = blur_radius, cryst_blur_radius, num_seeds
+        self.compose_kwargs = dict(
+            base_scale=base_scale, blur_scale=blur_scale, cryst_scale=cryst_scale, cryst_blur_scale=cryst_blur_scale, order=tuple(order)
+        )
+        self.dilation, self.soft_kernel, self.soft_sigma = dilation, soft_kernel, soft_sigma
+        self.rib_weight, self.brightness, self.threshold = rib_weight, brightness, threshold
+        self.reference_size = reference_size
+        self.no_lung_count = 0
+        self.last_painted = False
+        self.last_no_lung = False
+        self._plan = None
+        self._seeds: np.ndarray | None = None
+
+    def set_random_state(self, seed=None, state=None):
+        super().set_random_state(seed, state)
+        self.painter.set_random_state(seed, state)
+        return self
+
+    def _scale(self, shape) -> float:
+        return size_scale(shape, self.reference_size) if self.reference_size else 1.0
+
+    def randomize(self, image_u8: np.ndarray, lung: np.ndarray) -> None:  # type: ignore[override]
+        """Draw the strokes and the crystallization seeds (``image_u8``, ``lung``: H x W numpy)."""
+        super().randomize(None)
+        self._plan, self._seeds = None, None
+        if not self._do_transform:
+            return
+        s = self._scale(image_u8.shape)
+        p = self.painter
+        self._plan = plan_strokes(self.R, image_u8, lung, p.banks(image_u8.shape), s, **p.plan_kwargs)
+        if self._plan is not None and self.variant != "base":
+            h, w = image_u8.shape
+            n = max(1, int(round(self.num_seeds * s * s)))
+            self._seeds = np.stack([self.R.randint(0, h, size=n), self.R.randint(0, w, size=n)], axis=1)
+
+    def synthesize(self, image: np.ndarray, image_u8: np.ndarray, lung: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Render the drawn anomaly on numpy H x W arrays; returns (image, mask)."""
+        shape = image_u8.shape
+        s = self._scale(shape)
+        a = render_strokes(self._plan, shape, self.painter.banks(shape), self.painter.segment_opacity)
+        soft = None
+        if self.variant == "final" or self.base_lung_mask:
+            soft = soft_lung_mask(lung, self.dilation, self.soft_kernel, self.soft_sigma, self.reference_size)
+        if self.variant == "base":
+            z = a
+            if self.base_lung_mask:
+                z[1] = rib_scale_alpha(z[1], image_u8, soft, brightness=1.0, use_rib=False)
+        else:
+            b = _blur_cropped(a, self.blur_radius * s)
+            c = crystallize(a, self._seeds)
+            cb = _blur_cropped(c, self.cryst_blur_radius * s)
+            z = compose_layers(a, b, c, cb, **self.compose_kwargs)
+            if self.variant == "final":
+                z[1] = rib_scale_alpha(z[1], image_u8, soft, self.rib_weight, self.brightness)
+        return composite_over_image(image, z), anomaly_mask(z[1], self.threshold)
+
+    def __call__(self, img, lung, randomize: bool = True, key: str = "image", lung_key: str = "lung"):
+        im, lu = check_image_and_lung(img, lung, key, lung_key)
+        im_u8 = im if im.dtype == np.uint8 else np.clip(np.round(im), 0, 255).astype(np.uint8)
+        if randomize:
+            self.randomize(im_u8, lu)
+        self.last_no_lung = bool(self._do_transform and self._plan is None)
+        if self.last_no_lung:
+            self.no_lung_count += 1
+            logger.warning("ART-ASyn: empty lung map, image left unchanged (source: %s)", source_name(img))
+        self.last_painted = self._plan is not None
+        if self.last_painted:
+            out, mask = self.synthesize(im, im_u8, lu)
+        else:
+            out, mask = im, np.zeros(im.shape, np.float32)
+        out_t = convert_to_dst_type(out[None], img)[0]
+        mask_t = convert_to_dst_type(mask[None], img, dtype=torch.float32 if isinstance(img, torch.Tensor) else np.float32)[0]
+        for t in (out_t, mask_t):
+            if isinstance(t, MetaTensor):
+                t.meta["artasyn_variant"] = self.variant
+                t.meta["artasyn_base_lung_mask"] = self.base_lung_mask
+                t.meta["artasyn_no_lung"] = self.last_no_lung
+        return out_t, mask_t
+
+
+def _label(value: float) -> torch.Tensor:
+    return torch.tensor([value], dtype=torch.float32)
+
+
+def _tag(d: dict, keys: Sequence[Hashable], variant: str, base_lung_mask: bool, no_lung: bool) -> None:
+    d["artasyn_variant"] = variant
+    for k in keys:
+        t = d.get(k)
+        if isinstance(t, MetaTensor):
+            t.meta["artasyn_variant"] = variant
+            t.meta["artasyn_base_lung_mask"] = base_lung_mask
+            t.meta["artasyn_no_lung"] = no_lung
+
+
+def _empty_mask(img: Any) -> Any:
+    zeros = np.zeros(tuple(img.shape), np.float32)
+    return convert_to_dst_type(zeros, img, dtype=torch.float32 if isinstance(img, torch.Tensor) else np.float32)[0]
+
+
+def _copy(x: Any) -> Any:
+    if isinstance(x, torch.Tensor):
+        return x.clone()
+    if isinstance(x, np.ndarray):
+        return x.copy()
+    return copy.deepcopy(x)
+
+
+class RandARTAnomalyd(RandomizableTransform, MapTransform):
+    """Dictionary :class:`RandARTAnomaly`.
+
+    Replaces ``d[key]`` by the synthetic image (same type), writes ``d[mask_key]`` (binary
+    1 x H x W float32 in the image's container type: numpy, torch or MetaTensor) and
+    ``d[label_key]`` (``torch.tensor([1.0])`` when painted, ``[0.0]`` when not), and
+    ``d["artasyn_variant"]``. ``variant="none"`` only adds the empty mask and label 0.
+    Every other argument is passed to :class:`RandARTAnomaly`.
+    """
+
+    backend = RandARTAnomaly.backend
+
+    def __init__(
+        self,
+        keys: KeysCollection = "image",
+        lung_key: str = "lung",
+        mask_key: str = "anomaly_mask",
+        label_key: str = "anomaly_label",
+        variant: str = "final",
+        brush_texture: Any = None,
+        prob: float = 1.0,
+        allow_missing_keys: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        MapTransform.__init__(self, keys, allow_missing_keys)
+        RandomizableTransform.__init__(self, prob)
+        if variant not in (*VARIANTS, "none"):
+            raise ValueError(f"variant must be one of {(*VARIANTS, 'none')}, got {variant!r}")
+        self.variant = variant
+        self.lung_key, self.mask_key, self.label_key = lung_key, mask_key, label_key
+        self.synth = RandARTAnomaly(variant="final" if variant == "none" else variant, prob=1.0, brush_texture=brush_texture, **kwargs)
+
+    @property
+    def no_lung_count(self) -> int:
+        return self.synth.no_lung_count
+
+    def set_random_state(self, seed=None, state=None):
+        super().set_random_state(seed, state)
+        self.synth.set_random_state(seed, state)
+        return self
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        self.randomize(None)
+        keys = list(self.key_iterator(d))
+        if len(keys) > 1:
+            raise ValueError(f"RandARTAnomalyd synthesizes one image key at a time, got {keys}")
+        no_lung = False
+        for key in keys:
+            if self.lung_key not in d:
+                raise KeyError(f"RandARTAnomalyd: lung label map key '{self.lung_key}' not in the data (keys: {list(d)})")
+            img, lung = d[key], d[self.lung_key]
+            check_image_and_lung(img, lung, str(key), self.lung_key)
+            if self.variant != "none" and self._do_transform:
+                d[key], d[self.mask_key] = self.synth(img, lung, key=str(key), lung_key=self.lung_key)
+                painted, no_lung = self.synth.last_painted, self.synth.last_no_lung
+            else:
+                d[key], d[self.mask_key], painted = _copy(img), _empty_mask(img), False
+            d[self.label_key] = _label(1.0 if painted else 0.0)
+        _tag(d, [*keys, self.mask_key], self.variant, self.synth.base_lung_mask, no_lung)
+        return d
+
+
+class RandARTTwinsd(RandomizableTransform, MapTransform):
+    """One healthy image -> a list of training samples: the healthy one and k synthetic twins.
+
+    Returns a list of dicts (MONAI's collation flattens lists, as for ``RandCropByPosNegLabeld``):
+    the healthy sample (when ``include_healthy``; mask zeros, label 0) followed by ``k`` twins,
+    ``k`` uniform integer in ``num_twins`` (inclusive), each an independent anomaly of
+    ``variant``. Every dict gets ``d[target_key]`` = a copy of the healthy image, the mask
+    (1 x H x W float32, image container type), the label (float32 torch tensor (1,)) and
+    ``d["artasyn_variant"]``. ``variant="none"`` returns just the healthy sample. An empty
+    lung map yields healthy copies with label 0 (and a warning).
+
+    Other keyword arguments go to :class:`RandARTAnomaly`.
+    """
+
+    backend = RandARTAnomaly.backend
+
+    def __init__(
+        self,
+        keys: KeysCollection = "image",
+        lung_key: str = "lung",
+        target_key: str = "target",
+        mask_key: str = "anomaly_mask",
+        label_key: str = "anomaly_label",
+        num_twins: int | Sequence[int] = (1, 3),
+        include_healthy: bool = True,
+        variant: str = "final",
+        allow_missing_keys: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        MapTransform.__init__(self, keys, allow_missing_keys)
+        RandomizableTransform.__init__(self, 1.0)
+        if variant not in (*VARIANTS, "none"):
+            raise ValueError(f"variant must be one of {(*VARIANTS, 'none')}, got {variant!r}")
+        lo, hi = (num_twins, num_twins) if isinstance(num_twins, int) else (int(num_twins[0]), int(num_twins[1]))
+        if not 0 <= lo <= hi:
+            raise ValueError(f"num_twins must be a range (low, high) with 0 <= low <= high, got {num_twins}")
+        if not include_healthy and hi == 0:
+            raise ValueError("RandARTTwinsd with include_healthy=False needs at least one twin")
+        self.num_twins = (lo, hi)
+        self.include_healthy = include_healthy
+        self.variant = variant
+        self.lung_key, self.target_key, self.mask_key, self.label_key = lung_key, target_key, mask_key, label_key
+        self.synth = RandARTAnomaly(variant="final" if variant == "none" else variant, prob=1.0, **kwargs)
+        self._k = lo
+
+    @property
+    def no_lung_count(self) -> int:
+        return self.synth.no_lung_count
+
+    def set_random_state(self, seed=None, state=None):
+        super().set_random_state(seed, state)
+        self.synth.set_random_state(seed, state)
+        return self
+
+    def randomize(self, data: Any = None) -> None:
+        self._k = int(self.R.randint(self.num_twins[0], self.num_twins[1] + 1))
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> list[dict[Hashable, Any]]:
+        d = dict(data)
+        keys = list(self.key_iterator(d))
+        if len(keys) != 1:
+            raise ValueError(f"RandARTTwinsd synthesizes exactly one image key, got {keys}")
+        key = keys[0]
+        if self.lung_key not in d:
+            raise KeyError(f"RandARTTwinsd: lung label map key '{self.lung_key}' not in the data (keys: {list(d)})")
+        img, lung = d[key], d[self.lung_key]
+        check_image_and_lung(img, lung, str(key), self.lung_key)
+        self.randomize()
+        blm = self.synth.base_lung_mask
+
+        def healthy() -> dict:
+            h = {k: _copy(v) for k, v in d.items()}
+            h[self.target_key] = _copy(img)
+            h[self.mask_key] = _empty_mask(img)
+            h[self.label_key] = _label(0.0)
+            _tag(h, [key, self.mask_key, self.target_key], self.variant, blm, False)
+            return h
+
+        if self.variant == "none":
+            return [healthy()]
+        out = [healthy()] if self.include_healthy else []
+        for _ in range(self._k):
+            t = {k: _copy(v) for k, v in d.items()}
+            t[key], t[self.mask_key] = self.synth(img, lung, key=str(key), lung_key=self.lung_key)
+            t[self.target_key] = _copy(img)
+            t[self.label_key] = _label(1.0 if self.synth.last_painted else 0.0)
+            _tag(t, [key, self.mask_key, self.target_key], self.variant, blm, self.synth.last_no_lung)
+            out.append(t)
+        if not out:  # include_healthy=False and k == 0
+            out.append(healthy())
+        return out
+
+
+RandARTAnomalyD = RandARTAnomalyDict = RandARTAnomalyd
+RandARTTwinsD = RandARTTwinsDict = RandARTTwinsd
