@@ -1,0 +1,95 @@
+"""Input helpers: grayscale conversion like PIL "L" and the 0..255 scaling rule."""
+
+import logging
+import re
+
+import numpy as np
+import pytest
+import torch
+from monai.data import MetaTensor
+from PIL import Image
+
+from artasyn.intensity import ScaleTo8Bit, ScaleTo8Bitd, ToGrayscale, ToGrayscaled
+
+
+@pytest.fixture
+def rgb_hwc() -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 256, (32, 40, 3), dtype=np.uint8)
+
+
+def test_rgb_to_gray_matches_pil_convert_L(rgb_hwc):
+    expected = np.asarray(Image.fromarray(rgb_hwc, "RGB").convert("L"))
+    gray = ToGrayscale()(np.moveaxis(rgb_hwc, -1, 0))
+    assert gray.shape == (1, 32, 40) and gray.dtype == np.uint8
+    assert np.abs(gray[0].astype(int) - expected).max() <= 1
+
+
+def test_float_rgb_is_within_one_grey_level_of_pil(rgb_hwc):
+    expected = np.asarray(Image.fromarray(rgb_hwc, "RGB").convert("L")).astype(float)
+    gray = ToGrayscale()(torch.as_tensor(np.moveaxis(rgb_hwc, -1, 0)).float())
+    assert isinstance(gray, torch.Tensor) and gray.dtype == torch.float32
+    assert np.abs(gray[0].numpy() - expected).max() <= 1
+
+
+def test_channel_last_rgba_is_detected_and_alpha_ignored(rgb_hwc):
+    rgba = np.concatenate([rgb_hwc, np.zeros((32, 40, 1), np.uint8)], axis=-1)
+    expected = np.asarray(Image.fromarray(rgba, "RGBA").convert("L"))
+    assert np.abs(ToGrayscale()(rgba)[0].astype(int) - expected).max() <= 1
+
+
+def test_channel_first_wins_when_ambiguous():
+    img = np.zeros((3, 16, 3), np.uint8)
+    img[0] = 255
+    assert ToGrayscale()(img).shape == (1, 16, 3)
+    assert ToGrayscale(channel_last=True)(img).shape == (1, 3, 16)
+
+
+def test_single_channel_and_2d_inputs_become_1xHxW():
+    assert ToGrayscale()(np.ones((1, 5, 6), np.uint8)).shape == (1, 5, 6)
+    assert ToGrayscale()(np.ones((5, 6), np.uint8)).shape == (1, 5, 6)
+
+
+def test_metatensor_keeps_meta():
+    img = MetaTensor(torch.rand(3, 8, 8) * 255, meta={"filename_or_obj": "x.png"})
+    out = ToGrayscale()(img)
+    assert isinstance(out, MetaTensor) and out.meta["filename_or_obj"] == "x.png" and out.shape == (1, 8, 8)
+
+
+@pytest.mark.parametrize("shape", [(2, 8, 8), (8, 8, 5), (1, 2, 8, 8)])
+def test_gray_bad_shape_names_key_and_shape(shape):
+    with pytest.raises(ValueError, match=r"key 'image' with shape " + re.escape(str(shape))):
+        ToGrayscaled(keys="image")({"image": np.zeros(shape, np.uint8)})
+
+
+def test_uint8_unchanged():
+    img = np.arange(256, dtype=np.uint8).reshape(1, 16, 16)
+    out = ScaleTo8Bit()(img)
+    assert out.dtype == np.float32 and np.array_equal(out, img)
+
+
+def test_uint16_divided_by_257():
+    img = np.array([[[0, 257, 65535]]], np.uint16)
+    assert ScaleTo8Bit()(img).tolist() == [[[0.0, 1.0, 255.0]]]
+
+
+def test_float_in_unit_range_times_255_and_0_255_unchanged():
+    assert ScaleTo8Bit()(np.array([[[0.0, 0.5, 1.0]]], np.float32)).tolist() == [[[0.0, 127.5, 255.0]]]
+    assert ScaleTo8Bit()(torch.tensor([[[0.0, 12.0, 255.0]]])).tolist() == [[[0.0, 12.0, 255.0]]]
+
+
+def test_other_ranges_are_min_max_scaled_with_a_warning(caplog):
+    img = MetaTensor(torch.tensor([[[-100.0, 0.0, 1100.0]]]), meta={"filename_or_obj": "ct.nii"})
+    with caplog.at_level(logging.WARNING, logger="artasyn.intensity"):
+        out = ScaleTo8Bitd(keys="image")({"image": img})["image"]
+    assert out.tolist() == [[[0.0, 21.25, 255.0]]] and isinstance(out, MetaTensor)
+    assert any("ct.nii" in r.getMessage() and "min-max" in r.getMessage() for r in caplog.records)
+
+
+def test_uint8_output_rounds():
+    out = ScaleTo8Bit(dtype=np.uint8)(np.array([[[0.0, 0.5, 1.0]]], np.float32))
+    assert out.dtype == np.uint8 and out.tolist() == [[[0, 128, 255]]]
+
+
+def test_scale_nan_raises_naming_the_key():
+    with pytest.raises(ValueError, match="key 'image'"):
+        ScaleTo8Bitd(keys="image")({"image": np.array([[[np.nan, 1.0]]])})
