@@ -1,0 +1,231 @@
+"""The MONAI bundle in ``bundle/``: configs, a tiny end-to-end training and evaluation.
+
+Everything runs on procedural phantoms (``artasyn.phantom``) at 64 x 64 with a tiny network,
+in a temporary bundle root, so it needs no data and takes well under a minute per test.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "bundle" / "configs"
+TRAIN = str(CONFIGS / "train.json")
+EVALUATE = str(CONFIGS / "evaluate.json")
+SMALL = str(CONFIGS / "small.json")
+
+#: the tiny setting of these tests: 64 px phantoms, a 3-level 8-channel network, few images
+TINY = {
+    "spatial_size": [64, 64],
+    "phantom_size": 64,
+    "pbtseg_size": 128,
+    "network_def#channels": 8,
+    "network_def#channel_mult": [1, 2, 2],
+    "network_def#num_res_blocks": 1,
+    "network_def#attention_downsample": [4],
+    "batch_size": 2,
+    "val_batch_size": 8,
+    "num_workers": 0,
+    "cpu_threads": 1,  # one torch thread: much faster than two on a shared 2-core machine
+    "ema_decay": 0.9,
+    "max_train_items": 16,
+    "max_val_items": 16,
+    "log_every": 1000,
+}
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch_threads():
+    """``initialize`` sets torch's thread count (``cpu_threads``): give other tests theirs back."""
+    import torch
+
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
+def _workflow(config_file, workflow_type="train", **override):
+    from monai.bundle import ConfigWorkflow
+
+    return ConfigWorkflow(config_file=config_file, workflow_type=workflow_type, logging_file=False, **override)
+
+
+@pytest.mark.parametrize("config_file", [TRAIN, [TRAIN, SMALL]])
+def test_train_config_has_every_train_property(config_file, tmp_path):
+    wf = _workflow(config_file, bundle_root=str(tmp_path), **TINY)
+    wf.initialize()  # MONAI checks properties on parsed content: phantoms and lung maps are made
+    assert wf.check_properties() == []
+    for key in ("network_def", "train#preprocessing", "train#trainer", "validate#evaluator", "bundle_root", "dataset_dir", "ckpt_dir", "initialize", "run", "finalize", "training"):
+        assert key in wf.parser, key
+
+
+@pytest.mark.parametrize("workflow_type", ["train", "infer"])
+def test_evaluate_config_has_every_property(workflow_type, tmp_path):
+    wf = _workflow([TRAIN, EVALUATE], workflow_type=workflow_type, bundle_root=str(tmp_path), **TINY)
+    wf.initialize()
+    assert wf.check_properties() == []
+    assert "evaluating" in wf.parser
+
+
+def test_train_config_holds_the_paper_defaults():
+    from monai.bundle import ConfigParser
+
+    cfg = ConfigParser.load_config_file(TRAIN)
+    net = cfg["network_def"]
+    assert (net["channels"], net["channel_mult"], net["num_res_blocks"]) == (32, [1, 1, 2, 3, 4], 2)
+    assert net["attention_downsample"] == [8, 16, 32] and net["dropout"] == 0.1 and net["norm"] == "batch"
+    assert cfg["spatial_size"] == [256, 256] and cfg["batch_size"] == 4 and cfg["max_iterations"] == 100000
+    assert cfg["learning_rate"] == 1e-4 and cfg["ema_decay"] == 0.9999 and cfg["variant"] == "final"
+    assert cfg["training"] == "%run"
+    assert (cfg["loss"]["w_global"], cfg["loss"]["w_local"], cfg["loss"]["w_feat"], cfg["loss"]["w_dice"]) == (1.0, 2.0, 1.0, 1.0)
+
+
+def test_small_preset_only_overrides():
+    small = json.loads(Path(SMALL).read_text())
+    train = json.loads(Path(TRAIN).read_text())
+    for key in small:
+        assert key.split("#")[0] in train, f"small.json adds {key!r}, which train.json does not have"
+
+
+def _count_samples(tmp_path, variant):
+    wf = _workflow(TRAIN, bundle_root=str(tmp_path), variant=variant, **TINY)
+    ds = wf.parser.get_parsed_content("train#dataset")
+    return [len(ds[i]) for i in range(4)]
+
+
+def test_variant_switch_changes_samples_per_image(tmp_path):
+    assert _count_samples(tmp_path, "none") == [1, 1, 1, 1]
+    counts = _count_samples(tmp_path, "final")
+    assert all(2 <= c <= 4 for c in counts), counts  # healthy + 1..3 twins
+
+
+@pytest.fixture(scope="module")
+def trained_bundle(tmp_path_factory):
+    """A tiny training run on phantoms through the workflow API; returns (root, losses)."""
+    import torch
+    from ignite.engine import Events
+
+    root = tmp_path_factory.mktemp("bundle")
+    wf = _workflow(
+        TRAIN, bundle_root=str(root), max_iterations=24, iterations_per_epoch=12, learning_rate=1e-3, seed=1, **TINY
+    )
+    wf.initialize()
+    trainer = wf.parser.get_parsed_content("train#trainer")
+    losses = []
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: losses.append(e.state.output["loss"].item()))
+    n_threads = torch.get_num_threads()
+    try:
+        wf.run()
+        wf.finalize()
+    finally:
+        torch.set_num_threads(n_threads)
+    return root, losses
+
+
+def test_tiny_training_loss_falls(trained_bundle):
+    root, losses = trained_bundle
+    assert len(losses) == 24
+    first, last = sum(losses[:4]) / 4, sum(losses[-4:]) / 4
+    assert last < first, f"loss did not fall: first {first:.4f}, last {last:.4f}"
+
+
+def test_training_saves_checkpoints_and_validation_outputs(trained_bundle):
+    import torch
+
+    root, _ = trained_bundle
+    ckpt = torch.load(root / "models" / "model.pt", map_location="cpu", weights_only=True)
+    assert set(ckpt) >= {"model", "model_raw", "optimizer"}
+    assert (root / "models" / "model_final.pt").is_file()
+    val = json.loads((root / "eval" / "training" / "val_metrics.json").read_text())["metrics"]
+    assert {"val_auc", "val_ap", "val_micro_dice_tau0.2", "val_dice_tau0.8"} <= set(val)
+    report = json.loads((root / "eval" / "training" / "data_report.json").read_text())
+    assert report["counts"]["training"] == 16 and report["n_unreadable"] == 0
+    assert any((root / "runs").iterdir())  # TensorBoard events
+
+
+def test_evaluate_loads_checkpoint_and_writes_metrics(trained_bundle):
+    root, _ = trained_bundle
+    wf = _workflow([TRAIN, EVALUATE], bundle_root=str(root), **TINY)
+    wf.initialize()
+    wf.run()
+    wf.finalize()
+    out = root / "eval"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {"auc", "ap", "micro_dice_tau0.2", "dice_tau0.2", "micro_dice_tau0.8"} <= set(metrics["metrics"])
+    assert 0.0 <= metrics["metrics"]["auc"] <= 1.0
+    assert metrics["info"]["checkpoint"].endswith("model.pt")
+    with open(out / "scores.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == metrics["n_images"] == 16  # the test half of 16 + 16 phantoms
+    assert {r["label"] for r in rows} == {"0", "1"}
+    assert all(r["filename"].endswith(".png") for r in rows)
+    assert all(r["dice_tau0.2"] == "" for r in rows if r["label"] == "0")
+    assert (out / "panels.png").is_file()
+
+
+def test_evaluation_set_is_apart_from_validation(tmp_path):
+    wf = _workflow(TRAIN, bundle_root=str(tmp_path), **TINY)
+    val = wf.parser.get_parsed_content("validate#datalist")
+    wf_eval = _workflow([TRAIN, EVALUATE], bundle_root=str(tmp_path), **TINY)
+    test = wf_eval.parser.get_parsed_content("validate#datalist")
+    assert val and test and not {v["image"] for v in val} & {t["image"] for t in test}
+
+
+def test_command_line_training_and_evaluating(tmp_path):
+    """The README's commands, with the tiny setting as command-line overrides."""
+    over = []
+    for k, v in {**TINY, "max_iterations": 2, "iterations_per_epoch": 2, "max_train_items": 4}.items():
+        over += [f"--{k}", json.dumps(v)]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    train = subprocess.run(
+        [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", f"['{TRAIN}','{SMALL}']",
+         "--bundle_root", str(tmp_path), *over],
+        cwd=REPO, capture_output=True, text=True, env=env, timeout=600,
+    )
+    assert train.returncode == 0, train.stdout[-3000:] + train.stderr[-3000:]
+    assert "AUC=" in train.stdout and "AP=" in train.stdout and "Dice(micro" in train.stdout
+    evaluate = subprocess.run(
+        [sys.executable, "-m", "monai.bundle", "run", "evaluating", "--config_file", f"['{TRAIN}','{SMALL}','{EVALUATE}']",
+         "--bundle_root", str(tmp_path), *over],
+        cwd=REPO, capture_output=True, text=True, env=env, timeout=600,
+    )
+    assert evaluate.returncode == 0, evaluate.stdout[-3000:] + evaluate.stderr[-3000:]
+    assert "AUC=" in evaluate.stdout and (tmp_path / "eval" / "metrics.json").is_file()
+
+
+def test_loading_reads_png_8_16_bit_rgb_jpeg_and_nifti_alike(tmp_path):
+    """The config's loading chain gives the same 1 x H x W, 0..255, rows-down image for every format."""
+    import nibabel as nib
+    import numpy as np
+    from monai.bundle import ConfigParser
+    from monai.transforms import Compose
+    from PIL import Image
+
+    gray = np.zeros((40, 30), np.uint8)  # H=40, W=30; a bright block at the top left
+    gray[2:10, 3:8] = 200
+    gray[20:, :] = 100
+    files = {
+        "png8": tmp_path / "a.png",
+        "png16": tmp_path / "b.png",
+        "rgb_jpeg": tmp_path / "c.jpg",
+        "nifti": tmp_path / "d.nii.gz",
+    }
+    Image.fromarray(gray).save(files["png8"])
+    Image.fromarray(gray.astype(np.uint16) * 257).save(files["png16"])
+    Image.fromarray(np.stack([gray] * 3, -1)).save(files["rgb_jpeg"], quality=100)
+    nib.save(nib.Nifti1Image(gray.astype(np.float32), np.eye(4)), files["nifti"])
+    parser = ConfigParser()
+    parser.read_config(TRAIN)
+    load = Compose(parser.get_parsed_content("load_transforms"))
+    for name, path in files.items():
+        img = np.asarray(load({"image": str(path)})["image"])
+        assert img.shape == (1, 40, 30), name
+        assert abs(float(img[0, 5, 5]) - 200) < 4 and abs(float(img[0, 30, 15]) - 100) < 4, name
+        assert float(img[0, 15, 20]) < 4, name

@@ -1,0 +1,304 @@
+"""Evaluation handlers: TensorBoard image panels, per-image score CSV, metrics JSON.
+
+- :class:`AnomalyPanelHandler`: a grid of ``input | reconstruction | error map | predicted
+  mask | ground truth`` rows (healthy and diseased items) to TensorBoard, and optionally a PNG.
+- :class:`ImageScoreSaver`: ``scores.csv``, one row per image: file, label, image score,
+  whether it has a lesion mask and its Dice at every tau.
+- :class:`MetricsJSONSaver`: ``metrics.json`` with every metric of the epoch, and one log
+  line ``AP=... AUC=... Dice=...``.
+
+All attach to an evaluator (``SupervisedEvaluator``) and read its decollated output items,
+which :class:`artasyn.bundle_utils.AnomalyScored` completes with ``score``, ``pred_mask``,
+``gt_mask`` and ``gt_available``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .metrics import tau_name
+
+__all__ = ["AnomalyPanelHandler", "ImageScoreSaver", "MetricsJSONSaver", "panel_rows"]
+
+logger = logging.getLogger("artasyn.bundle")
+
+
+def _items(output) -> list[dict]:
+    if output is None:
+        return []
+    return output if isinstance(output, list) else [output]
+
+
+def _scalar(x, default: float = 0.0) -> float:
+    if x is None:
+        return default
+    return float(torch.as_tensor(x).reshape(-1)[0])
+
+
+def _filename(item: dict, batch_item: dict | None, key: str = "image") -> str:
+    for src in (item, batch_item or {}):
+        if src.get(f"{key}_path"):
+            return str(src[f"{key}_path"])
+        v = src.get(key)
+        meta = getattr(v, "meta", None)
+        if meta and meta.get("filename_or_obj"):
+            return str(meta["filename_or_obj"])
+    return ""
+
+
+def _plane(x) -> np.ndarray:
+    arr = x.detach().float().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, dtype=np.float32)
+    return arr.reshape(-1, *arr.shape[-2:])[0]
+
+
+def panel_rows(items: Sequence[dict], tau_index: int = 0) -> np.ndarray:
+    """``N*H x 5*W`` float image in [0, 1]: input | recon | error | predicted mask | ground truth."""
+    rows = []
+    for o in items:
+        img = np.clip(_plane(o["image"]), 0, 1)
+        rec = np.clip(_plane(o["pred"]), 0, 1)
+        err = _plane(o["anomaly_map"]) if "anomaly_map" in o else (img - rec) ** 2
+        err = err / err.max() if err.max() > 0 else err
+        pm = o.get("pred_mask")
+        pred_mask = _plane(pm[tau_index : tau_index + 1]) if pm is not None else np.zeros_like(img)
+        gt = _plane(o["gt_mask"]) if o.get("gt_mask") is not None else np.zeros_like(img)
+        sep = np.ones((img.shape[0], 2), dtype=np.float32)
+        rows.append(np.concatenate([img, sep, rec, sep, err, sep, pred_mask, sep, gt], axis=1))
+    if not rows:
+        return np.zeros((1, 1), dtype=np.float32)
+    width = rows[0].shape[1]
+    spaced = []
+    for r in rows:
+        spaced += [r, np.ones((2, width), dtype=np.float32)]
+    return np.concatenate(spaced[:-1], axis=0).astype(np.float32)
+
+
+class AnomalyPanelHandler:
+    """Writes image panels of an evaluation epoch to TensorBoard (and optionally a PNG).
+
+    Keeps the first ``max_items // 2`` healthy and diseased items of the epoch (filling up with
+    either), one row each: ``input | reconstruction | error map (scaled to its max) |
+    predicted mask (first tau) | ground-truth lesion mask``.
+
+    Args:
+        summary_writer: a ``SummaryWriter``; default: one on ``log_dir``.
+        log_dir: TensorBoard folder when no writer is given.
+        tag: image tag.
+        max_items: rows in the panel.
+        png_path: also save the panel as this PNG (e.g. in the evaluation folder).
+        global_iter_transform: maps the evaluator's epoch to the TensorBoard step.
+    """
+
+    def __init__(
+        self,
+        summary_writer=None,
+        log_dir: str = "./runs",
+        tag: str = "val_panels",
+        max_items: int = 4,
+        png_path: str | None = None,
+        global_iter_transform: Callable = lambda x: x,
+    ) -> None:
+        self._writer = summary_writer
+        self.log_dir, self.tag, self.max_items = log_dir, tag, int(max_items)
+        self.png_path = png_path
+        self.global_iter_transform = global_iter_transform
+        self._kept: list[dict] = []
+
+    @property
+    def writer(self):
+        if self._writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(log_dir=self.log_dir)
+        return self._writer
+
+    def attach(self, engine) -> None:
+        from ignite.engine import Events
+
+        engine.add_event_handler(Events.EPOCH_STARTED, self._reset)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._collect)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self._write)
+
+    def _reset(self, engine) -> None:
+        self._kept = []
+
+    def _collect(self, engine) -> None:
+        half = max(1, self.max_items // 2)
+        for o in _items(engine.state.output):
+            if len(self._kept) >= self.max_items:
+                return
+            label = _scalar(o.get("label"))
+            same = sum(1 for k in self._kept if k["_label"] == label)
+            if same >= half:
+                continue
+            keep = {k: o[k].detach().cpu() for k in ("image", "pred", "anomaly_map", "pred_mask", "gt_mask") if k in o}
+            keep["_label"] = label
+            self._kept.append(keep)
+
+    def _write(self, engine) -> None:
+        if not self._kept:
+            return
+        panel = panel_rows(self._kept)
+        step = self.global_iter_transform(engine.state.epoch)
+        self.writer.add_image(self.tag, panel[None], step, dataformats="CHW")
+        self.writer.flush()
+        if self.png_path:
+            from PIL import Image
+
+            Path(self.png_path).parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray((panel * 255).round().astype(np.uint8)).save(self.png_path)
+
+
+class ImageScoreSaver:
+    """Writes ``<output_dir>/<filename>``: one CSV row per evaluated image.
+
+    Columns: ``filename, label, score, has_mask`` and ``dice_tau{t}`` for each tau (empty for
+    images without a lesion mask). Written at the end of each evaluation epoch (atomically).
+    """
+
+    def __init__(self, output_dir: str, filename: str = "scores.csv", taus: Sequence[float] = (0.2, 0.4, 0.6, 0.8)) -> None:
+        self.output_dir, self.filename = output_dir, filename
+        self.taus = tuple(float(t) for t in taus)
+        self.rows: list[dict] = []
+
+    def attach(self, engine) -> None:
+        from ignite.engine import Events
+
+        engine.add_event_handler(Events.EPOCH_STARTED, self._reset)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._collect)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self._write)
+
+    def _reset(self, engine) -> None:
+        self.rows = []
+
+    def _collect(self, engine) -> None:
+        batch = engine.state.batch if isinstance(engine.state.batch, list) else []
+        for i, o in enumerate(_items(engine.state.output)):
+            row = {
+                "filename": _filename(o, batch[i] if i < len(batch) else None),
+                "label": int(_scalar(o.get("label"))),
+                "score": _scalar(o.get("score"), float("nan")),
+                "has_mask": int(_scalar(o.get("gt_available"))),
+            }
+            pm, gt = o.get("pred_mask"), o.get("gt_mask")
+            for j, tau in enumerate(self.taus):
+                dice = ""
+                if row["has_mask"] and pm is not None and gt is not None and j < pm.shape[0]:
+                    p = pm[j] > 0.5
+                    g = torch.as_tensor(gt).reshape(p.shape).to(p.device) > 0.5
+                    denom = int(p.sum()) + int(g.sum())
+                    dice = f"{2.0 * int((p & g).sum()) / denom:.6f}" if denom > 0 else ""
+                row[f"dice_tau{tau_name(tau)}"] = dice
+            self.rows.append(row)
+
+    def _write(self, engine) -> None:
+        path = Path(self.output_dir) / self.filename
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fields = ["filename", "label", "score", "has_mask", *(f"dice_tau{tau_name(t)}" for t in self.taus)]
+        tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=fields)
+            w.writeheader()
+            w.writerows(self.rows)
+        os.replace(tmp, path)
+
+
+def _jsonable(v):
+    if isinstance(v, torch.Tensor):
+        v = v.detach().cpu()
+        return v.item() if v.numel() == 1 else v.tolist()
+    if isinstance(v, (np.generic,)):
+        v = v.item()
+    if isinstance(v, float) and (math.isnan(v) or math.isinf(v)):
+        return None
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    return v
+
+
+def summary_line(metrics: dict, prefix: str = "", tau: float = 0.2) -> str:
+    """``AP=0.8123 AUC=0.7712 Dice(micro, tau=0.2)=0.3011 Dice(mean)=0.2876``."""
+    def get(name):
+        v = metrics.get(prefix + name)
+        return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{float(v):.4f}"
+
+    t = tau_name(tau)
+    return (
+        f"AP={get('ap')} AUC={get('auc')} Dice(micro, tau={t})={get(f'micro_dice_tau{t}')} "
+        f"Dice(mean over images, tau={t})={get(f'dice_tau{t}')}"
+    )
+
+
+class MetricsJSONSaver:
+    """Writes ``<output_dir>/<filename>``: every metric of the evaluation epoch, and logs a summary.
+
+    The JSON holds ``metrics`` (``engine.state.metrics``), ``n_images``, ``epoch``, a
+    timestamp and ``info`` (anything the config passes, e.g. the checkpoint path and
+    settings). The summary line (``AP=... AUC=... Dice=...``) is logged and printed.
+
+    Args:
+        prefix: the metric-name prefix used in the evaluator (``val_`` in training).
+        tau: the tau of the headline Dice.
+    """
+
+    def __init__(
+        self,
+        output_dir: str,
+        filename: str = "metrics.json",
+        prefix: str = "",
+        tau: float = 0.2,
+        info: dict | None = None,
+        print_summary: bool = True,
+    ) -> None:
+        self.output_dir, self.filename, self.prefix, self.tau = output_dir, filename, prefix, float(tau)
+        self.info = info or {}
+        self.print_summary = bool(print_summary)
+        self._n = 0
+
+    def attach(self, engine) -> None:
+        from ignite.engine import Events
+
+        engine.add_event_handler(Events.EPOCH_STARTED, self._reset)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._count)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self._write)
+
+    def _reset(self, engine) -> None:
+        self._n = 0
+
+    def _count(self, engine) -> None:
+        self._n += len(_items(engine.state.output))
+
+    def _write(self, engine) -> None:
+        metrics = {k: _jsonable(v) for k, v in engine.state.metrics.items()}
+        content = {
+            "metrics": metrics,
+            "n_images": self._n,
+            "epoch": int(engine.state.epoch),
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "info": _jsonable(self.info),
+        }
+        best = getattr(engine.state, "best_metric", None)
+        if best is not None and best != -1:
+            content["best_metric"] = _jsonable(best)
+            content["best_metric_epoch"] = int(getattr(engine.state, "best_metric_epoch", -1))
+        path = Path(self.output_dir) / self.filename
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(content, indent=2))
+        os.replace(tmp, path)
+        line = summary_line(engine.state.metrics, self.prefix, self.tau)
+        logger.info("%s (%d images) -> %s", line, self._n, path)
+        if self.print_summary:
+            print(f"[epoch {engine.state.epoch}] {line} ({self._n} images; metrics: {path})", flush=True)

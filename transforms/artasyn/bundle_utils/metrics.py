@@ -1,0 +1,129 @@
+"""Metrics of the evaluation (``ALGORITHM.md`` section 4): image-level AP / AUC and Dice per tau.
+
+AP and AUC are MONAI's ``AveragePrecision`` and ``ROCAUC`` handlers on (score, label), see
+:func:`score_output`. Dice, for every tau of the sweep, is reported twice:
+
+- ``dice_tau{t}``: MONAI's :class:`monai.handlers.MeanDice`, the mean over images of the
+  per-image Dice (a "macro" Dice). MONAI's ``reduction`` options only reduce per-image
+  values, they cannot pool pixels, so
+- ``micro_dice_tau{t}``: :class:`MicroDice` (built on MONAI's ``CumulativeIterationMetric``)
+  pools the true / false positive and false negative pixel counts of all images first,
+  ``2 TP / (2 TP + FP + FN)``: the paper's (micro) Dice.
+
+Only diseased images with a lesion mask enter Dice; :func:`dice_output` gives the others an
+empty prediction and an empty ground truth, which ``MeanDice`` ignores (``ignore_empty``) and
+which add no pixel to the micro counts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from monai.handlers import IgniteMetricHandler, MeanDice
+from monai.metrics import CumulativeIterationMetric
+
+__all__ = ["MicroDice", "MicroDiceMetric", "dice_handlers", "dice_output", "score_output", "tau_name"]
+
+
+class MicroDiceMetric(CumulativeIterationMetric):
+    """Micro (pooled) Dice of binary masks: sums TP, FP, FN over all images, then Dice.
+
+    ``y_pred`` and ``y``: batch-first ``B x C x H x W`` or lists of channel-first tensors,
+    binary (values > 0.5 are foreground). :meth:`aggregate` returns a scalar tensor, NaN when
+    no image had any foreground in either mask.
+    """
+
+    def _compute_tensor(self, y_pred: torch.Tensor, y: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
+        if y is None:
+            raise ValueError("MicroDiceMetric needs y (the ground-truth masks)")
+        if y_pred.shape != y.shape:
+            raise ValueError(f"y_pred and y shapes differ: {tuple(y_pred.shape)} vs {tuple(y.shape)}")
+        p = (y_pred > 0.5).flatten(1)
+        g = (y > 0.5).flatten(1)
+        tp = (p & g).sum(1)
+        fp = (p & ~g).sum(1)
+        fn = (~p & g).sum(1)
+        return torch.stack([tp, fp, fn], dim=1).double()
+
+    def aggregate(self) -> torch.Tensor:
+        buf = self.get_buffer()
+        if not isinstance(buf, torch.Tensor) or buf.numel() == 0:
+            return torch.tensor(float("nan"))
+        tp, fp, fn = buf.sum(0)
+        denom = 2 * tp + fp + fn
+        return (2 * tp / denom).float() if denom > 0 else torch.tensor(float("nan"))
+
+
+class MicroDice(IgniteMetricHandler):
+    """Ignite handler of :class:`MicroDiceMetric` (the paper's pooled Dice)."""
+
+    def __init__(self, output_transform: Callable = lambda x: x, save_details: bool = False) -> None:
+        super().__init__(metric_fn=MicroDiceMetric(), output_transform=output_transform, save_details=save_details)
+
+
+def _items(output) -> list[dict]:
+    return output if isinstance(output, list) else [output]
+
+
+def score_output(output, score_key: str = "score", label_key: str = "label"):
+    """Output transform for ``ROCAUC`` / ``AveragePrecision``: (scores, labels) as lists."""
+    items = _items(output)
+    return [o[score_key] for o in items], [o[label_key] for o in items]
+
+
+class dice_output:  # noqa: N801 (used like a function in configs)
+    """Output transform for Dice at tau number ``index``: ``(pred masks, lesion masks)``.
+
+    Items that are not diseased with a lesion mask get an empty prediction and an empty
+    ground truth (ignored by ``MeanDice``, no pixels for ``MicroDice``).
+    """
+
+    def __init__(
+        self,
+        index: int,
+        mask_key: str = "pred_mask",
+        label_key: str = "gt_mask",
+        has_mask_key: str = "gt_available",
+        class_key: str = "label",
+    ) -> None:
+        self.index = int(index)
+        self.mask_key, self.label_key, self.has_mask_key, self.class_key = mask_key, label_key, has_mask_key, class_key
+
+    def __call__(self, output):
+        preds, gts = [], []
+        for o in _items(output):
+            p = o[self.mask_key][self.index : self.index + 1].float()
+            g = torch.as_tensor(o[self.label_key]).float().to(p.device)
+            use = float(torch.as_tensor(o.get(self.has_mask_key, 1.0)).reshape(-1)[0]) > 0.5
+            if self.class_key in o:
+                use = use and float(torch.as_tensor(o[self.class_key]).reshape(-1)[0]) > 0.5
+            if not use:
+                p, g = torch.zeros_like(p), torch.zeros_like(p)
+            preds.append(p)
+            gts.append(g.reshape(p.shape))
+        return preds, gts
+
+
+def tau_name(tau: float) -> str:
+    """``0.2 -> "0.2"``: the suffix of the Dice metric names."""
+    return f"{float(tau):g}"
+
+
+def dice_handlers(
+    taus: Sequence[float], micro: bool = True, mean: bool = True, prefix: str = "", save_details: bool = True
+) -> dict:
+    """The Dice metrics of every tau, for an evaluator's ``additional_metrics``.
+
+    Returns ``{"{prefix}dice_tau{t}": MeanDice, "{prefix}micro_dice_tau{t}": MicroDice}`` with
+    the tau at position ``i`` read from channel ``i`` of ``pred_mask``.
+    """
+    out: dict = {}
+    for i, tau in enumerate(taus):
+        if micro:
+            out[f"{prefix}micro_dice_tau{tau_name(tau)}"] = MicroDice(output_transform=dice_output(i))
+        if mean:
+            out[f"{prefix}dice_tau{tau_name(tau)}"] = MeanDice(
+                include_background=True, output_transform=dice_output(i), save_details=save_details
+            )
+    return out

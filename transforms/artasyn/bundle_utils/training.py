@@ -1,0 +1,179 @@
+"""The training iteration of ART-ASyn for MONAI's ``SupervisedTrainer`` (``ALGORITHM.md`` section 3).
+
+``SupervisedTrainer`` computes ``loss_function(network(inputs), targets)``; eq. 1 also needs
+the anomaly mask and the bottleneck features of both the input and its healthy target, so
+:class:`ARTASynTrainingStep` is the trainer's ``iteration_update``. It follows MONAI's own
+iteration (events ``FORWARD_COMPLETED``, ``LOSS_COMPLETED``, ``BACKWARD_COMPLETED``,
+``MODEL_COMPLETED``; AMP through ``engine.scaler``; ``optim_set_to_none``) and puts every loss
+term in ``engine.state.output`` (``loss``, ``loss_global``, ``loss_local``, ``loss_feat``,
+``loss_dice``) for ``StatsHandler`` / ``TensorBoardStatsHandler`` via :func:`loss_terms`.
+
+A batch is a list-collated set of samples (``monai.data.list_data_collate``): each healthy
+image and its 1 to 3 synthetic twins, so its size varies from batch to batch.
+
+Example (config)::
+
+    "train#trainer": {"_target_": "SupervisedTrainer", ...,
+        "loss_function": "@train#loss",
+        "iteration_update": "$artasyn.bundle_utils.ARTASynTrainingStep(channels_last=@channels_last)"}
+"""
+
+from __future__ import annotations
+
+import torch
+from monai.data import MetaTensor
+from monai.engines.utils import IterationEvents
+from monai.utils import CommonKeys as Keys
+
+__all__ = ["ARTASynTrainingStep", "TrainingTimeLimit", "loss_terms", "prepare_network"]
+
+LOSS_TERMS = ("global", "local", "feat", "dice")
+
+
+def prepare_network(network: torch.nn.Module, device: str | torch.device, channels_last: bool = False) -> torch.nn.Module:
+    """Move ``network`` to ``device``; channels-last memory format when asked (CUDA only)."""
+    device = torch.device(device)
+    network = network.to(device)
+    if channels_last and device.type == "cuda":
+        network = network.to(memory_format=torch.channels_last)
+    return network
+
+
+class ARTASynTrainingStep:
+    """``iteration_update`` of ``SupervisedTrainer`` for the eq.-1 loss.
+
+    Args:
+        image_key: network input (healthy image or synthetic twin), ``B x 1 x H x W`` in [0, 1].
+        target_key: its healthy image, same shape.
+        mask_key: the anomaly mask, same shape, {0, 1}.
+        channels_last: feed channels-last tensors (CUDA; put the network in that format with
+            :func:`prepare_network`).
+
+    ``engine.loss_function`` is :class:`artasyn.losses.ARTASynLoss` (or anything with its
+    call signature returning a dict with ``total``). The network must offer
+    ``forward_with_features(x) -> (recon, feats)`` and ``encode(x) -> feats`` (as
+    :class:`artasyn.networks.AnomalyUNet`) when the feature term is on; a wrapper with a
+    ``module`` attribute (``DistributedDataParallel``) is unwrapped for these two calls.
+    """
+
+    def __init__(
+        self,
+        image_key: str = "image",
+        target_key: str = "target",
+        mask_key: str = "anomaly_mask",
+        channels_last: bool = False,
+    ) -> None:
+        self.image_key, self.target_key, self.mask_key = image_key, target_key, mask_key
+        self.channels_last = bool(channels_last)
+
+    def _to(self, engine, x) -> torch.Tensor:
+        if isinstance(x, MetaTensor):
+            x = x.as_tensor()
+        x = torch.as_tensor(x).to(engine.state.device, non_blocking=engine.non_blocking).float()
+        if self.channels_last and x.dim() == 4 and x.device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def __call__(self, engine, batchdata: dict) -> dict:
+        if batchdata is None:
+            raise ValueError("Must provide batch data for current iteration.")
+        for key in (self.image_key, self.target_key, self.mask_key):
+            if key not in batchdata:
+                raise KeyError(
+                    f"ARTASynTrainingStep: the batch has no {key!r} (keys: {sorted(batchdata)}); "
+                    "the training transforms must end with RandARTTwinsd (or give target and mask)"
+                )
+        inputs = self._to(engine, batchdata[self.image_key])
+        target = self._to(engine, batchdata[self.target_key])
+        mask = self._to(engine, batchdata[self.mask_key])
+        engine.state.output = {Keys.IMAGE: inputs, Keys.LABEL: target}
+        network = engine.network
+        core = getattr(network, "module", network)
+        loss_fn = engine.loss_function
+        need_feat = float(getattr(loss_fn, "w_feat", 1.0)) != 0.0
+
+        def _forward_loss() -> torch.Tensor:
+            if need_feat:
+                recon, feat_in = core.forward_with_features(inputs)
+                feat_target = core.encode(target)
+            else:
+                recon, feat_in, feat_target = network(inputs), None, None
+            engine.state.output[Keys.PRED] = recon
+            engine.fire_event(IterationEvents.FORWARD_COMPLETED)
+            terms = loss_fn(inputs, recon, target, mask, feat_in, feat_target)
+            loss = terms["total"] if isinstance(terms, dict) else terms
+            engine.state.output[Keys.LOSS] = loss
+            if isinstance(terms, dict):
+                for name in LOSS_TERMS:
+                    if name in terms:
+                        engine.state.output[f"loss_{name}"] = terms[name].detach()
+            engine.state.output["n_samples"] = int(inputs.shape[0])
+            engine.fire_event(IterationEvents.LOSS_COMPLETED)
+            return loss
+
+        network.train()
+        engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
+        if engine.amp and engine.scaler is not None:
+            with torch.autocast("cuda", **engine.amp_kwargs):
+                loss = _forward_loss()
+            engine.scaler.scale(loss).backward()
+            engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
+            engine.scaler.step(engine.optimizer)
+            engine.scaler.update()
+        else:
+            loss = _forward_loss()
+            loss.backward()
+            engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
+            engine.optimizer.step()
+        engine.fire_event(IterationEvents.MODEL_COMPLETED)
+        return engine.state.output
+
+
+def loss_terms(output) -> dict:
+    """Output transform for ``StatsHandler`` / ``TensorBoardStatsHandler``: every loss term.
+
+    Works on the trainer's output whether it was decollated (a list of per-sample dicts, the
+    loss replicated) or not (one dict).
+    """
+    o = output[0] if isinstance(output, list) else output
+    out = {}
+    for key in (Keys.LOSS, *(f"loss_{n}" for n in LOSS_TERMS), "n_samples"):
+        if key in o:
+            v = o[key]
+            out[key] = v.detach().float().item() if isinstance(v, torch.Tensor) else v
+    return out
+
+
+class TrainingTimeLimit:
+    """Stops the training cleanly after ``limit_sec`` seconds of wall-clock time (0: no limit).
+
+    The clock starts when the engine starts; the check runs after every iteration, and
+    ``engine.terminate()`` still fires ``COMPLETED``, so ``CheckpointSaver(save_final=True)``
+    writes the final weights. For fixed time budgets (benchmarks, shared machines).
+    """
+
+    def __init__(self, limit_sec: float = 0) -> None:
+        self.limit_sec = float(limit_sec or 0)
+        self._start: float | None = None
+
+    def attach(self, engine) -> None:
+        from ignite.engine import Events
+
+        if self.limit_sec > 0:
+            engine.add_event_handler(Events.STARTED, self._started)
+            engine.add_event_handler(Events.ITERATION_COMPLETED, self)
+
+    def _started(self, engine) -> None:
+        import time
+
+        self._start = time.perf_counter()
+
+    def __call__(self, engine) -> None:
+        import logging
+        import time
+
+        if self._start is not None and time.perf_counter() - self._start > self.limit_sec:
+            logging.getLogger("artasyn.bundle").info(
+                "time limit of %.0f s reached at iteration %d: stopping the training", self.limit_sec, engine.state.iteration
+            )
+            engine.terminate()
