@@ -1,0 +1,84 @@
+"""The bundle inside MONAI Label's bundle app (``monailabel.tasks.infer.bundle.BundleInferTask``).
+
+Needs the optional ``label`` extra (``pip install -e .[label]``, in an environment of its own:
+``monailabel`` pins numpy < 2); skipped otherwise. What can be tested without a server: the
+self-contained bundle written by ``bundle/scripts/monailabel_bundle.py`` is accepted as a
+segmentation task with the label ``opacity``, and its pre-transforms, network and
+post-transforms turn a radiograph (a 96 x 80 phantom PNG) into a binary mask of the same size.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = {
+    "spatial_size": [64, 64],
+    "pbtseg_size": 128,
+    "network_def#channels": 8,
+    "network_def#channel_mult": [1, 2, 2],
+    "network_def#num_res_blocks": 1,
+    "network_def#attention_downsample": [4],
+    "num_workers": 0,
+    "device": "$torch.device('cpu')",
+}
+
+
+def _helper():
+    spec = importlib.util.spec_from_file_location("monailabel_bundle", REPO / "bundle" / "scripts" / "monailabel_bundle.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_merged_config_is_self_contained():
+    """No MONAI Label needed: the merged config has every id BundleInferTask reads."""
+    config = _helper().merged_inference_config(overrides=TINY)
+    for key in ("network_def", "preprocessing", "postprocessing", "inferer", "bundle_root", "device"):
+        assert key in config, key
+
+
+def test_bundle_infer_task_runs_the_inference_config(tmp_path):
+    pytest.importorskip("monailabel", reason="MONAI Label is the optional 'label' extra (its own environment)")
+    try:
+        from monailabel.tasks.infer.bundle import BundleInferTask
+    except Exception as e:  # e.g. a torchvision build that does not match torch
+        pytest.skip(f"monailabel is installed but its bundle task cannot be imported: {type(e).__name__}: {e}")
+    from PIL import Image
+
+    from artasyn.phantom import make_phantom
+
+    helper = _helper()
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(REPO / "bundle" / "configs" / "train.json"))
+    for k, v in TINY.items():
+        parser[k] = v
+    net = parser.get_parsed_content("network_def")
+    ckpt = tmp_path / "model.pt"
+    torch.save({"model": net.state_dict()}, ckpt)
+    bundle = helper.make_monailabel_bundle(tmp_path / "artasyn_cxr_anomaly_segmentation", ckpt, overrides=TINY)
+
+    task = BundleInferTask(str(bundle), {})
+    assert task.is_valid()
+    assert str(task.type).lower().endswith("segmentation") and task.labels == {"opacity": 1}
+
+    image = make_phantom(96, diseased=True, seed=3)["image"][:, 8:88]  # 96 rows x 80 columns
+    png = tmp_path / "cxr.png"
+    Image.fromarray(image).save(png)
+    data = {"image": str(png), "device": "cpu"}
+    data = task.run_pre_transforms(data, task.pre_transforms(data))
+    data = task.run_inferer(data, device="cpu")
+    data = task.run_post_transforms(data, task.post_transforms(data))
+    pred = np.asarray(torch.as_tensor(data["pred"]))
+    assert pred.shape[-2:] == (96, 80)
+    assert set(np.unique(pred)) <= {0.0, 1.0}
+    assert float(torch.as_tensor(data["score"]).reshape(-1)[0]) >= 0.0
+    sys.modules.pop("monailabel_bundle", None)
