@@ -236,6 +236,27 @@ def test_dataloader_workers_draw_different_anomalies():
     assert len(again) == 4
 
 
+def test_large_images_draw_brush_widths_on_the_scaled_grid():
+    img, lung = toy_pair(size=128)
+    big = np.asarray(Image.fromarray(img[0]).resize((512, 512), Image.BILINEAR))
+    big_lung = np.asarray(Image.fromarray(lung[0]).resize((512, 512), Image.NEAREST))
+    t = RandBrushAnomaly().set_random_state(0)
+    assert t.plan_args(big.shape)["width_step"] == 2 and t.plan_args((256, 256))["width_step"] == 1
+    t.randomize(big, big_lung)
+    widths = np.concatenate([b[2] for seg in t._plan.segments for b in seg])
+    assert (widths % 2 == 0).all() and widths.min() >= int(0.3 * 100)
+
+
+def test_colour_percentile_from_the_histogram_equals_numpy():
+    from artasyn.strokes import _u8_percentile
+
+    rng = np.random.default_rng(0)
+    for n in (1, 2, 7, 1000, 65536):
+        a = rng.integers(0, 256, n).astype(np.uint8)
+        for q in (0.0, 12.5, 85.0, 100.0):
+            assert _u8_percentile(a, q) == float(np.percentile(a, q))
+
+
 def test_sizes_scale_the_look():
     img, lung = toy_pair(size=128)
     big = np.asarray(Image.fromarray(img[0]).resize((512, 512), Image.BILINEAR))[None]
@@ -279,8 +300,11 @@ def test_statistics_match_the_authors_on_200_healthy_images(shared_data):
     for key in ("mask_frac", "mask_frac_of_lung", "components", "mean_brighten_in_mask"):
         assert np.median(ours[key]) == pytest.approx(auth[key]["median"], rel=0.15), key
     assert ours["max_darken"].max() == 0  # never darkened
-    # spill outside the lung dilated by 8: the per-image 90th percentile (the authors' p90 is
-    # 0.00259, i.e. 0.26% of the mask) with a 50% margin for sampling noise, the median below 0.1%
-    assert np.percentile(ours["mask_outside_dilated_lung"], 90) <= 1.5 * auth["mask_outside_dilated_lung"]["p90"]
+    # spill: mask pixels outside the lung dilated by 8, per image. The authors' p90 is 0.00259
+    # (their code, seed 0; seeds 1/2: 0.00234/0.00226). Ours, seeds 0/1/2: 0.00268/0.00311/0.00261;
+    # with the authors' texture image as the brush, ours gives 0.00206/0.00243/0.00202, so the
+    # rest of the chain spills no more than theirs: the excess comes from the procedural brush
+    # (its bright streaks spread further from the stamp centre). Hence a 25% margin, not 0.
+    assert np.percentile(ours["mask_outside_dilated_lung"], 90) <= 1.25 * auth["mask_outside_dilated_lung"]["p90"]
     assert np.median(ours["mask_outside_dilated_lung"]) <= 0.001
     assert (ours["mask_frac"] > 0).mean() >= 0.99

@@ -17,7 +17,7 @@ Example::
     >>> import numpy as np
     >>> from artasyn.anatomy import RibIntensityScale
     >>> img = np.full((1, 64, 64), 128, np.uint8); lung = np.zeros((1, 64, 64)); lung[0, 20:40, 10:30] = 1
-    >>> layer = np.zeros((2, 64, 64), np.float32); layer[:, 15:45, 5:35] = (200, 100)
+    >>> layer = np.zeros((2, 64, 64), np.float32); layer[:, 15:45, 5:35] = np.array([200, 100])[:, None, None]
     >>> RibIntensityScale()(layer, img, lung).shape
     (2, 64, 64)
 """
@@ -90,19 +90,20 @@ def soft_lung_mask(
     hit = _SOFT_CACHE.get(key)
     if hit is not None:
         return hit
-    u8 = binary.astype(np.uint8)
+    # everything is computed on the lung's box plus the dilation and kernel radii: the same
+    # values as on the whole image (the band around the box is zero, or the box reaches the
+    # image edge, where the dilation sees background and the blur mirrors the image)
+    rows, cols = np.flatnonzero(binary.any(1)), np.flatnonzero(binary.any(0))
+    m = dil // 2 + half + 1
+    box = (slice(max(rows[0] - m, 0), rows[-1] + 1 + m), slice(max(cols[0] - m, 0), cols[-1] + 1 + m))
+    u8 = binary[box].astype(np.uint8)
     if dil > 1:  # square dilation (separable); outside the image counts as background
         u8 = ndimage.maximum_filter(u8, size=dil, mode="constant", cval=0)
-    out = np.zeros(u8.shape, np.float32)
+    out = np.zeros(binary.shape, np.float32)
     if sig > 0:
-        # computed on the lung's box plus the kernel radius: the same values as on the whole
-        # image (the band around the box is zero, or the box reaches the mirrored image edge)
-        rows, cols = np.flatnonzero(u8.any(1)), np.flatnonzero(u8.any(0))
-        m = half + 1
-        box = (slice(max(rows[0] - m, 0), rows[-1] + 1 + m), slice(max(cols[0] - m, 0), cols[-1] + 1 + m))
-        out[box] = ndimage.gaussian_filter(u8[box].astype(np.float32), sigma=sig, mode="mirror", truncate=(half + 0.25) / sig)
+        out[box] = ndimage.gaussian_filter(u8.astype(np.float32), sigma=sig, mode="mirror", truncate=(half + 0.25) / sig)
     else:
-        out[:] = u8
+        out[box] = u8
     out = np.clip(out, 0.0, 1.0)
     out.setflags(write=False)
     if len(_SOFT_CACHE) >= 16:

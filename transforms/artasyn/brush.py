@@ -51,6 +51,8 @@ __all__ = [
     "resolve_brush_texture",
     "StampBank",
     "paint_stamps",
+    "stamp_pastes",
+    "painted_box",
     "pil_over_alpha_table",
     "crop_to_nonzero",
 ]
@@ -216,7 +218,11 @@ class StampBank:
     Speed trick (documented approximation): rotation angles are quantized to
     ``angle_step`` degrees (default 5; the angle is uniform over 360 degrees and the texture
     is a soft blob, so this does not change the statistics), widths are exact integers. The
-    cache holds at most ``max_bytes`` of stamps (oldest dropped first).
+    cache holds at most ``max_bytes`` of stamps (oldest dropped first; a full bank takes about
+    8 MiB at 256 x 256, 125 MiB at 1024 x 1024 with the width step of
+    :func:`artasyn.strokes.plan_strokes`). The per-threshold boxes of all cached stamps live in
+    one numpy table, ``boxes[slot, t]``, so that :func:`stamp_pastes` places a batch of stamps
+    with one fancy index.
 
     Args:
         texture: uint8 alpha texture (``H x W``).
@@ -225,7 +231,7 @@ class StampBank:
         max_bytes: memory budget of the cache.
     """
 
-    def __init__(self, texture: np.ndarray, base_width: int, angle_step: float = 5.0, max_bytes: int = 96 << 20):
+    def __init__(self, texture: np.ndarray, base_width: int, angle_step: float = 5.0, max_bytes: int = 256 << 20):
         tex, _ = crop_to_nonzero(np.asarray(texture, dtype=np.uint8))
         self.texture = tex
         ratio = tex.shape[1] / tex.shape[0]
@@ -241,6 +247,10 @@ class StampBank:
         self._cache: "OrderedDict[tuple[int, int], tuple]" = OrderedDict()
         self._bytes = 0
         self._thresholds = np.arange(1, 256, dtype=np.int32)
+        # per cached stamp (by slot): boxes[slot, t] = (row0, row1, col0, col1, height, width);
+        # one numpy table, so that a batch of stamps is placed with one fancy index
+        self.boxes = np.zeros((0, 256, 6), dtype=np.int32)
+        self._free: list[int] = []
 
     @property
     def width(self) -> int:
@@ -274,22 +284,36 @@ class StampBank:
             boxes[1:, 2 * k] = np.where(ok, first, -1)
             boxes[1:, 2 * k + 1] = np.where(ok, last, -1)
         boxes[0] = (0, arr.shape[0] - 1, 0, arr.shape[1] - 1)
-        # tuples of ints (not lists) so that the garbage collector stops tracking the cache
-        return arr, tuple(map(tuple, boxes.tolist())), Image.fromarray(arr).im
+        return arr, boxes
+
+    def _slot(self) -> int:
+        if not self._free:
+            n = len(self.boxes)
+            grown = np.zeros((max(2 * n, 64), 256, 6), dtype=np.int32)
+            grown[:n] = self.boxes
+            self.boxes = grown
+            self._free = list(range(len(grown) - 1, n - 1, -1))
+        return self._free.pop()
 
     def get(self, width: int, abin: int):
-        """The stamp of integer ``width`` and angle bin ``abin``: ``(alpha uint8 array, boxes, PIL core
-        image)``, ``boxes[t] = [row0, row1, col0, col1]`` the non-zero box of ``alpha >= t``."""
+        """The stamp of integer ``width`` and angle bin ``abin``: ``(alpha uint8 array, slot, PIL core
+        image)``; ``self.boxes[slot, t] = (row0, row1, col0, col1, height, width)``: the non-zero box
+        (inclusive) of ``alpha >= t`` (all -1 when nothing reaches t) and the stamp's size."""
         key = (int(width), int(abin))
         hit = self._cache.get(key)
         if hit is not None:
             return hit
-        item = self._render(*key)
+        arr, boxes = self._render(*key)
+        slot = self._slot()
+        self.boxes[slot, :, :4] = boxes
+        self.boxes[slot, :, 4:] = arr.shape
+        item = (arr, slot, Image.fromarray(arr).im)
         self._cache[key] = item
-        self._bytes += item[0].nbytes + 4096
+        self._bytes += item[0].nbytes + self.boxes[0].nbytes
         while self._bytes > self.max_bytes and len(self._cache) > 1:
             _, old = self._cache.popitem(last=False)
-            self._bytes -= old[0].nbytes + 4096
+            self._bytes -= old[0].nbytes + self.boxes[0].nbytes
+            self._free.append(old[1])
         return item
 
 
@@ -327,39 +351,62 @@ def paint_stamps(
     ends) or None when nothing was painted.
     """
     W, H = canvas.size
-    core = canvas.im
+    boxes, cores, luts, _ = stamp_pastes(bank, xs, ys, widths, angles, opacity, (H, W))
+    paste = canvas.im.paste
+    for box, core, lut in zip(boxes.tolist(), cores, luts):
+        paste(255, box, core.point(lut, None))
+    return painted_box(boxes, (H, W))
+
+
+def stamp_pastes(
+    bank: StampBank,
+    xs: Sequence[float],
+    ys: Sequence[float],
+    widths: Sequence[int],
+    angles: Sequence[float],
+    opacity: Sequence[float],
+    shape: Sequence[int],
+) -> tuple[list, list, list, np.ndarray]:
+    """The pastes that :func:`paint_stamps` does, computed for many stamps at once: the canvas
+    boxes ``[left, top, right, bottom]`` (``K x 4`` int64 array), the stamps' PIL core images, the floor look-up tables,
+    and the indices of the kept stamps (stamps that floor to nothing or miss the canvas of
+    ``shape = (H, W)`` are dropped). Paste ``i`` is
+    ``canvas.im.paste(255, boxes[i], cores[i].point(luts[i], None))``, in order."""
+    H, W = int(shape[0]), int(shape[1])
+    n = len(xs)
+    if n == 0:
+        return np.zeros((0, 4), np.int64), [], [], np.zeros(0, np.int64)
     abins = bank.angle_bin(angles).tolist()
     levels = np.round(np.asarray(opacity, dtype=np.float64) * OPACITY_LEVELS).astype(np.int64)
     # smallest p with int(p * opacity) >= 1 (0: nothing survives)
     thresh = np.where(levels > 0, -(-OPACITY_LEVELS // np.maximum(levels, 1)), 0)
-    thresh = np.where(thresh > 255, 0, thresh).tolist()
-    levels = levels.tolist()
-    r_lo, r_hi, c_lo, c_hi = H, 0, W, 0
+    thresh = np.where(thresh > 255, 0, thresh)
+    # the stamps (rendered on a cache miss) and their boxes at the opacity's threshold, gathered
+    # in one Python pass; the placement arithmetic is vectorized
     get, cached = bank.get, bank._cache.get
-    luts = _LUT_CACHE
-    for x, y, w, ab, t, lev in zip(xs, ys, widths, abins, thresh, levels):
-        if t == 0:
-            continue
-        item = cached((w, ab)) or get(w, ab)
-        boxes, stamp = item[1], item[2]
-        br0, br1, bc0, bc1 = boxes[t]
-        if br0 < 0:
-            continue
-        top = int(y - (br1 - br0 + 1) / 2) - br0
-        left = int(x - (bc1 - bc0 + 1) / 2) - bc0
-        sw, sh = stamp.size
-        if top >= H or left >= W or top + sh <= 0 or left + sw <= 0:
-            continue
-        core.paste(255, (left, top, left + sw, top + sh), stamp.point(luts.get(lev) or _floor_lut(lev), None))
-        if top < r_lo:
-            r_lo = top
-        if top + sh > r_hi:
-            r_hi = top + sh
-        if left < c_lo:
-            c_lo = left
-        if left + sw > c_hi:
-            c_hi = left + sw
-    r_lo, c_lo, r_hi, c_hi = max(r_lo, 0), max(c_lo, 0), min(r_hi, H), min(c_hi, W)
+    items = [cached(k) or get(*k) for k in zip(widths, abins)]
+    slots = np.fromiter([it[1] for it in items], dtype=np.int64, count=n)
+    geo = bank.boxes[slots, thresh].astype(np.int64)
+    br0, br1, bc0, bc1, sh, sw = geo.T
+    # top-left of the non-zero box at (int(x - w/2), int(y - h/2)) (Python's int() truncates)
+    top = np.trunc(np.asarray(ys, np.float64) - (br1 - br0 + 1) / 2).astype(np.int64) - br0
+    left = np.trunc(np.asarray(xs, np.float64) - (bc1 - bc0 + 1) / 2).astype(np.int64) - bc0
+    keep = np.flatnonzero((thresh > 0) & (br0 >= 0) & (top < H) & (left < W) & (top + sh > 0) & (left + sw > 0))
+    boxes = np.stack([left[keep], top[keep], left[keep] + sw[keep], top[keep] + sh[keep]], axis=1)
+    cores = [items[i][2] for i in keep.tolist()]
+    lut_cache = _LUT_CACHE
+    luts = [lut_cache.get(lv) or _floor_lut(lv) for lv in levels[keep].tolist()]
+    return boxes, cores, luts, keep
+
+
+def painted_box(boxes: Sequence[Sequence[int]], shape: Sequence[int]) -> tuple[int, int, int, int] | None:
+    """The box ``(row0, row1, col0, col1)`` (exclusive ends, clipped to ``shape``) covered by paste
+    boxes ``[left, top, right, bottom]`` (``K x 4``); None when there are none or they miss the canvas."""
+    b = np.asarray(boxes).reshape(-1, 4)
+    if len(b) == 0:
+        return None
+    r_lo, c_lo = max(int(b[:, 1].min()), 0), max(int(b[:, 0].min()), 0)
+    r_hi, c_hi = min(int(b[:, 3].max()), int(shape[0])), min(int(b[:, 2].max()), int(shape[1]))
     if r_lo >= r_hi or c_lo >= c_hi:
         return None
     return r_lo, r_hi, c_lo, c_hi

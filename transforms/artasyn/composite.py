@@ -13,7 +13,7 @@ Example::
     >>> import numpy as np
     >>> from artasyn.composite import CompositeAnomaly
     >>> img = np.full((1, 32, 32), 60, np.uint8)
-    >>> z = np.zeros((2, 32, 32), np.float32); z[:, 8:24, 8:24] = (200, 150)
+    >>> z = np.zeros((2, 32, 32), np.float32); z[:, 8:24, 8:24] = np.array([200, 150])[:, None, None]
     >>> out, mask = CompositeAnomaly()(img, z)
     >>> int(out.max()), float(mask.sum())
     (142, 256.0)

@@ -24,7 +24,7 @@ Example::
 
     >>> import numpy as np
     >>> from artasyn.effects import LayerGaussianBlur, RandCrystallize, ComposeAnomalyLayers
-    >>> a = np.zeros((2, 64, 64), np.float32); a[:, 20:40, 20:40] = (200, 120)
+    >>> a = np.zeros((2, 64, 64), np.float32); a[:, 20:40, 20:40] = np.array([200, 120])[:, None, None]
     >>> b = LayerGaussianBlur(radius=8)(a)
     >>> c = RandCrystallize(num_seeds=50).set_random_state(0)(a)
     >>> z = ComposeAnomalyLayers()(a, b, c, LayerGaussianBlur(radius=3)(c))

@@ -48,7 +48,7 @@ from monai.utils.type_conversion import convert_to_dst_type
 from PIL import Image
 
 from .anatomy import check_image_and_lung
-from .brush import StampBank, paint_stamps, resolve_brush_texture
+from .brush import StampBank, painted_box, resolve_brush_texture, stamp_pastes
 from .effects import REFERENCE_SIZE, size_scale
 
 __all__ = [
@@ -96,6 +96,24 @@ class StrokePlan:
         return sum(len(b[0]) for seg in self.segments for b in seg)
 
 
+def _u8_percentile(image_u8: np.ndarray, q: float) -> float:
+    """``np.percentile(image_u8, q)`` (linear interpolation) of a uint8 array from its histogram."""
+    a = np.asarray(image_u8)
+    if a.dtype != np.uint8:
+        return float(np.percentile(a, q))
+    n = a.size
+    cum = np.cumsum(np.bincount(a.ravel(), minlength=256))
+    quant = q / 100.0
+    pos = quant * (n - 1)
+    lo = min(max(int(np.floor(pos)), 0), n - 1)
+    hi = min(lo + 1, n - 1)
+    t = pos - np.floor(pos)
+    a_lo = float(np.searchsorted(cum, lo, side="right"))  # the lo-th smallest value
+    a_hi = float(np.searchsorted(cum, hi, side="right"))
+    diff = a_hi - a_lo  # numpy's _lerp
+    return a_hi - diff * (1 - t) if t >= 0.5 else a_lo + diff * t
+
+
 def plan_strokes(
     R: np.random.RandomState,
     image_u8: np.ndarray,
@@ -112,8 +130,14 @@ def plan_strokes(
     opacity_range: tuple[float, float] = (0.07, 0.3),
     flow_range: tuple[float, float] = (0.67, 1.0),
     colour_percentile: float = 85.0,
+    width_step: int = 1,
 ) -> StrokePlan | None:
-    """Draw every random quantity of A_base from ``R``; None when the lung map is empty."""
+    """Draw every random quantity of A_base from ``R``; None when the lung map is empty.
+
+    ``width_step``: jittered widths are drawn from the multiples of this step in the jitter
+    range (1: every integer width, the authors' draw at 256 x 256; larger images use
+    ``floor(scale)``, the 256 x 256 width grid scaled up, so that their stamp banks hold as many
+    stamps as at 256 x 256)."""
     lungs = [np.flatnonzero(lung.ravel() == v) for v in (1, 2)]
     if not any(len(p) for p in lungs):
         return None
@@ -125,7 +149,7 @@ def plan_strokes(
         ns = [int(R.choice(counts, p=probs)) if len(p) else 0 for p in lungs]
         if sum(ns) > 0:
             break
-    colour = int(np.percentile(image_u8, colour_percentile))
+    colour = int(_u8_percentile(image_u8, colour_percentile))
     w = lung.shape[1]
     # end points: 2 random pixels of the segment's lung, (x, y) = (col, row)
     ends = [pix[R.randint(0, len(pix), size=2 * n)] for pix, n in zip(lungs, ns) if n > 0]
@@ -150,7 +174,13 @@ def plan_strokes(
     sample = perm[sel]
     lo = (bw * width_jitter).astype(np.int64)
     hi = np.maximum(bw, lo + 1)
-    widths = np.maximum(R.randint(lo[brush_idx], hi[brush_idx]), 1)
+    step = max(int(width_step), 1)
+    if step == 1:
+        widths = np.maximum(R.randint(lo[brush_idx], hi[brush_idx]), 1)
+    else:  # multiples of step in [lo, hi) (at least one)
+        k_lo = -(-lo // step)
+        k_hi = np.maximum(-(-hi // step), k_lo + 1)
+        widths = np.maximum(R.randint(k_lo[brush_idx], k_hi[brush_idx]) * step, 1)
     angles = R.uniform(0.0, 360.0, size=sample.size)
     opac = R.uniform(*opacity_range, size=sample.size) * R.uniform(*flow_range, size=sample.size)
     xy = curves[seg_idx, sample]
@@ -167,17 +197,37 @@ def plan_strokes(
 
 
 def render_strokes(plan: StrokePlan, shape: Sequence[int], banks: Sequence[StampBank], segment_opacity: float = 0.95) -> np.ndarray:
-    """Render a :class:`StrokePlan` into a 2 x H x W float32 LA layer."""
+    """Render a :class:`StrokePlan` into a 2 x H x W float32 LA layer.
+
+    The placement of every stamp of the image is computed at once per brush
+    (:func:`artasyn.brush.stamp_pastes`); the pastes then run segment by segment, in the plan's
+    order (the same pixels as :func:`artasyn.brush.paint_stamps` per segment and brush)."""
     h, w = int(shape[0]), int(shape[1])
     seg_lut = np.floor(np.arange(256) * float(segment_opacity)).clip(0, 255).astype(np.int64).tolist()
     total = Image.new("L", (w, h), 0)
     canvas = Image.new("L", (w, h), 0)
-    for seg in plan.segments:
-        box = None
-        for bank, (xs, ys, widths, angles, opac) in zip(banks, seg):
-            b = paint_stamps(canvas, bank, xs, ys, widths, angles, opac)
-            if b is not None:
-                box = b if box is None else (min(box[0], b[0]), max(box[1], b[1]), min(box[2], b[2]), max(box[3], b[3]))
+    paste = canvas.im.paste
+    # per brush: the pastes of all segments, and where each segment's pastes start
+    per_brush = []
+    for b, bank in enumerate(banks):
+        cols = [[v for seg in plan.segments for v in seg[b][j]] for j in range(5)]
+        counts = [len(seg[b][0]) for seg in plan.segments]
+        boxes, cores, luts, keep = stamp_pastes(bank, *cols, (h, w))
+        starts = np.searchsorted(keep, np.concatenate([[0], np.cumsum(counts)])).tolist()
+        # each segment's painted box (over both brushes): min of the starts, max of the ends
+        ends = np.maximum.reduceat(boxes[:, 2:], np.minimum(starts[:-1], max(len(boxes) - 1, 0)), axis=0) if len(boxes) else None
+        firsts = np.minimum.reduceat(boxes[:, :2], np.minimum(starts[:-1], max(len(boxes) - 1, 0)), axis=0) if len(boxes) else None
+        per_brush.append((boxes.tolist(), cores, luts, starts, firsts, ends))
+    for i in range(len(plan.segments)):
+        seg_boxes = []
+        for boxes, cores, luts, starts, firsts, ends in per_brush:
+            a, z = starts[i], starts[i + 1]
+            if a == z:
+                continue
+            for box, core, lut in zip(boxes[a:z], cores[a:z], luts[a:z]):
+                paste(255, box, core.point(lut, None))
+            seg_boxes.append((*firsts[i], *ends[i]))
+        box = painted_box(seg_boxes, (h, w))
         if box is None:
             continue
         pil_box = (box[2], box[0], box[3], box[1])
@@ -213,6 +263,12 @@ class RandBrushAnomaly(RandomizableTransform):
         segment_opacity: alpha factor of each segment layer (0.95).
         colour_percentile: the brush colour is this percentile of the image (85).
         angle_step: rotation quantization of the stamp bank in degrees (5).
+        width_step: step of the jittered widths; ``None`` (default): ``floor(scale)`` with
+            ``scale = sqrt(H * W) / reference_size`` (1 at 256 x 256: every integer width; 4 at
+            1024 x 1024: the 256 x 256 widths scaled up), which keeps the stamp banks of large
+            images small enough to stay cached.
+        stamp_cache_bytes: memory budget of each stamp bank (256 MiB; a full bank takes about
+            8 MiB at 256 x 256 and 125 MiB at 1024 x 1024).
         reference_size: size at which pixel constants are given (``None``: fixed).
     """
 
@@ -235,10 +291,14 @@ class RandBrushAnomaly(RandomizableTransform):
         segment_opacity: float = 0.95,
         colour_percentile: float = 85.0,
         angle_step: float = 5.0,
+        width_step: int | None = None,
+        stamp_cache_bytes: int = 256 << 20,
         reference_size: int | None = REFERENCE_SIZE,
     ) -> None:
         RandomizableTransform.__init__(self, prob)
         self.texture = resolve_brush_texture(brush_texture)
+        self.width_step = width_step
+        self.stamp_cache_bytes = int(stamp_cache_bytes)
         self.brush_widths = tuple(float(w) for w in brush_widths)
         self.plan_kwargs = dict(
             segment_counts=tuple(segment_counts),
@@ -264,8 +324,16 @@ class RandBrushAnomaly(RandomizableTransform):
         s = size_scale(shape, self.reference_size) if self.reference_size else 1.0
         widths = tuple(max(2, int(round(w * s))) for w in self.brush_widths)
         if widths not in self._banks:
-            self._banks[widths] = [StampBank(self.texture, w, angle_step=self.angle_step) for w in widths]
+            self._banks[widths] = [
+                StampBank(self.texture, w, angle_step=self.angle_step, max_bytes=self.stamp_cache_bytes) for w in widths
+            ]
         return self._banks[widths]
+
+    def plan_args(self, shape: Sequence[int]) -> dict:
+        """Keyword arguments of :func:`plan_strokes` for an image of ``shape`` (H, W)."""
+        s = size_scale(shape, self.reference_size) if self.reference_size else 1.0
+        step = self.width_step if self.width_step is not None else max(1, int(s))
+        return dict(self.plan_kwargs, width_step=step)
 
     def randomize(self, image_u8: np.ndarray, lung: np.ndarray) -> None:  # type: ignore[override]
         """Draw everything for one layer (``image_u8``, ``lung``: H x W numpy)."""
@@ -274,7 +342,7 @@ class RandBrushAnomaly(RandomizableTransform):
         if not self._do_transform:
             return
         s = size_scale(image_u8.shape, self.reference_size) if self.reference_size else 1.0
-        self._plan = plan_strokes(self.R, image_u8, lung, self.banks(image_u8.shape), s, **self.plan_kwargs)
+        self._plan = plan_strokes(self.R, image_u8, lung, self.banks(image_u8.shape), s, **self.plan_args(image_u8.shape))
 
     def render(self, shape: Sequence[int]) -> np.ndarray:
         """Render the last drawn plan as a numpy 2 x H x W layer (zeros when none)."""

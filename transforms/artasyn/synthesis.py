@@ -88,6 +88,8 @@ _BRUSH_KEYS = (
     "segment_opacity",
     "colour_percentile",
     "angle_step",
+    "width_step",
+    "stamp_cache_bytes",
 )
 
 
@@ -135,7 +137,7 @@ class RandARTAnomaly(RandomizableTransform):
         reference_size: size (256) at which pixel constants are given; they scale with
             ``sqrt(H * W) / reference_size``. ``None`` keeps them fixed.
         **brush_kwargs: :class:`artasyn.strokes.RandBrushAnomaly` arguments (brush_widths,
-            control_offset, opacity_range, angle_step, ...).
+            control_offset, opacity_range, angle_step, width_step, stamp_cache_bytes, ...).
     """
 
     backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
@@ -201,7 +203,7 @@ class RandARTAnomaly(RandomizableTransform):
             return
         s = self._scale(image_u8.shape)
         p = self.painter
-        self._plan = plan_strokes(self.R, image_u8, lung, p.banks(image_u8.shape), s, **p.plan_kwargs)
+        self._plan = plan_strokes(self.R, image_u8, lung, p.banks(image_u8.shape), s, **p.plan_args(image_u8.shape))
         if self._plan is not None and self.variant != "base":
             h, w = image_u8.shape
             n = max(1, int(round(self.num_seeds * s * s)))
