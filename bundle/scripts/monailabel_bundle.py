@@ -36,6 +36,14 @@ def merged_inference_config(presets: list[str] | tuple[str, ...] = (), overrides
         parser[key] = value
     config = parser.get()
     config.pop("training", None)  # a training alias has no place in an inference-only bundle
+    # MONAI Label writes the label with ITK, which expects MONAI's default (column-first) layout
+    # of a 2-D image and unsigned integers for a PNG: our rows-first H x W mask is transposed
+    config["postprocessing"]["transforms"] += [
+        {"_target_": "SqueezeDimd", "keys": "pred", "dim": 0},
+        {"_target_": "Transposed", "keys": "pred", "indices": [1, 0]},
+        {"_target_": "CastToTyped", "keys": "pred", "dtype": "$numpy.uint8"},
+    ]
+    config.setdefault("imports", []).append("$import numpy")
     return config
 
 
