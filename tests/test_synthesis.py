@@ -300,11 +300,9 @@ def test_statistics_match_the_authors_on_200_healthy_images(shared_data):
     for key in ("mask_frac", "mask_frac_of_lung", "components", "mean_brighten_in_mask"):
         assert np.median(ours[key]) == pytest.approx(auth[key]["median"], rel=0.15), key
     assert ours["max_darken"].max() == 0  # never darkened
-    # spill: mask pixels outside the lung dilated by 8, per image. The authors' p90 is 0.00259
-    # (their code, seed 0; seeds 1/2: 0.00234/0.00226). Ours, seeds 0/1/2: 0.00268/0.00311/0.00261;
-    # with the authors' texture image as the brush, ours gives 0.00206/0.00243/0.00202, so the
-    # rest of the chain spills no more than theirs: the excess comes from the procedural brush
-    # (its bright streaks spread further from the stamp centre). Hence a 25% margin, not 0.
-    assert np.percentile(ours["mask_outside_dilated_lung"], 90) <= 1.25 * auth["mask_outside_dilated_lung"]["p90"]
+    # spill: mask pixels outside the lung dilated by 8, per image, at or below the authors' p90
+    # (0.00259, their code at seed 0); ours at seed 0: 0.00196 (seeds 1/2: 0.00259/0.00200 measured
+    # with the same brush while it was tuned; the authors' own seeds 1/2 give 0.00234/0.00226).
+    assert np.percentile(ours["mask_outside_dilated_lung"], 90) <= auth["mask_outside_dilated_lung"]["p90"]
     assert np.median(ours["mask_outside_dilated_lung"]) <= 0.001
     assert (ours["mask_frac"] > 0).mean() >= 0.99
