@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from bundle_presets import TINY_TRAIN
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "bundle" / "configs"
@@ -22,23 +23,7 @@ EVALUATE = str(CONFIGS / "evaluate.json")
 SMALL = str(CONFIGS / "small.json")
 
 #: the tiny setting of these tests: 64 px phantoms, a 3-level 8-channel network, few images
-TINY = {
-    "spatial_size": [64, 64],
-    "phantom_size": 64,
-    "pbtseg_size": 128,
-    "network_def#channels": 8,
-    "network_def#channel_mult": [1, 2, 2],
-    "network_def#num_res_blocks": 1,
-    "network_def#attention_downsample": [4],
-    "batch_size": 2,
-    "val_batch_size": 8,
-    "num_workers": 0,
-    "cpu_threads": 1,  # one torch thread: much faster than two on a shared 2-core machine
-    "ema_decay": 0.9,
-    "max_train_items": 16,
-    "max_val_items": 16,
-    "log_every": 1000,
-}
+TINY = {**TINY_TRAIN, "ema_decay": 0.9, "max_train_items": 16, "max_val_items": 16, "log_every": 1000}
 
 
 @pytest.fixture(autouse=True)

@@ -14,27 +14,11 @@ import sys
 from pathlib import Path
 
 import torch
+from bundle_presets import TINY_TRAIN
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "bundle" / "configs"
-TINY = {
-    "spatial_size": [64, 64],
-    "phantom_size": 64,
-    "pbtseg_size": 128,
-    "network_def#channels": 8,
-    "network_def#channel_mult": [1, 2, 2],
-    "network_def#num_res_blocks": 1,
-    "network_def#attention_downsample": [4],
-    "batch_size": 2,
-    "val_batch_size": 8,
-    "num_workers": 0,
-    "cpu_threads": 1,
-    "max_train_items": 8,
-    "max_val_items": 8,
-    "max_iterations": 4,
-    "iterations_per_epoch": 2,
-    "log_every": 1,
-}
+TINY = {**TINY_TRAIN, "max_train_items": 8, "max_val_items": 8, "max_iterations": 4, "iterations_per_epoch": 2, "log_every": 1}
 
 
 def test_two_process_gloo_training(tmp_path):

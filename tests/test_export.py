@@ -14,15 +14,10 @@ import sys
 from pathlib import Path
 
 import torch
+from bundle_presets import TINY_NET
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "bundle" / "configs"
-TINY_NET = {
-    "network_def#channels": 8,
-    "network_def#channel_mult": [1, 2, 2],
-    "network_def#num_res_blocks": 1,
-    "network_def#attention_downsample": [4],
-}
 
 
 def test_ckpt_export_round_trips(tmp_path):

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from bundle_presets import TINY_INFER
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "bundle" / "configs"
@@ -25,16 +26,7 @@ TRAIN = str(CONFIGS / "train.json")
 INFERENCE = str(CONFIGS / "inference.json")
 
 #: tiny setting: 64 px working size and a 3-level 8-channel network
-TINY = {
-    "spatial_size": [64, 64],
-    "pbtseg_size": 128,
-    "network_def#channels": 8,
-    "network_def#channel_mult": [1, 2, 2],
-    "network_def#num_res_blocks": 1,
-    "network_def#attention_downsample": [4],
-    "num_workers": 0,
-    "inference_batch_size": 2,
-}
+TINY = {**TINY_INFER, "inference_batch_size": 2}
 
 
 def _workflow(**override):

@@ -16,18 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from bundle_presets import TINY_INFER
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = {
-    "spatial_size": [64, 64],
-    "pbtseg_size": 128,
-    "network_def#channels": 8,
-    "network_def#channel_mult": [1, 2, 2],
-    "network_def#num_res_blocks": 1,
-    "network_def#attention_downsample": [4],
-    "num_workers": 0,
-    "device": "$torch.device('cpu')",
-}
+TINY = {**TINY_INFER, "device": "$torch.device('cpu')"}
 
 
 def _helper():

@@ -1,0 +1,16 @@
+"""Bundle overrides shared by the tests that run the bundle (ids as on the command line)."""
+
+#: a 3-level, 8-channel network: scriptable, trains in seconds on a CPU
+TINY_NET = {
+    "network_def#channels": 8,
+    "network_def#channel_mult": [1, 2, 2],
+    "network_def#num_res_blocks": 1,
+    "network_def#attention_downsample": [4],
+}
+
+#: 64 px inputs (PBTSeg at 128), the tiny network, data loading in the main process
+TINY_INFER = {"spatial_size": [64, 64], "pbtseg_size": 128, **TINY_NET, "num_workers": 0}
+
+#: TINY_INFER plus 64 px phantoms and small batches; one torch thread, which is much faster
+#: than two on a shared 2-core machine
+TINY_TRAIN = {**TINY_INFER, "phantom_size": 64, "batch_size": 2, "val_batch_size": 8, "cpu_threads": 1}
