@@ -281,7 +281,39 @@ def _copy(x: Any) -> Any:
     return copy.deepcopy(x)
 
 
-class RandARTAnomalyd(RandomizableTransform, MapTransform):
+class _SynthesisMapTransform(RandomizableTransform, MapTransform):
+    """What :class:`RandARTAnomalyd` and :class:`RandARTTwinsd` share: the variant, the wrapped
+    :class:`RandARTAnomaly`, its random state and no-lung count, and the checked image/lung pair."""
+
+    backend = RandARTAnomaly.backend
+
+    def __init__(self, keys: KeysCollection, lung_key: str, variant: str, prob: float, allow_missing_keys: bool, **kwargs: Any) -> None:
+        MapTransform.__init__(self, keys, allow_missing_keys)
+        RandomizableTransform.__init__(self, prob)
+        if variant not in (*VARIANTS, "none"):
+            raise ValueError(f"variant must be one of {(*VARIANTS, 'none')}, got {variant!r}")
+        self.variant = variant
+        self.lung_key = lung_key
+        self.synth = RandARTAnomaly(variant="final" if variant == "none" else variant, prob=1.0, **kwargs)
+
+    @property
+    def no_lung_count(self) -> int:
+        return self.synth.no_lung_count
+
+    def set_random_state(self, seed=None, state=None):
+        super().set_random_state(seed, state)
+        self.synth.set_random_state(seed, state)
+        return self
+
+    def _image_and_lung(self, d: Mapping[Hashable, Any], key: Hashable) -> tuple[Any, Any]:
+        if self.lung_key not in d:
+            raise KeyError(f"{type(self).__name__}: lung label map key '{self.lung_key}' not in the data (keys: {list(d)})")
+        img, lung = d[key], d[self.lung_key]
+        check_image_and_lung(img, lung, str(key), self.lung_key)
+        return img, lung
+
+
+class RandARTAnomalyd(_SynthesisMapTransform):
     """Dictionary :class:`RandARTAnomaly`.
 
     Replaces ``d[key]`` by the synthetic image (same type), writes ``d[mask_key]`` (binary
@@ -290,8 +322,6 @@ class RandARTAnomalyd(RandomizableTransform, MapTransform):
     ``d["artasyn_variant"]``. ``variant="none"`` only adds the empty mask and label 0.
     Every other argument is passed to :class:`RandARTAnomaly`.
     """
-
-    backend = RandARTAnomaly.backend
 
     def __init__(
         self,
@@ -305,22 +335,8 @@ class RandARTAnomalyd(RandomizableTransform, MapTransform):
         allow_missing_keys: bool = False,
         **kwargs: Any,
     ) -> None:
-        MapTransform.__init__(self, keys, allow_missing_keys)
-        RandomizableTransform.__init__(self, prob)
-        if variant not in (*VARIANTS, "none"):
-            raise ValueError(f"variant must be one of {(*VARIANTS, 'none')}, got {variant!r}")
-        self.variant = variant
-        self.lung_key, self.mask_key, self.label_key = lung_key, mask_key, label_key
-        self.synth = RandARTAnomaly(variant="final" if variant == "none" else variant, prob=1.0, brush_texture=brush_texture, **kwargs)
-
-    @property
-    def no_lung_count(self) -> int:
-        return self.synth.no_lung_count
-
-    def set_random_state(self, seed=None, state=None):
-        super().set_random_state(seed, state)
-        self.synth.set_random_state(seed, state)
-        return self
+        super().__init__(keys, lung_key, variant, prob, allow_missing_keys, brush_texture=brush_texture, **kwargs)
+        self.mask_key, self.label_key = mask_key, label_key
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
@@ -330,10 +346,7 @@ class RandARTAnomalyd(RandomizableTransform, MapTransform):
             raise ValueError(f"RandARTAnomalyd synthesizes one image key at a time, got {keys}")
         no_lung = False
         for key in keys:
-            if self.lung_key not in d:
-                raise KeyError(f"RandARTAnomalyd: lung label map key '{self.lung_key}' not in the data (keys: {list(d)})")
-            img, lung = d[key], d[self.lung_key]
-            check_image_and_lung(img, lung, str(key), self.lung_key)
+            img, lung = self._image_and_lung(d, key)
             if self.variant != "none" and self._do_transform:
                 d[key], d[self.mask_key] = self.synth(img, lung, key=str(key), lung_key=self.lung_key)
                 painted, no_lung = self.synth.last_painted, self.synth.last_no_lung
@@ -344,7 +357,7 @@ class RandARTAnomalyd(RandomizableTransform, MapTransform):
         return d
 
 
-class RandARTTwinsd(RandomizableTransform, MapTransform):
+class RandARTTwinsd(_SynthesisMapTransform):
     """One healthy image -> a list of training samples: the healthy one and k synthetic twins.
 
     Returns a list of dicts (MONAI's collation flattens lists, as for ``RandCropByPosNegLabeld``):
@@ -357,8 +370,6 @@ class RandARTTwinsd(RandomizableTransform, MapTransform):
 
     Other keyword arguments go to :class:`RandARTAnomaly`.
     """
-
-    backend = RandARTAnomaly.backend
 
     def __init__(
         self,
@@ -373,10 +384,7 @@ class RandARTTwinsd(RandomizableTransform, MapTransform):
         allow_missing_keys: bool = False,
         **kwargs: Any,
     ) -> None:
-        MapTransform.__init__(self, keys, allow_missing_keys)
-        RandomizableTransform.__init__(self, 1.0)
-        if variant not in (*VARIANTS, "none"):
-            raise ValueError(f"variant must be one of {(*VARIANTS, 'none')}, got {variant!r}")
+        super().__init__(keys, lung_key, variant, 1.0, allow_missing_keys, **kwargs)
         lo, hi = (num_twins, num_twins) if isinstance(num_twins, int) else (int(num_twins[0]), int(num_twins[1]))
         if not 0 <= lo <= hi:
             raise ValueError(f"num_twins must be a range (low, high) with 0 <= low <= high, got {num_twins}")
@@ -384,19 +392,8 @@ class RandARTTwinsd(RandomizableTransform, MapTransform):
             raise ValueError("RandARTTwinsd with include_healthy=False needs at least one twin")
         self.num_twins = (lo, hi)
         self.include_healthy = include_healthy
-        self.variant = variant
-        self.lung_key, self.target_key, self.mask_key, self.label_key = lung_key, target_key, mask_key, label_key
-        self.synth = RandARTAnomaly(variant="final" if variant == "none" else variant, prob=1.0, **kwargs)
+        self.target_key, self.mask_key, self.label_key = target_key, mask_key, label_key
         self._k = lo
-
-    @property
-    def no_lung_count(self) -> int:
-        return self.synth.no_lung_count
-
-    def set_random_state(self, seed=None, state=None):
-        super().set_random_state(seed, state)
-        self.synth.set_random_state(seed, state)
-        return self
 
     def randomize(self, data: Any = None) -> None:
         self._k = int(self.R.randint(self.num_twins[0], self.num_twins[1] + 1))
@@ -407,10 +404,7 @@ class RandARTTwinsd(RandomizableTransform, MapTransform):
         if len(keys) != 1:
             raise ValueError(f"RandARTTwinsd synthesizes exactly one image key, got {keys}")
         key = keys[0]
-        if self.lung_key not in d:
-            raise KeyError(f"RandARTTwinsd: lung label map key '{self.lung_key}' not in the data (keys: {list(d)})")
-        img, lung = d[key], d[self.lung_key]
-        check_image_and_lung(img, lung, str(key), self.lung_key)
+        img, lung = self._image_and_lung(d, key)
         self.randomize()
         blm = self.synth.base_lung_mask
 
