@@ -49,7 +49,13 @@ def main() -> None:
     for device in devices:
         net = parser.get_parsed_content("network_def", lazy=False).to(device).eval()
         for batch in (1, 4):
-            rows.append({"device": str(device), "batch": batch, "images_per_s": round(rate(net, device, batch, args.repeats), 3)})
+            rows.append(
+                {
+                    "device": str(device),
+                    "batch": batch,
+                    "images_per_s": round(rate(net, device, batch, args.repeats), 3),
+                }
+            )
     n_params = sum(p.numel() for p in net.parameters())
     out = {
         "network": "train.json network_def (paper: base 32, mult 1,1,2,3,4, 2 res blocks, attention 8/16/32)",

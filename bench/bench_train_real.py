@@ -40,7 +40,11 @@ SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
 def _images(folder: Path) -> list[Path]:
-    return sorted((p for p in folder.iterdir() if p.suffix.lower() in SUFFIXES), key=lambda p: p.stem) if folder.is_dir() else []
+    return (
+        sorted((p for p in folder.iterdir() if p.suffix.lower() in SUFFIXES), key=lambda p: p.stem)
+        if folder.is_dir()
+        else []
+    )
 
 
 def build_real_datalist(data_root: Path, holdout_every: int = 5, n_val: int = 48) -> dict:
@@ -59,19 +63,29 @@ def build_real_datalist(data_root: Path, holdout_every: int = 5, n_val: int = 48
         m = masks / f"{p.stem}.png"
         test.append({"image": str(p), "label": 1, **({"mask": str(m)} if m.is_file() else {})})
     # monitoring subset: evenly spread over the three groups
-    groups = [[t for t in test if t["label"] == 0], [t for t in test if t["label"] == 1 and "mask" not in t],
-              [t for t in test if "mask" in t]]
+    groups = [
+        [t for t in test if t["label"] == 0],
+        [t for t in test if t["label"] == 1 and "mask" not in t],
+        [t for t in test if "mask" in t],
+    ]
     val = []
     for g in groups:
         k = max(1, n_val // 3) if g else 0
         step = max(1, len(g) // k) if k else 1
         val += g[::step][:k]
     return {
-        "description": "bench_train_real: covidquex normal (80 % train, every 5th held apart) vs noncovid + covid infection",
+        "description": (
+            "bench_train_real: covidquex normal (80 % train, every 5th held apart) vs noncovid + covid infection"
+        ),
         "training": [{"image": str(p)} for p in train],
         "validation": val,
         "test": test,
-        "counts": {"training": len(train), "held_apart_healthy": len(held), "noncovid": len(noncovid), "covid_infection": len(covid)},
+        "counts": {
+            "training": len(train),
+            "held_apart_healthy": len(held),
+            "noncovid": len(noncovid),
+            "covid_infection": len(covid),
+        },
     }
 
 
@@ -95,7 +109,9 @@ def _run(cmd: list[str], log: Path, timeout: float) -> tuple[int, float]:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data-root", type=Path, default=REPO.parent / "shared" / "data")
-    ap.add_argument("--variants", nargs="+", default=["none", "final"], choices=["none", "base", "base_blur_cryst", "final"])
+    ap.add_argument(
+        "--variants", nargs="+", default=["none", "final"], choices=["none", "base", "base_blur_cryst", "final"]
+    )
     ap.add_argument("--budget-min", type=float, default=15.0, help="training wall-clock budget per variant, minutes")
     ap.add_argument("--preset", choices=["small", "paper"], default="small", help="small: bundle/configs/small.json")
     ap.add_argument("--max-iterations", type=int, default=100000, help="upper bound; the budget usually ends training")
@@ -113,9 +129,15 @@ def main(argv=None) -> int:
     print(f"datalist {dl_path}: {datalist['counts']}", flush=True)
 
     configs = [str(CONFIGS / "train.json")] + ([str(CONFIGS / "small.json")] if args.preset == "small" else [])
-    results = {"datalist": str(dl_path), "counts": datalist["counts"], "preset": args.preset,
-               "budget_min": args.budget_min, "split": "every 5th healthy image by sorted stem held apart",
-               "evaluated_weights": "model_final.pt (EMA, end of budget)", "variants": {}}
+    results = {
+        "datalist": str(dl_path),
+        "counts": datalist["counts"],
+        "preset": args.preset,
+        "budget_min": args.budget_min,
+        "split": "every 5th healthy image by sorted stem held apart",
+        "evaluated_weights": "model_final.pt (EMA, end of budget)",
+        "variants": {},
+    }
     for variant in args.variants:
         root = args.workdir / variant
         common = {
@@ -126,18 +148,35 @@ def main(argv=None) -> int:
             **({"num_workers": args.num_workers} if args.num_workers is not None else {}),
             **{k: json.loads(v) for k, v in args.set},
         }
-        train_over = {**common, "max_iterations": args.max_iterations, "iterations_per_epoch": args.iterations_per_epoch,
-                      "max_train_seconds": int(args.budget_min * 60)}
+        train_over = {
+            **common,
+            "max_iterations": args.max_iterations,
+            "iterations_per_epoch": args.iterations_per_epoch,
+            "max_train_seconds": int(args.budget_min * 60),
+        }
         cfg = "[" + ",".join(f"'{c}'" for c in configs) + "]"
-        rc, t_train = _run([sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", cfg,
-                            *_overrides(train_over)], args.workdir / f"{variant}.train.log",
-                           timeout=args.budget_min * 60 + 1800)
+        rc, t_train = _run(
+            [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", cfg, *_overrides(train_over)],
+            args.workdir / f"{variant}.train.log",
+            timeout=args.budget_min * 60 + 1800,
+        )
         entry = {"train_rc": rc, "train_wall_s": round(t_train, 1)}
         if rc == 0:
             cfg_e = "[" + ",".join(f"'{c}'" for c in [*configs, str(CONFIGS / "evaluate.json")]) + "]"
-            rc_e, t_eval = _run([sys.executable, "-m", "monai.bundle", "run", "evaluating", "--config_file", cfg_e,
-                                 *_overrides({**common, "ckpt_path": str(root / "models" / "model_final.pt")})],
-                                args.workdir / f"{variant}.eval.log", timeout=3600)
+            rc_e, t_eval = _run(
+                [
+                    sys.executable,
+                    "-m",
+                    "monai.bundle",
+                    "run",
+                    "evaluating",
+                    "--config_file",
+                    cfg_e,
+                    *_overrides({**common, "ckpt_path": str(root / "models" / "model_final.pt")}),
+                ],
+                args.workdir / f"{variant}.eval.log",
+                timeout=3600,
+            )
             entry.update({"eval_rc": rc_e, "eval_wall_s": round(t_eval, 1)})
             mfile = root / "eval" / "metrics.json"
             if rc_e == 0 and mfile.is_file():

@@ -54,9 +54,16 @@ def synthetic_speed(batch: int, size: int, iters: int, warmup: int, amp: bool, c
     data = [{"image": image, "target": target, "anomaly_mask": mask}] * (iters + warmup)
     opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
     trainer = SupervisedTrainer(
-        device=device, max_epochs=1, train_data_loader=data, network=net, optimizer=opt,
-        loss_function=ARTASynLoss(), iteration_update=ARTASynTrainingStep(channels_last=channels_last),
-        amp=amp, decollate=False, train_handlers=[EMAHandler(ema, net)],
+        device=device,
+        max_epochs=1,
+        train_data_loader=data,
+        network=net,
+        optimizer=opt,
+        loss_function=ARTASynLoss(),
+        iteration_update=ARTASynTrainingStep(channels_last=channels_last),
+        amp=amp,
+        decollate=False,
+        train_handlers=[EMAHandler(ema, net)],
     )
     marks = {}
 
@@ -71,9 +78,15 @@ def synthetic_speed(batch: int, size: int, iters: int, warmup: int, amp: bool, c
     torch.cuda.synchronize()
     dt = time.perf_counter() - marks["t0"]
     return {
-        "amp": amp, "channels_last": channels_last, "samples_per_batch": n, "size": size,
-        "iterations": iters, "seconds": round(dt, 3), "iterations_per_s": round(iters / dt, 3),
-        "samples_per_s": round(iters * n / dt, 1), "peak_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2),
+        "amp": amp,
+        "channels_last": channels_last,
+        "samples_per_batch": n,
+        "size": size,
+        "iterations": iters,
+        "seconds": round(dt, 3),
+        "iterations_per_s": round(iters / dt, 3),
+        "samples_per_s": round(iters * n / dt, 1),
+        "peak_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2),
         "final_loss": float(trainer.state.output["loss"]),
     }
 
@@ -92,9 +105,16 @@ def real_data_run(data_root: Path, minutes: float, num_workers: int, workdir: Pa
     dl_path = workdir / "datalist.json"
     dl_path.write_text(json.dumps(dl, indent=1))
     wf = ConfigWorkflow(
-        config_file=str(CONFIGS / "train.json"), workflow_type="train", bundle_root=str(workdir),
-        datalist_file=str(dl_path), num_workers=num_workers, max_train_seconds=int(minutes * 60),
-        iterations_per_epoch=10**9, max_iterations=10**9, amp=amp, log_every=100,
+        config_file=str(CONFIGS / "train.json"),
+        workflow_type="train",
+        bundle_root=str(workdir),
+        datalist_file=str(dl_path),
+        num_workers=num_workers,
+        max_train_seconds=int(minutes * 60),
+        iterations_per_epoch=10**9,
+        max_iterations=10**9,
+        amp=amp,
+        log_every=100,
     )
     t_init = time.perf_counter()
     wf.initialize()  # PBTSeg cache of the training and validation sets
@@ -122,10 +142,17 @@ def real_data_run(data_root: Path, minutes: float, num_workers: int, workdir: Pa
     dt = time.perf_counter() - t0
     it = trainer.state.iteration
     return {
-        "amp": amp, "num_workers": num_workers, "minutes": minutes, "init_seconds_pbtseg_cache": round(t_init, 1),
-        "iterations": it, "seconds": round(dt, 1), "iterations_per_s": round(it / dt, 3),
-        "samples_per_s": round(stamps["samples"] / dt, 1), "data_wait_fraction": round(stamps["wait"] / dt, 3),
-        "n_training_images": dl["counts"]["training"], "final_loss": float(trainer.state.output["loss"]),
+        "amp": amp,
+        "num_workers": num_workers,
+        "minutes": minutes,
+        "init_seconds_pbtseg_cache": round(t_init, 1),
+        "iterations": it,
+        "seconds": round(dt, 1),
+        "iterations_per_s": round(it / dt, 3),
+        "samples_per_s": round(stamps["samples"] / dt, 1),
+        "data_wait_fraction": round(stamps["wait"] / dt, 3),
+        "n_training_images": dl["counts"]["training"],
+        "final_loss": float(trainer.state.output["loss"]),
     }
 
 
@@ -145,12 +172,19 @@ def main(argv=None) -> int:
     import torch
 
     if not torch.cuda.is_available():
-        print("gpu_train_speed: no CUDA device (torch.cuda.is_available() is False); nothing measured.", file=sys.stderr)
+        print(
+            "gpu_train_speed: no CUDA device (torch.cuda.is_available() is False); nothing measured.", file=sys.stderr
+        )
         return 2
     torch.backends.cudnn.benchmark = True
     result = {
-        "device": torch.cuda.get_device_name(0), "torch": torch.__version__, "python": platform.python_version(),
-        "batch_healthy": args.batch_size, "size": args.size, "synthetic": [], "real": None,
+        "device": torch.cuda.get_device_name(0),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "batch_healthy": args.batch_size,
+        "size": args.size,
+        "synthetic": [],
+        "real": None,
     }
 
     def save():

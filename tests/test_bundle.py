@@ -47,7 +47,19 @@ def test_train_config_has_every_train_property(config_file, tmp_path):
     wf = _workflow(config_file, bundle_root=str(tmp_path), **TINY)
     wf.initialize()  # MONAI checks properties on parsed content: phantoms and lung maps are made
     assert wf.check_properties() == []
-    for key in ("network_def", "train#preprocessing", "train#trainer", "validate#evaluator", "bundle_root", "dataset_dir", "ckpt_dir", "initialize", "run", "finalize", "training"):
+    for key in (
+        "network_def",
+        "train#preprocessing",
+        "train#trainer",
+        "validate#evaluator",
+        "bundle_root",
+        "dataset_dir",
+        "ckpt_dir",
+        "initialize",
+        "run",
+        "finalize",
+        "training",
+    ):
         assert key in wf.parser, key
 
 
@@ -69,7 +81,12 @@ def test_train_config_holds_the_paper_defaults():
     assert cfg["spatial_size"] == [256, 256] and cfg["batch_size"] == 4 and cfg["max_iterations"] == 100000
     assert cfg["learning_rate"] == 1e-4 and cfg["ema_decay"] == 0.9999 and cfg["variant"] == "final"
     assert cfg["training"] == "%run"
-    assert (cfg["loss"]["w_global"], cfg["loss"]["w_local"], cfg["loss"]["w_feat"], cfg["loss"]["w_dice"]) == (1.0, 2.0, 1.0, 1.0)
+    assert (cfg["loss"]["w_global"], cfg["loss"]["w_local"], cfg["loss"]["w_feat"], cfg["loss"]["w_dice"]) == (
+        1.0,
+        2.0,
+        1.0,
+        1.0,
+    )
 
 
 def test_small_preset_only_overrides():
@@ -170,16 +187,44 @@ def test_command_line_training_and_evaluating(tmp_path):
         over += [f"--{k}", json.dumps(v)]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     train = subprocess.run(
-        [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", f"['{TRAIN}','{SMALL}']",
-         "--bundle_root", str(tmp_path), *over],
-        cwd=REPO, capture_output=True, text=True, env=env, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "monai.bundle",
+            "run",
+            "training",
+            "--config_file",
+            f"['{TRAIN}','{SMALL}']",
+            "--bundle_root",
+            str(tmp_path),
+            *over,
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
     )
     assert train.returncode == 0, train.stdout[-3000:] + train.stderr[-3000:]
     assert "AUC=" in train.stdout and "AP=" in train.stdout and "Dice(micro" in train.stdout
     evaluate = subprocess.run(
-        [sys.executable, "-m", "monai.bundle", "run", "evaluating", "--config_file", f"['{TRAIN}','{SMALL}','{EVALUATE}']",
-         "--bundle_root", str(tmp_path), *over],
-        cwd=REPO, capture_output=True, text=True, env=env, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "monai.bundle",
+            "run",
+            "evaluating",
+            "--config_file",
+            f"['{TRAIN}','{SMALL}','{EVALUATE}']",
+            "--bundle_root",
+            str(tmp_path),
+            *over,
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
     )
     assert evaluate.returncode == 0, evaluate.stdout[-3000:] + evaluate.stderr[-3000:]
     assert "AUC=" in evaluate.stdout and (tmp_path / "eval" / "metrics.json").is_file()

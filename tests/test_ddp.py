@@ -18,7 +18,14 @@ from bundle_presets import TINY_TRAIN
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "bundle" / "configs"
-TINY = {**TINY_TRAIN, "max_train_items": 8, "max_val_items": 8, "max_iterations": 4, "iterations_per_epoch": 2, "log_every": 1}
+TINY = {
+    **TINY_TRAIN,
+    "max_train_items": 8,
+    "max_val_items": 8,
+    "max_iterations": 4,
+    "iterations_per_epoch": 2,
+    "log_every": 1,
+}
 
 
 def test_two_process_gloo_training(tmp_path):
@@ -27,7 +34,8 @@ def test_two_process_gloo_training(tmp_path):
     data = tmp_path / "phantoms"
     generate_phantom_dataset(str(data), n_train=8, n_test_healthy=4, n_test_diseased=4, size=64)
     finalize = [
-        "$torch.save(@unet.state_dict(), @bundle_root + '/weights_rank' + str(@rank) + '.pt')",  # test only: compare ranks
+        # test only: compare ranks
+        "$torch.save(@unet.state_dict(), @bundle_root + '/weights_rank' + str(@rank) + '.pt')",
         "$dist.is_initialized() and dist.destroy_process_group()",
     ]
     over = ["--dataset_dir", str(data), "--bundle_root", str(tmp_path / "bundle"), "--finalize", json.dumps(finalize)]
@@ -36,10 +44,25 @@ def test_two_process_gloo_training(tmp_path):
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     env.pop("CUDA_VISIBLE_DEVICES", None)
     proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-         "-m", "monai.bundle", "run", "training",
-         "--config_file", f"['{CONFIGS / 'train.json'}','{CONFIGS / 'multi_gpu_train.json'}']", *over],
-        cwd=REPO, capture_output=True, text=True, env=env, timeout=240,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "monai.bundle",
+            "run",
+            "training",
+            "--config_file",
+            f"['{CONFIGS / 'train.json'}','{CONFIGS / 'multi_gpu_train.json'}']",
+            *over,
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=240,
     )
     log = proc.stdout[-4000:] + proc.stderr[-4000:]
     assert proc.returncode == 0, log  # torchrun fails when any rank does

@@ -139,7 +139,12 @@ def test_score_inside_lungs_option():
 
 
 def test_anomaly_scored_copies_ground_truth_for_metrics():
-    d = {"image": torch.rand(1, 8, 8), "pred": torch.rand(1, 8, 8), "mask": torch.ones(1, 8, 8), "has_mask": torch.tensor([1.0])}
+    d = {
+        "image": torch.rand(1, 8, 8),
+        "pred": torch.rand(1, 8, 8),
+        "mask": torch.ones(1, 8, 8),
+        "has_mask": torch.tensor([1.0]),
+    }
     out = AnomalyScored(taus=(0.2, 0.4, 0.6, 0.8))(d)
     assert out["pred_mask"].shape == (4, 8, 8) and out["score"].shape == (1,)
     assert out["gt_mask"] is d["mask"] and out["gt_available"].item() == 1.0
@@ -159,9 +164,24 @@ def test_micro_dice_pools_pixels_over_images():
 def test_dice_output_leaves_out_images_without_masks():
     pm = torch.ones(2, 4, 4)
     items = [
-        {"pred_mask": pm, "gt_mask": torch.ones(1, 4, 4), "gt_available": torch.tensor([1.0]), "label": torch.tensor([1.0])},
-        {"pred_mask": pm, "gt_mask": torch.zeros(1, 4, 4), "gt_available": torch.tensor([0.0]), "label": torch.tensor([1.0])},
-        {"pred_mask": pm, "gt_mask": torch.zeros(1, 4, 4), "gt_available": torch.tensor([1.0]), "label": torch.tensor([0.0])},
+        {
+            "pred_mask": pm,
+            "gt_mask": torch.ones(1, 4, 4),
+            "gt_available": torch.tensor([1.0]),
+            "label": torch.tensor([1.0]),
+        },
+        {
+            "pred_mask": pm,
+            "gt_mask": torch.zeros(1, 4, 4),
+            "gt_available": torch.tensor([0.0]),
+            "label": torch.tensor([1.0]),
+        },
+        {
+            "pred_mask": pm,
+            "gt_mask": torch.zeros(1, 4, 4),
+            "gt_available": torch.tensor([1.0]),
+            "label": torch.tensor([0.0]),
+        },
     ]
     preds, gts = dice_output(1)(items)
     assert [p.sum().item() for p in preds] == [16, 0, 0]
@@ -203,8 +223,14 @@ def test_training_step_reduces_the_loss_on_a_fixed_batch():
     batch = {"image": image, "target": target, "anomaly_mask": mask}
     opt = torch.optim.AdamW(net.parameters(), lr=3e-3)
     trainer = SupervisedTrainer(
-        device="cpu", max_epochs=1, train_data_loader=[batch] * 15, network=net, optimizer=opt,
-        loss_function=ARTASynLoss(), iteration_update=ARTASynTrainingStep(), decollate=False,
+        device="cpu",
+        max_epochs=1,
+        train_data_loader=[batch] * 15,
+        network=net,
+        optimizer=opt,
+        loss_function=ARTASynLoss(),
+        iteration_update=ARTASynTrainingStep(),
+        decollate=False,
     )
     losses = []
     trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: losses.append(e.state.output["loss"].item()))
@@ -248,7 +274,9 @@ def test_lung_check_lists_images_without_lungs_and_caches_maps(tmp_path):
     Image.fromarray(make_phantom(128, seed=0)["image"]).save(phantom)
     flat = _png(tmp_path / "flat.png", value=120, size=128)  # nothing lung-shaped in it
     data = [{"image": str(phantom)}, {"image": flat}]
-    transform = Compose([LoadChestXRayd("image"), EnsureChannelFirstd("image"), PBTSegd("image", lung_keys="lung", spatial_size=128)])
+    transform = Compose(
+        [LoadChestXRayd("image"), EnsureChannelFirstd("image"), PBTSegd("image", lung_keys="lung", spatial_size=128)]
+    )
     ds = PersistentDataset(data, transform, cache_dir=tmp_path / "cache", hash_transform=stable_transform_hash)
     report = LungCheck(ds, DataReport(tmp_path / "r.json"), name="training").run()
     assert report.no_lung == [flat]

@@ -41,11 +41,31 @@ def test_ckpt_export_round_trips(tmp_path):
     for k, v in TINY_NET.items():
         over += [f"--{k}", json.dumps(v)]
     proc = subprocess.run(
-        [sys.executable, "-m", "monai.bundle", "ckpt_export", "network_def", "--filepath", str(ts_path),
-         "--ckpt_file", str(ckpt), "--meta_file", str(CONFIGS / "metadata.json"),
-         "--config_file", f"['{CONFIGS / 'train.json'}','{CONFIGS / 'inference.json'}']",
-         "--key_in_ckpt", "model", "--bundle_root", str(tmp_path), *over],
-        cwd=REPO, capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "monai.bundle",
+            "ckpt_export",
+            "network_def",
+            "--filepath",
+            str(ts_path),
+            "--ckpt_file",
+            str(ckpt),
+            "--meta_file",
+            str(CONFIGS / "metadata.json"),
+            "--config_file",
+            f"['{CONFIGS / 'train.json'}','{CONFIGS / 'inference.json'}']",
+            "--key_in_ckpt",
+            "model",
+            "--bundle_root",
+            str(tmp_path),
+            *over,
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert ts_path.is_file()

@@ -48,7 +48,9 @@ def inputs(tmp_path_factory):
         Image.fromarray(make_phantom(64, diseased=i > 0, seed=i)["image"]).save(folder / f"ph{i}.png")
     big = make_phantom(96, diseased=True, seed=7)["image"][:, 8:88]  # 96 rows x 80 columns
     Image.fromarray(np.stack([big] * 3, -1)).save(folder / "rgb.jpg", quality=95)
-    nib.save(nib.Nifti1Image(make_phantom(64, seed=9)["image"].astype(np.float32), np.eye(4)), str(folder / "vol.nii.gz"))
+    nib.save(
+        nib.Nifti1Image(make_phantom(64, seed=9)["image"].astype(np.float32), np.eye(4)), str(folder / "vol.nii.gz")
+    )
     data = (folder / "ph0.png").read_bytes()
     (folder / "broken.png").write_bytes(data[: len(data) // 2])
     return folder
@@ -78,7 +80,17 @@ def test_inference_config_has_every_infer_property(bundle_root, inputs):
     wf = _workflow(bundle_root=str(bundle_root), input_dir=str(inputs), **TINY)
     wf.initialize()
     assert wf.check_properties() == []
-    for key in ("preprocessing", "postprocessing", "inferer", "network_def", "bundle_root", "device", "evaluator", "run", "inference"):
+    for key in (
+        "preprocessing",
+        "postprocessing",
+        "inferer",
+        "network_def",
+        "bundle_root",
+        "device",
+        "evaluator",
+        "run",
+        "inference",
+    ):
         assert key in wf.parser, key
 
 
@@ -156,9 +168,27 @@ def test_command_line_inference(bundle_root, inputs, tmp_path):
         over += [f"--{k}", json.dumps(v)]
     out = tmp_path / "cli"
     proc = subprocess.run(
-        [sys.executable, "-m", "monai.bundle", "run", "inference", "--config_file", f"['{TRAIN}','{INFERENCE}']",
-         "--bundle_root", str(bundle_root), "--input_dir", str(inputs), "--output_dir", str(out), *over],
-        cwd=REPO, capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "monai.bundle",
+            "run",
+            "inference",
+            "--config_file",
+            f"['{TRAIN}','{INFERENCE}']",
+            "--bundle_root",
+            str(bundle_root),
+            "--input_dir",
+            str(inputs),
+            "--output_dir",
+            str(out),
+            *over,
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "inference: 6 images, 5 written, 1 failed" in proc.stdout

@@ -23,7 +23,9 @@ TINY = {**TINY_INFER, "device": "$torch.device('cpu')"}
 
 
 def _helper():
-    spec = importlib.util.spec_from_file_location("monailabel_bundle", REPO / "bundle" / "scripts" / "monailabel_bundle.py")
+    spec = importlib.util.spec_from_file_location(
+        "monailabel_bundle", REPO / "bundle" / "scripts" / "monailabel_bundle.py"
+    )
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod

@@ -192,7 +192,9 @@ def test_bad_inputs_raise_precise_errors():
 
 def test_dictionary_transform_writes_mask_label_and_variant():
     img, lung = toy_pair()
-    d = RandARTAnomalyd(keys="image", lung_key="lung").set_random_state(0)({"image": torch.as_tensor(img), "lung": lung})
+    d = RandARTAnomalyd(keys="image", lung_key="lung").set_random_state(0)(
+        {"image": torch.as_tensor(img), "lung": lung}
+    )
     assert isinstance(d["anomaly_mask"], torch.Tensor) and d["anomaly_mask"].dtype == torch.float32
     assert d["anomaly_label"].dtype == torch.float32 and d["anomaly_label"].shape == (1,)
     assert float(d["anomaly_label"][0]) == 1.0 and d["artasyn_variant"] == "final"

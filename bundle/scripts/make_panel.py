@@ -65,7 +65,10 @@ def load_pairs(args) -> list[tuple[np.ndarray, np.ndarray]]:
             from artasyn.phantom import make_phantom
         except ImportError as e:
             raise SystemExit(f"--phantom needs the module artasyn.phantom, which is not available: {e}") from e
-        return [(p["image"], p["lungs"]) for p in (make_phantom(size=args.size, seed=args.seed + k) for k in range(args.phantom))]
+        return [
+            (p["image"], p["lungs"])
+            for p in (make_phantom(size=args.size, seed=args.seed + k) for k in range(args.phantom))
+        ]
     if not args.images:
         raise SystemExit("give --images PATH ... or --phantom N")
     if args.lungs and len(args.lungs) != len(args.images):
@@ -87,7 +90,9 @@ def load_pairs(args) -> list[tuple[np.ndarray, np.ndarray]]:
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description="ART-ASyn synthesis panel (healthy | lungs | A_base | +blur+cryst | A_final | mask)")
+    ap = argparse.ArgumentParser(
+        description="ART-ASyn synthesis panel (healthy | lungs | A_base | +blur+cryst | A_final | mask)"
+    )
     ap.add_argument("--out", default="artasyn_panel.png")
     ap.add_argument("--images", nargs="*", default=[])
     ap.add_argument("--lungs", nargs="*", default=[])

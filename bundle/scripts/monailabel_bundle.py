@@ -56,7 +56,9 @@ def make_monailabel_bundle(
     """Write ``out/configs/{inference,metadata}.json`` and ``out/models/model.pt`` (a copy of ``ckpt``)."""
     out = Path(out).expanduser()
     if not out.name.endswith("_segmentation"):
-        raise ValueError(f"MONAI Label reads the task type from the folder name; it must end in '_segmentation', got {out.name!r}")
+        raise ValueError(
+            f"MONAI Label reads the task type from the folder name; it must end in '_segmentation', got {out.name!r}"
+        )
     (out / "configs").mkdir(parents=True, exist_ok=True)
     config = merged_inference_config(presets, overrides)
     (out / "configs" / "inference.json").write_text(json.dumps(config, indent=2))
@@ -72,7 +74,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True, help="bundle folder to write; its name must end in _segmentation")
     ap.add_argument("--ckpt", help="checkpoint to copy to models/model.pt (the training's models/model.pt)")
-    ap.add_argument("--preset", action="append", default=[], help="extra config merged after train.json (e.g. small.json)")
+    ap.add_argument(
+        "--preset", action="append", default=[], help="extra config merged after train.json (e.g. small.json)"
+    )
     args = ap.parse_args()
     out = make_monailabel_bundle(args.out, args.ckpt, args.preset)
     print(f"MONAI Label bundle written to {out}")

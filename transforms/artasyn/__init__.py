@@ -14,14 +14,36 @@ Each stage of the method lives in its own module (see ``ALGORITHM.md`` of the pr
 __version__ = "0.1.0"
 
 # detector network, losses and phantom data (ALGORITHM.md section 3; embedded data set)
-from .losses import ARTASynLoss, FeatureConsistencyLoss, GlobalReconstructionLoss, LocalReconstructionLoss, SoftDiceAnomalyLoss  # noqa: E402
-from .networks import AnomalyUNet  # noqa: E402
-from .phantom import generate_phantom_dataset, make_phantom  # noqa: E402
-from .brush import StampBank, load_brush_texture, make_brush_texture  # noqa: E402  (ART-ASyn synthesis)
-from .strokes import RandBrushAnomaly, RandBrushAnomalyd  # noqa: E402
-from .effects import ComposeAnomalyLayers, ComposeAnomalyLayersd, LayerGaussianBlur, LayerGaussianBlurd, RandCrystallize, RandCrystallized  # noqa: E402
 from .anatomy import RibIntensityScale, RibIntensityScaled  # noqa: E402
+from .brush import StampBank, load_brush_texture, make_brush_texture  # noqa: E402  (ART-ASyn synthesis)
 from .composite import CompositeAnomaly, CompositeAnomalyd  # noqa: E402
-from .synthesis import RandARTAnomaly, RandARTAnomalyd, RandARTTwinsd  # noqa: E402
-from .intensity import ScaleTo8Bit, ScaleTo8BitD, ScaleTo8Bitd, ScaleTo8BitDict, ToGrayscale, ToGrayscaleD, ToGrayscaled, ToGrayscaleDict  # noqa: E402
+from .effects import (
+    ComposeAnomalyLayers,
+    ComposeAnomalyLayersd,
+    LayerGaussianBlur,
+    LayerGaussianBlurd,
+    RandCrystallize,
+    RandCrystallized,
+)  # noqa: E402
+from .intensity import (
+    ScaleTo8Bit,
+    ScaleTo8BitD,
+    ScaleTo8Bitd,
+    ScaleTo8BitDict,
+    ToGrayscale,
+    ToGrayscaleD,
+    ToGrayscaled,
+    ToGrayscaleDict,
+)  # noqa: E402
+from .losses import (
+    ARTASynLoss,
+    FeatureConsistencyLoss,
+    GlobalReconstructionLoss,
+    LocalReconstructionLoss,
+    SoftDiceAnomalyLoss,
+)  # noqa: E402
+from .networks import AnomalyUNet  # noqa: E402
 from .pbtseg import PBTSeg, PBTSegD, PBTSegd, PBTSegDict, brighten_border, pbtseg_lungs  # noqa: E402
+from .phantom import generate_phantom_dataset, make_phantom  # noqa: E402
+from .strokes import RandBrushAnomaly, RandBrushAnomalyd  # noqa: E402
+from .synthesis import RandARTAnomaly, RandARTAnomalyd, RandARTTwinsd  # noqa: E402

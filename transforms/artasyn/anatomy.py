@@ -24,8 +24,8 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping
 import hashlib
+from collections.abc import Hashable, Mapping
 from typing import Any
 
 import numpy as np
@@ -51,7 +51,9 @@ __all__ = [
 ]
 
 
-def check_image_and_lung(img: Any, lung: Any, image_key: str = "image", lung_key: str = "lung") -> tuple[np.ndarray, np.ndarray]:
+def check_image_and_lung(
+    img: Any, lung: Any, image_key: str = "image", lung_key: str = "lung"
+) -> tuple[np.ndarray, np.ndarray]:
     """Validate a 1xHxW image and its 1xHxW (or HxW) lung label map; returns numpy 2-D views
     ``(image float32, lung label array)``. Raises a ValueError naming keys and shapes."""
     shape = tuple(img.shape)
@@ -60,7 +62,8 @@ def check_image_and_lung(img: Any, lung: Any, image_key: str = "image", lung_key
     lshape = tuple(lung.shape)
     if lshape != shape and lshape != shape[1:]:
         raise ValueError(
-            f"lung label map key '{lung_key}' has shape {lshape}, which does not match image key '{image_key}' shape {shape}"
+            f"lung label map key '{lung_key}' has shape {lshape}, "
+            f"which does not match image key '{image_key}' shape {shape}"
         )
     im = convert_data_type(img, np.ndarray)[0]
     lu = convert_data_type(lung, np.ndarray)[0]
@@ -86,7 +89,9 @@ def soft_lung_mask(
     sig = float(sigma) * s
     if not binary.any():
         return np.zeros(binary.shape, np.float32)
-    key = (hashlib.blake2b(np.packbits(binary).tobytes() + repr((binary.shape, dil, half, sig)).encode(), digest_size=16).digest())
+    key = hashlib.blake2b(
+        np.packbits(binary).tobytes() + repr((binary.shape, dil, half, sig)).encode(), digest_size=16
+    ).digest()
     hit = _SOFT_CACHE.get(key)
     if hit is not None:
         return hit
@@ -101,7 +106,9 @@ def soft_lung_mask(
         u8 = ndimage.maximum_filter(u8, size=dil, mode="constant", cval=0)
     out = np.zeros(binary.shape, np.float32)
     if sig > 0:
-        out[box] = ndimage.gaussian_filter(u8.astype(np.float32), sigma=sig, mode="mirror", truncate=(half + 0.25) / sig)
+        out[box] = ndimage.gaussian_filter(
+            u8.astype(np.float32), sigma=sig, mode="mirror", truncate=(half + 0.25) / sig
+        )
     else:
         out[box] = u8
     out = np.clip(out, 0.0, 1.0)
@@ -124,7 +131,9 @@ def rib_scale_alpha(
     ``R = rib_weight * I/255 + (1 - rib_weight)`` (``use_rib=False``: R = 1; ``soft_mask=None``: S = 1)."""
     a = alpha.astype(np.float32)
     if use_rib:
-        r = np.float32(rib_weight) * np.clip(image.astype(np.float32) / np.float32(255.0), 0, 1) + np.float32(1.0 - rib_weight)
+        r = np.float32(rib_weight) * np.clip(image.astype(np.float32) / np.float32(255.0), 0, 1) + np.float32(
+            1.0 - rib_weight
+        )
         a = a * r
     if soft_mask is not None:
         a = a * soft_mask
@@ -177,8 +186,12 @@ class RibIntensityScale(Transform):
             raise ValueError(f"anomaly layer shape {arr.shape} does not match image shape {tuple(image.shape)}")
         s = self.soft_mask(lu) if soft_mask is None else soft_mask
         out = arr.copy()
-        out[1] = rib_scale_alpha(arr[1], np.clip(np.round(im), 0, 255), s, self.rib_weight, self.brightness, self.use_rib)
-        return convert_to_dst_type(out, layer, dtype=torch.float32 if isinstance(layer, torch.Tensor) else np.float32)[0]
+        out[1] = rib_scale_alpha(
+            arr[1], np.clip(np.round(im), 0, 255), s, self.rib_weight, self.brightness, self.use_rib
+        )
+        return convert_to_dst_type(out, layer, dtype=torch.float32 if isinstance(layer, torch.Tensor) else np.float32)[
+            0
+        ]
 
 
 class RibIntensityScaled(MapTransform):

@@ -37,8 +37,9 @@ from __future__ import annotations
 import functools
 import math
 from collections import OrderedDict
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence, Union
+from typing import Union
 
 import numpy as np
 from PIL import Image
@@ -257,7 +258,7 @@ class StampBank:
         self.angle_step = float(angle_step)
         self.n_angles = max(1, int(round(360.0 / self.angle_step)))
         self.max_bytes = int(max_bytes)
-        self._cache: "OrderedDict[tuple[int, int], tuple]" = OrderedDict()
+        self._cache: OrderedDict[tuple[int, int], tuple] = OrderedDict()
         self._bytes = 0
         self._thresholds = np.arange(1, 256, dtype=np.int32)
         # per cached stamp (by slot): boxes[slot, t] = (row0, row1, col0, col1, height, width);
@@ -282,7 +283,9 @@ class StampBank:
         h = max(int(width / self.ratio), 1)
         im = self.base_image.resize((width, h), Image.BICUBIC)
         arr, _ = crop_to_nonzero(np.asarray(im))
-        im = Image.fromarray(np.ascontiguousarray(arr)).rotate(abin * self.angle_step, resample=Image.BICUBIC, expand=True)
+        im = Image.fromarray(np.ascontiguousarray(arr)).rotate(
+            abin * self.angle_step, resample=Image.BICUBIC, expand=True
+        )
         arr, _ = crop_to_nonzero(np.asarray(im))
         arr = np.ascontiguousarray(arr)
         # box of the pixels whose floored alpha stays > 0, for every threshold t = 1..255:

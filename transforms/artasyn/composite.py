@@ -99,7 +99,9 @@ class CompositeAnomaly(Transform):
         out = composite_over_image(im, arr)[None]
         mask = anomaly_mask(arr[1], self.threshold)[None]
         out_t = convert_to_dst_type(out, image)[0]
-        mask_t = convert_to_dst_type(mask, image, dtype=torch.float32 if isinstance(image, torch.Tensor) else np.float32)[0]
+        mask_t = convert_to_dst_type(
+            mask, image, dtype=torch.float32 if isinstance(image, torch.Tensor) else np.float32
+        )[0]
         return out_t, mask_t
 
 

@@ -233,7 +233,9 @@ class LayerGaussianBlur(Transform):
     def __call__(self, layer):
         arr = as_layer(layer)
         out = pil_gaussian_blur(arr, self.effective_radius(arr.shape))
-        return convert_to_dst_type(out, layer, dtype=torch.float32 if isinstance(layer, torch.Tensor) else np.float32)[0]
+        return convert_to_dst_type(out, layer, dtype=torch.float32 if isinstance(layer, torch.Tensor) else np.float32)[
+            0
+        ]
 
 
 class RandCrystallize(RandomizableTransform):
@@ -277,7 +279,9 @@ class RandCrystallize(RandomizableTransform):
         if not self._do_transform or self._seeds is None:
             return layer
         out = crystallize(arr, self._seeds)
-        return convert_to_dst_type(out, layer, dtype=torch.float32 if isinstance(layer, torch.Tensor) else np.float32)[0]
+        return convert_to_dst_type(out, layer, dtype=torch.float32 if isinstance(layer, torch.Tensor) else np.float32)[
+            0
+        ]
 
 
 class ComposeAnomalyLayers(Transform):
@@ -308,7 +312,10 @@ class ComposeAnomalyLayers(Transform):
         )
 
     def __call__(self, base, blur=None, cryst=None, cryst_blur=None):
-        arrs = [None if x is None else as_layer(x, n) for x, n in zip((base, blur, cryst, cryst_blur), ("base", "blur", "cryst", "cryst_blur"))]
+        arrs = [
+            None if x is None else as_layer(x, n)
+            for x, n in zip((base, blur, cryst, cryst_blur), ("base", "blur", "cryst", "cryst_blur"))
+        ]
         out = compose_layers(*arrs, **self.kwargs)
         return convert_to_dst_type(out, base, dtype=torch.float32 if isinstance(base, torch.Tensor) else np.float32)[0]
 
@@ -327,7 +334,9 @@ class LayerGaussianBlurd(MapTransform):
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
-        self.output_keys = self.keys if output_keys is None else tuple([output_keys] if isinstance(output_keys, str) else output_keys)
+        self.output_keys = (
+            self.keys if output_keys is None else tuple([output_keys] if isinstance(output_keys, str) else output_keys)
+        )
         if len(self.output_keys) != len(self.keys):
             raise ValueError(f"output_keys {self.output_keys} must match keys {self.keys} in length")
         self.blur = LayerGaussianBlur(radius=radius, reference_size=reference_size)
@@ -356,7 +365,9 @@ class RandCrystallized(RandomizableTransform, MapTransform):
     ) -> None:
         MapTransform.__init__(self, keys, allow_missing_keys)
         RandomizableTransform.__init__(self, prob)
-        self.output_keys = self.keys if output_keys is None else tuple([output_keys] if isinstance(output_keys, str) else output_keys)
+        self.output_keys = (
+            self.keys if output_keys is None else tuple([output_keys] if isinstance(output_keys, str) else output_keys)
+        )
         if len(self.output_keys) != len(self.keys):
             raise ValueError(f"output_keys {self.output_keys} must match keys {self.keys} in length")
         self.cryst = RandCrystallize(num_seeds=num_seeds, prob=1.0, reference_size=reference_size)

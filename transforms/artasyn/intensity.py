@@ -164,7 +164,11 @@ class ScaleTo8Bit(Transform):
             elif lo < 0 or hi > 255:
                 logger.warning(
                     "ScaleTo8Bit: %s %s (%s) has values in [%g, %g], outside 0..255: min-max scaled to 0..255.",
-                    _where(key), tuple(img.shape), _source(img), lo, hi,
+                    _where(key),
+                    tuple(img.shape),
+                    _source(img),
+                    lo,
+                    hi,
                 )
                 out = (out - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(out)
         out = out.astype(np.float32)

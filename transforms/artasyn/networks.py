@@ -292,21 +292,24 @@ class AnomalyUNet(nn.Module):
         head_conv = conv(ch, out_channels, kernel_size=3, padding=1)
         if zero_init:
             _zero_(head_conv)
-        self.head = nn.Sequential(
-            get_norm_layer(norm, spatial_dims=spatial_dims, channels=ch), nn.SiLU(), head_conv
-        )
+        self.head = nn.Sequential(get_norm_layer(norm, spatial_dims=spatial_dims, channels=ch), nn.SiLU(), head_conv)
 
     def _check_input(self, x: torch.Tensor) -> None:
         if x.dim() != self.spatial_dims + 2:
             raise ValueError(
-                "AnomalyUNet expects a B x C x spatial tensor with " + str(self.spatial_dims)
-                + " spatial dims, got shape " + str(list(x.shape))
+                "AnomalyUNet expects a B x C x spatial tensor with "
+                + str(self.spatial_dims)
+                + " spatial dims, got shape "
+                + str(list(x.shape))
             )
         for s in x.shape[2:]:
             if s % self.size_divisor != 0:
                 raise ValueError(
-                    "AnomalyUNet: spatial size " + str(list(x.shape[2:])) + " must be a multiple of "
-                    + str(self.size_divisor) + " (2 ** (len(channel_mult) - 1))"
+                    "AnomalyUNet: spatial size "
+                    + str(list(x.shape[2:]))
+                    + " must be a multiple of "
+                    + str(self.size_divisor)
+                    + " (2 ** (len(channel_mult) - 1))"
                 )
 
     def _encode(self, x: torch.Tensor) -> list[torch.Tensor]:

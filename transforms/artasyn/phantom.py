@@ -8,8 +8,8 @@ inside a brighter body, crossed by bright posterior ribs and the clavicles, with
 and mediastinum shadows between them, the diaphragm domes below, darker air outside the
 body, a smooth intensity variation and noise. Shape, position and contrast vary with the
 seed. A "diseased" phantom has the same anatomy as the healthy one of the same seed plus
-opacities: brighter, blurry, lumpy blobs (1 to 4, mask radius about 2 to 9 % of the image side) inside the lungs, with their
-exact mask (the test set of section 4).
+opacities: brighter, blurry, lumpy blobs (1 to 4, mask radius about 2 to 9 % of the image side)
+inside the lungs, with their exact mask (the test set of section 4).
 
 The intensity budget is chosen for PBTSeg's thresholds ``img <= t``, ``t = 50..160``: lung
 fields stay below about 150 (ribs included) and the body around them above about 165, so
@@ -124,7 +124,16 @@ def _draw_healthy(size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.n
     # --- lungs
     gap = med_hw + ax
     right = _lung_shape(yy, xx, rng, mid - gap - rng.uniform(0.0, 0.02), cy, ax, ay, side=-1)
-    left = _lung_shape(yy, xx, rng, mid + gap + rng.uniform(0.0, 0.02), cy + rng.uniform(0.0, 0.02), ax * rng.uniform(0.9, 1.0), ay, side=+1)
+    left = _lung_shape(
+        yy,
+        xx,
+        rng,
+        mid + gap + rng.uniform(0.0, 0.02),
+        cy + rng.uniform(0.0, 0.02),
+        ax * rng.uniform(0.9, 1.0),
+        ay,
+        side=+1,
+    )
     right &= ~heart
     left &= ~heart
     for lung in (right, left):  # keep one component each (the heart may cut a sliver off)
@@ -175,7 +184,11 @@ def _draw_healthy(size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.n
     for side in (-1.0, 1.0):
         u = side * (xx - mid)
         line = clav_y - 0.2 * (u - 0.05)
-        bar = np.exp(-(((yy - line) / (0.018 + 2 * px)) ** 2)) * _smoothstep((u - 0.04) / 0.03) * (1.0 - _smoothstep((u - 0.36) / 0.04))
+        bar = (
+            np.exp(-(((yy - line) / (0.018 + 2 * px)) ** 2))
+            * _smoothstep((u - 0.04) / 0.03)
+            * (1.0 - _smoothstep((u - 0.36) / 0.04))
+        )
         img += rng.uniform(18, 26) * bar * body_soft
 
     # keep the lung fields under the PBTSeg leak level, the body above it
@@ -188,7 +201,9 @@ def _draw_healthy(size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.n
     return img, lungs, params
 
 
-def _draw_lesions(size: int, lungs: np.ndarray, rng: np.random.Generator, n_range=(1, 4)) -> tuple[np.ndarray, np.ndarray]:
+def _draw_lesions(
+    size: int, lungs: np.ndarray, rng: np.random.Generator, n_range=(1, 4)
+) -> tuple[np.ndarray, np.ndarray]:
     """Opacity intensity field and its exact binary mask, inside the lungs."""
     grid = np.arange(size, dtype=np.float64)
     yy, xx = np.meshgrid(grid, grid, indexing="ij")

@@ -166,7 +166,9 @@ def plan_strokes(
     nb = len(banks)
     bw = np.array([b.width for b in banks])
     spacing = np.maximum(1, (bw * spacing_frac).astype(np.int64))
-    m = np.minimum(min(curve_samples, max_stamps), np.maximum(1, (lengths[:, None] / spacing[None, :]).astype(np.int64)))  # nseg x nb
+    m = np.minimum(
+        min(curve_samples, max_stamps), np.maximum(1, (lengths[:, None] / spacing[None, :]).astype(np.int64))
+    )  # nseg x nb
     # distinct curve samples per (segment, brush): the first m of a random permutation
     perm = np.argsort(R.random_sample((nseg, nb, curve_samples)), axis=-1)
     sel = np.arange(curve_samples)[None, None, :] < m[..., None]
@@ -196,7 +198,9 @@ def plan_strokes(
     return StrokePlan(colour, segments)
 
 
-def render_strokes(plan: StrokePlan, shape: Sequence[int], banks: Sequence[StampBank], segment_opacity: float = 0.95) -> np.ndarray:
+def render_strokes(
+    plan: StrokePlan, shape: Sequence[int], banks: Sequence[StampBank], segment_opacity: float = 0.95
+) -> np.ndarray:
     """Render a :class:`StrokePlan` into a 2 x H x W float32 LA layer.
 
     The placement of every stamp of the image is computed at once per brush
@@ -215,8 +219,16 @@ def render_strokes(plan: StrokePlan, shape: Sequence[int], banks: Sequence[Stamp
         boxes, cores, luts, keep = stamp_pastes(bank, *cols, (h, w))
         starts = np.searchsorted(keep, np.concatenate([[0], np.cumsum(counts)])).tolist()
         # each segment's painted box (over both brushes): min of the starts, max of the ends
-        ends = np.maximum.reduceat(boxes[:, 2:], np.minimum(starts[:-1], max(len(boxes) - 1, 0)), axis=0) if len(boxes) else None
-        firsts = np.minimum.reduceat(boxes[:, :2], np.minimum(starts[:-1], max(len(boxes) - 1, 0)), axis=0) if len(boxes) else None
+        ends = (
+            np.maximum.reduceat(boxes[:, 2:], np.minimum(starts[:-1], max(len(boxes) - 1, 0)), axis=0)
+            if len(boxes)
+            else None
+        )
+        firsts = (
+            np.minimum.reduceat(boxes[:, :2], np.minimum(starts[:-1], max(len(boxes) - 1, 0)), axis=0)
+            if len(boxes)
+            else None
+        )
         per_brush.append((boxes.tolist(), cores, luts, starts, firsts, ends))
     for i in range(len(plan.segments)):
         seg_boxes = []
@@ -342,7 +354,9 @@ class RandBrushAnomaly(RandomizableTransform):
         if not self._do_transform:
             return
         s = size_scale(image_u8.shape, self.reference_size) if self.reference_size else 1.0
-        self._plan = plan_strokes(self.R, image_u8, lung, self.banks(image_u8.shape), s, **self.plan_args(image_u8.shape))
+        self._plan = plan_strokes(
+            self.R, image_u8, lung, self.banks(image_u8.shape), s, **self.plan_args(image_u8.shape)
+        )
 
     def render(self, shape: Sequence[int]) -> np.ndarray:
         """Render the last drawn plan as a numpy 2 x H x W layer (zeros when none)."""
@@ -395,14 +409,18 @@ class RandBrushAnomalyd(RandomizableTransform, MapTransform):
         self.randomize(None)
         for key in self.key_iterator(d):
             if self.lung_key not in d:
-                raise KeyError(f"RandBrushAnomalyd: lung label map key '{self.lung_key}' not in the data (keys: {list(d)})")
+                raise KeyError(
+                    f"RandBrushAnomalyd: lung label map key '{self.lung_key}' not in the data (keys: {list(d)})"
+                )
             img, lung = d[key], d[self.lung_key]
             check_image_and_lung(img, lung, str(key), self.lung_key)
             if self._do_transform:
                 d[self.layer_key] = self.painter(img, lung)
             else:
                 zeros = np.zeros((2, *tuple(img.shape)[1:]), np.float32)
-                d[self.layer_key] = convert_to_dst_type(zeros, img, dtype=torch.float32 if isinstance(img, torch.Tensor) else np.float32)[0]
+                d[self.layer_key] = convert_to_dst_type(
+                    zeros, img, dtype=torch.float32 if isinstance(img, torch.Tensor) else np.float32
+                )[0]
         return d
 
 

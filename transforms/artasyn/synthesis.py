@@ -173,10 +173,16 @@ class RandARTAnomaly(RandomizableTransform):
             raise TypeError(f"RandARTAnomaly got unexpected keyword arguments {sorted(unknown)}")
         self.variant = variant
         self.base_lung_mask = bool(base_lung_mask)
-        self.painter = RandBrushAnomaly(prob=1.0, brush_texture=brush_texture, reference_size=reference_size, **brush_kwargs)
+        self.painter = RandBrushAnomaly(
+            prob=1.0, brush_texture=brush_texture, reference_size=reference_size, **brush_kwargs
+        )
         self.blur_radius, self.cryst_blur_radius, self.num_seeds = blur_radius, cryst_blur_radius, num_seeds
         self.compose_kwargs = dict(
-            base_scale=base_scale, blur_scale=blur_scale, cryst_scale=cryst_scale, cryst_blur_scale=cryst_blur_scale, order=tuple(order)
+            base_scale=base_scale,
+            blur_scale=blur_scale,
+            cryst_scale=cryst_scale,
+            cryst_blur_scale=cryst_blur_scale,
+            order=tuple(order),
         )
         self.dilation, self.soft_kernel, self.soft_sigma = dilation, soft_kernel, soft_sigma
         self.rib_weight, self.brightness, self.threshold = rib_weight, brightness, threshold
@@ -245,7 +251,9 @@ class RandARTAnomaly(RandomizableTransform):
         else:
             out, mask = im, np.zeros(im.shape, np.float32)
         out_t = convert_to_dst_type(out[None], img)[0]
-        mask_t = convert_to_dst_type(mask[None], img, dtype=torch.float32 if isinstance(img, torch.Tensor) else np.float32)[0]
+        mask_t = convert_to_dst_type(
+            mask[None], img, dtype=torch.float32 if isinstance(img, torch.Tensor) else np.float32
+        )[0]
         for t in (out_t, mask_t):
             if isinstance(t, MetaTensor):
                 t.meta["artasyn_variant"] = self.variant
@@ -287,7 +295,9 @@ class _SynthesisMapTransform(RandomizableTransform, MapTransform):
 
     backend = RandARTAnomaly.backend
 
-    def __init__(self, keys: KeysCollection, lung_key: str, variant: str, prob: float, allow_missing_keys: bool, **kwargs: Any) -> None:
+    def __init__(
+        self, keys: KeysCollection, lung_key: str, variant: str, prob: float, allow_missing_keys: bool, **kwargs: Any
+    ) -> None:
         MapTransform.__init__(self, keys, allow_missing_keys)
         RandomizableTransform.__init__(self, prob)
         if variant not in (*VARIANTS, "none"):
@@ -307,7 +317,9 @@ class _SynthesisMapTransform(RandomizableTransform, MapTransform):
 
     def _image_and_lung(self, d: Mapping[Hashable, Any], key: Hashable) -> tuple[Any, Any]:
         if self.lung_key not in d:
-            raise KeyError(f"{type(self).__name__}: lung label map key '{self.lung_key}' not in the data (keys: {list(d)})")
+            raise KeyError(
+                f"{type(self).__name__}: lung label map key '{self.lung_key}' not in the data (keys: {list(d)})"
+            )
         img, lung = d[key], d[self.lung_key]
         check_image_and_lung(img, lung, str(key), self.lung_key)
         return img, lung

@@ -24,9 +24,11 @@ Folder layout (the authors', ``ALGORITHM.md``; masks matched by file stem)::
 
 Datalist JSON (MONAI's, paths relative to the JSON file or to ``base_dir``)::
 
-    {"training": [{"image": "a.png"}, ...],
-     "validation": [{"image": "b.png", "label": 1, "mask": "b_mask.png"}, ...],
-     "test": [...]}
+    {
+        "training": [{"image": "a.png"}, ...],
+        "validation": [{"image": "b.png", "label": 1, "mask": "b_mask.png"}, ...],
+        "test": [...],
+    }
 
 Without a ``validation`` (or ``val``) folder or section, validation is a deterministic
 ``val_fraction`` of the test items (interleaved over the sorted file names, per label), and
@@ -237,9 +239,7 @@ def _folder_items(root: Path, split: str) -> list[dict]:
     for pattern in MASK_DIRS:
         for p in find_images(root / pattern.format(split=split)):
             masks.setdefault(_stem(p), p)
-    items += [
-        {"image": p, "label": 1, "mask": masks.get(_stem(p), "")} for p in find_images(root / split / "diseased")
-    ]
+    items += [{"image": p, "label": 1, "mask": masks.get(_stem(p), "")} for p in find_images(root / split / "diseased")]
     return items
 
 
@@ -260,7 +260,9 @@ def load_datalist_json(path: str | Path, section: str, base_dir: str | Path | No
     with open(path) as f:
         content = json.load(f)
     base = Path(base_dir) if base_dir else path.parent
-    names = {"validation": ("validation", "val", "validation_set"), "test": ("test", "testing")}.get(section, (section,))
+    names = {"validation": ("validation", "val", "validation_set"), "test": ("test", "testing")}.get(
+        section, (section,)
+    )
     raw = next((content[n] for n in names if n in content), None)
     if raw is None:
         return []

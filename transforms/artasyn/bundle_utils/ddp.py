@@ -121,7 +121,9 @@ def split_lung_check(lung_check: LungCheck, report_on_rank0: bool = True) -> Dat
         shard = partition_dataset(list(ds.data), num_partitions=world, shuffle=False, even_divisible=False)[rank]
         shard_ds = PersistentDataset(data=shard, transform=ds.transform, cache_dir=ds.cache_dir, hash_func=ds.hash_func)
         shard_ds.transform_hash = ds.transform_hash  # the same cache files as the full dataset
-        LungCheck(shard_ds, DataReport(), name=f"{lung_check.name} shard {rank}/{world}", num_workers=lung_check.num_workers).run()
+        LungCheck(
+            shard_ds, DataReport(), name=f"{lung_check.name} shard {rank}/{world}", num_workers=lung_check.num_workers
+        ).run()
         dist.barrier()
     if rank == 0 and report_on_rank0:
         return lung_check.run()

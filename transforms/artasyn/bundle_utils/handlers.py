@@ -166,7 +166,9 @@ class ImageScoreSaver:
     images without a lesion mask). Written at the end of each evaluation epoch (atomically).
     """
 
-    def __init__(self, output_dir: str, filename: str = "scores.csv", taus: Sequence[float] = (0.2, 0.4, 0.6, 0.8)) -> None:
+    def __init__(
+        self, output_dir: str, filename: str = "scores.csv", taus: Sequence[float] = (0.2, 0.4, 0.6, 0.8)
+    ) -> None:
         self.output_dir, self.filename = output_dir, filename
         self.taus = tuple(float(t) for t in taus)
         self.rows: list[dict] = []
@@ -230,6 +232,7 @@ def _jsonable(v):
 
 def summary_line(metrics: dict, prefix: str = "", tau: float = 0.2) -> str:
     """``AP=0.8123 AUC=0.7712 Dice(micro, tau=0.2)=0.3011 Dice(mean)=0.2876``."""
+
     def get(name):
         v = metrics.get(prefix + name)
         return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{float(v):.4f}"

@@ -67,9 +67,7 @@ __all__ = [
 logger = logging.getLogger("artasyn.bundle")
 
 #: colour map of the overlays (anchors of an "inferno"-like map: black, purple, red, orange, pale yellow)
-_CMAP_ANCHORS = np.array(
-    [[0, 0, 4], [87, 16, 110], [188, 55, 84], [249, 142, 9], [252, 255, 164]], dtype=np.float32
-)
+_CMAP_ANCHORS = np.array([[0, 0, 4], [87, 16, 110], [188, 55, 84], [249, 142, 9], [252, 255, 164]], dtype=np.float32)
 
 
 class InferenceReport:
@@ -87,9 +85,7 @@ class InferenceReport:
 def require_file(path: str | os.PathLike, what: str = "checkpoint") -> str:
     """``path`` if it is a file, else a ``FileNotFoundError`` that says what to do."""
     if not Path(path).is_file():
-        raise FileNotFoundError(
-            f"{what} not found: {path} (train the bundle first, or pass --ckpt_path <file.pt>)"
-        )
+        raise FileNotFoundError(f"{what} not found: {path} (train the bundle first, or pass --ckpt_path <file.pt>)")
     return str(path)
 
 
@@ -141,7 +137,9 @@ def inference_datalist(
         for section in sections:
             paths += [it["image"] for it in load_datalist_json(Path(os.path.expanduser(str(datalist))), section)]
     if not (input_dir or input_files or datalist):
-        raise ValueError("inference needs an input: --input_dir <folder>, --input_files <list or file> or --input_datalist <json>")
+        raise ValueError(
+            "inference needs an input: --input_dir <folder>, --input_files <list or file> or --input_datalist <json>"
+        )
     items, seen = [], set()
     for p in paths:
         if p in seen:
@@ -209,7 +207,9 @@ class ResizeToShaped(MapTransform):
     ``mode``: one per key, ``"bilinear"`` for maps, ``"nearest"`` for masks.
     """
 
-    def __init__(self, keys: KeysCollection, shape_key: str = "image_size", mode: str | Sequence[str] = "bilinear") -> None:
+    def __init__(
+        self, keys: KeysCollection, shape_key: str = "image_size", mode: str | Sequence[str] = "bilinear"
+    ) -> None:
         super().__init__(keys)
         self.shape_key = shape_key
         self.mode = [mode] * len(self.keys) if isinstance(mode, str) else list(mode)
@@ -276,7 +276,9 @@ def colorize(values: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
 
 
-def overlay_heatmap(gray: np.ndarray, heat: np.ndarray, max_alpha: float = 0.7, scale: float | None = None) -> np.ndarray:
+def overlay_heatmap(
+    gray: np.ndarray, heat: np.ndarray, max_alpha: float = 0.7, scale: float | None = None
+) -> np.ndarray:
     """The anomaly map in colour over the radiograph: ``H x W x 3`` uint8.
 
     ``gray``: the radiograph, 0..255. ``heat``: the anomaly map, same size; divided by
@@ -434,7 +436,14 @@ class AnomalyOutputWriter:
                 self.rows.append(self._failed_row(path, reason))
 
     def _failed_row(self, path: str, reason: str) -> dict:
-        return {"file": path, "score": "", "anomaly_area_px": "", "anomaly_area_fraction": "", "lungs_found": "", "status": f"failed: {reason}"}
+        return {
+            "file": path,
+            "score": "",
+            "anomaly_area_px": "",
+            "anomaly_area_fraction": "",
+            "lungs_found": "",
+            "status": f"failed: {reason}",
+        }
 
     def _write_one(self, path: str, item: dict) -> dict:
         heat = _plane(item[self.map_key]).astype(np.float32)

@@ -24,6 +24,7 @@ __all__ = ["LungCheck", "deterministic_prefix"]
 def _first(batch):
     return batch[0]
 
+
 logger = logging.getLogger("artasyn.bundle")
 
 
@@ -103,7 +104,11 @@ class LungCheck:
                 self.report.one_lung.append(path)
         logger.info(
             "PBTSeg lung maps (%s, cached in %s): %d images, no lung found in %d, one lung only in %d",
-            self.name, self.dataset.cache_dir, n, none, one,
+            self.name,
+            self.dataset.cache_dir,
+            n,
+            none,
+            one,
         )
         self.report.counts[f"{self.name}_no_lung"] = none
         self.report.save()

@@ -30,7 +30,9 @@ __all__ = ["ARTASynTrainingStep", "TrainingTimeLimit", "loss_terms", "prepare_ne
 LOSS_TERMS = ("global", "local", "feat", "dice")
 
 
-def prepare_network(network: torch.nn.Module, device: str | torch.device, channels_last: bool = False) -> torch.nn.Module:
+def prepare_network(
+    network: torch.nn.Module, device: str | torch.device, channels_last: bool = False
+) -> torch.nn.Module:
     """Move ``network`` to ``device``; channels-last memory format when asked (CUDA only)."""
     device = torch.device(device)
     network = network.to(device)
@@ -174,6 +176,8 @@ class TrainingTimeLimit:
 
         if self._start is not None and time.perf_counter() - self._start > self.limit_sec:
             logging.getLogger("artasyn.bundle").info(
-                "time limit of %.0f s reached at iteration %d: stopping the training", self.limit_sec, engine.state.iteration
+                "time limit of %.0f s reached at iteration %d: stopping the training",
+                self.limit_sec,
+                engine.state.iteration,
             )
             engine.terminate()

@@ -20,7 +20,15 @@ from monai.data import MetaTensor, PILReader
 from monai.transforms import LoadImage, MapTransform
 from monai.utils import convert_to_tensor
 
-__all__ = ["AnomalyScored", "AsLabeld", "LoadChestXRayd", "LoadMaskd", "Restore16Bitd", "anomaly_scores", "chest_xray_loader"]
+__all__ = [
+    "AnomalyScored",
+    "AsLabeld",
+    "LoadChestXRayd",
+    "LoadMaskd",
+    "Restore16Bitd",
+    "anomaly_scores",
+    "chest_xray_loader",
+]
 
 
 def chest_xray_loader(**kwargs) -> LoadImage:
@@ -62,7 +70,9 @@ class Restore16Bitd(MapTransform):
     mode) so that nothing scales it twice. Other images pass unchanged.
     """
 
-    def __init__(self, keys: KeysCollection = "image", divisor: float = 257.0, allow_missing_keys: bool = False) -> None:
+    def __init__(
+        self, keys: KeysCollection = "image", divisor: float = 257.0, allow_missing_keys: bool = False
+    ) -> None:
         super().__init__(keys, allow_missing_keys)
         self.divisor = float(divisor)
 
@@ -114,7 +124,11 @@ class LoadMaskd(MapTransform):
                 if path:
                     m = convert_to_tensor(self.loader(path), track_meta=False).float()
                     peak = m.max()
-                    m = (m > 0.5 * peak).any(dim=0, keepdim=True) if peak > 0 else torch.zeros_like(m[:1], dtype=torch.bool)
+                    m = (
+                        (m > 0.5 * peak).any(dim=0, keepdim=True)
+                        if peak > 0
+                        else torch.zeros_like(m[:1], dtype=torch.bool)
+                    )
                     has = 1.0
                 else:
                     ref = d[self.ref_key]
