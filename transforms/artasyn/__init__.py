@@ -1,7 +1,9 @@
 """ART-ASyn for MONAI: PBTSeg lung segmentation and ART-ASyn anomaly synthesis as MONAI transforms.
 
-Each stage of the method lives in its own module (see ``ALGORITHM.md`` of the project):
+Each stage of the method lives in its own module (sections of ``ALGORITHM.md``):
 
+- :mod:`artasyn.constants`: every constant of the method, named once.
+- :mod:`artasyn.base`: what the steps share (LA layers, size scaling, conversions, input checks).
 - :mod:`artasyn.intensity`: input helpers (grayscale, 0..255 range).
 - :mod:`artasyn.pbtseg`: PBTSeg, progressive binary thresholding lung segmentation (section 1).
 - :mod:`artasyn.brush`, :mod:`artasyn.strokes`: the brush and the painted layer A_base (2.1).
@@ -9,11 +11,24 @@ Each stage of the method lives in its own module (see ``ALGORITHM.md`` of the pr
 - :mod:`artasyn.anatomy`: T_rib, rib-intensity and lung scaling (2.4).
 - :mod:`artasyn.composite`: compositing and the anomaly mask (2.5).
 - :mod:`artasyn.synthesis`: the whole chain, ``RandARTAnomaly(d)`` (2.6).
+- :mod:`artasyn.networks`, :mod:`artasyn.losses`: the detector and its loss (3).
+- :mod:`artasyn.phantom`: procedural chest X-ray phantoms, the embedded data set.
+
+Example (a phantom, its PBTSeg lungs, one A_final anomaly)::
+
+    >>> from monai.transforms import Compose
+    >>> from artasyn import PBTSegd, RandARTAnomalyd, make_phantom
+    >>> synthesize = Compose([PBTSegd("image", lung_keys="lung"), RandARTAnomalyd("image", lung_key="lung")])
+    >>> _ = synthesize.set_random_state(seed=0)
+    >>> out = synthesize({"image": make_phantom(size=256, seed=1)["image"][None]})
+    >>> out["image"].shape, sorted(set(out["lung"].ravel().tolist())), float(out["anomaly_label"][0])
+    ((1, 256, 256), [0, 1, 2], 1.0)
 """
 
 __version__ = "0.1.0"
 
 # detector network, losses and phantom data (ALGORITHM.md section 3; embedded data set)
+from . import base, constants  # noqa: E402
 from .anatomy import RibIntensityScale, RibIntensityScaled  # noqa: E402
 from .brush import StampBank, load_brush_texture, make_brush_texture  # noqa: E402  (ART-ASyn synthesis)
 from .composite import CompositeAnomaly, CompositeAnomalyd  # noqa: E402

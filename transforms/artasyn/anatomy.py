@@ -9,7 +9,7 @@
   enhancement by 1.5 (Pillow ``ImageEnhance.Brightness``: a blend with a black image,
   ``floor(1.5 * a)`` clipped to 255). The colour channel is unchanged.
 
-Layers are 2 x H x W float32 "LA" layers (gray colour, alpha; 0..255), see :mod:`artasyn.effects`.
+Layers are 2 x H x W float32 "LA" layers (gray colour, alpha; 0..255), see :mod:`artasyn.base`.
 Sizes (dilation, kernel, sigma) scale with ``sqrt(H * W) / 256``.
 
 Example::
@@ -29,14 +29,22 @@ from collections.abc import Hashable, Mapping
 from typing import Any
 
 import numpy as np
-import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform, Transform
 from monai.utils import TransformBackends
-from monai.utils.type_conversion import convert_data_type, convert_to_dst_type
 from scipy import ndimage
 
-from .effects import REFERENCE_SIZE, as_layer, size_scale
+from .base import (
+    REFERENCE_SIZE,
+    as_layer,
+    check_image_and_lung,
+    check_layer_shape,
+    clip_uint8,
+    float32_like,
+    size_scale,
+    to_uint8,
+)
+from .constants import ALPHA_BRIGHTNESS, LUNG_DILATION, RIB_WEIGHT, SOFT_MASK_KERNEL, SOFT_MASK_SIGMA
 
 _SOFT_CACHE: dict = {}
 
@@ -51,30 +59,11 @@ __all__ = [
 ]
 
 
-def check_image_and_lung(
-    img: Any, lung: Any, image_key: str = "image", lung_key: str = "lung"
-) -> tuple[np.ndarray, np.ndarray]:
-    """Validate a 1xHxW image and its 1xHxW (or HxW) lung label map; returns numpy 2-D views
-    ``(image float32, lung label array)``. Raises a ValueError naming keys and shapes."""
-    shape = tuple(img.shape)
-    if len(shape) != 3 or shape[0] != 1:
-        raise ValueError(f"ART-ASyn expects a 1xHxW grayscale image, got key '{image_key}' with shape {shape}")
-    lshape = tuple(lung.shape)
-    if lshape != shape and lshape != shape[1:]:
-        raise ValueError(
-            f"lung label map key '{lung_key}' has shape {lshape}, "
-            f"which does not match image key '{image_key}' shape {shape}"
-        )
-    im = convert_data_type(img, np.ndarray)[0]
-    lu = convert_data_type(lung, np.ndarray)[0]
-    return im.reshape(shape[1:]), lu.reshape(shape[1:])
-
-
 def soft_lung_mask(
     lung: np.ndarray,
-    dilation: int = 7,
-    kernel_size: int = 31,
-    sigma: float = 5.0,
+    dilation: int = LUNG_DILATION,
+    kernel_size: int = SOFT_MASK_KERNEL,
+    sigma: float = SOFT_MASK_SIGMA,
     reference_size: int | None = REFERENCE_SIZE,
 ) -> np.ndarray:
     """Soft lung mask S (float32, H x W, 0..1, read-only) of a lung label map (lung = ``> 0``).
@@ -83,7 +72,7 @@ def soft_lung_mask(
     ``dilation`` (square side), ``kernel_size`` and ``sigma`` are given at ``reference_size``
     and scale with ``sqrt(H * W) / reference_size`` (odd sizes kept)."""
     binary = np.asarray(lung) > 0
-    s = size_scale(binary.shape, reference_size) if reference_size else 1.0
+    s = size_scale(binary.shape, reference_size)
     dil = max(1, int(round(dilation * s)) | 1)
     half = max(0, int(round((kernel_size // 2) * s)))
     sig = float(sigma) * s
@@ -123,8 +112,8 @@ def rib_scale_alpha(
     alpha: np.ndarray,
     image: np.ndarray,
     soft_mask: np.ndarray | None,
-    rib_weight: float = 0.5,
-    brightness: float = 1.5,
+    rib_weight: float = RIB_WEIGHT,
+    brightness: float = ALPHA_BRIGHTNESS,
     use_rib: bool = True,
 ) -> np.ndarray:
     """New alpha of T_rib: ``floor(min(255, brightness * uint8(clip(alpha * R * S))))`` with
@@ -137,7 +126,7 @@ def rib_scale_alpha(
         a = a * r
     if soft_mask is not None:
         a = a * soft_mask
-    a = np.clip(a, 0, 255).astype(np.uint8).astype(np.float32)
+    a = clip_uint8(a).astype(np.float32)
     if brightness != 1.0:
         a = np.clip(np.floor(a * np.float32(brightness)), 0, 255)
     return a
@@ -164,11 +153,11 @@ class RibIntensityScale(Transform):
 
     def __init__(
         self,
-        dilation: int = 7,
-        kernel_size: int = 31,
-        sigma: float = 5.0,
-        rib_weight: float = 0.5,
-        brightness: float = 1.5,
+        dilation: int = LUNG_DILATION,
+        kernel_size: int = SOFT_MASK_KERNEL,
+        sigma: float = SOFT_MASK_SIGMA,
+        rib_weight: float = RIB_WEIGHT,
+        brightness: float = ALPHA_BRIGHTNESS,
         use_rib: bool = True,
         reference_size: int | None = REFERENCE_SIZE,
     ) -> None:
@@ -182,16 +171,11 @@ class RibIntensityScale(Transform):
     def __call__(self, layer, image, lung, soft_mask: np.ndarray | None = None):
         arr = as_layer(layer)
         im, lu = check_image_and_lung(image, lung)
-        if arr.shape[1:] != im.shape:
-            raise ValueError(f"anomaly layer shape {arr.shape} does not match image shape {tuple(image.shape)}")
+        check_layer_shape(arr, tuple(image.shape))
         s = self.soft_mask(lu) if soft_mask is None else soft_mask
         out = arr.copy()
-        out[1] = rib_scale_alpha(
-            arr[1], np.clip(np.round(im), 0, 255), s, self.rib_weight, self.brightness, self.use_rib
-        )
-        return convert_to_dst_type(out, layer, dtype=torch.float32 if isinstance(layer, torch.Tensor) else np.float32)[
-            0
-        ]
+        out[1] = rib_scale_alpha(arr[1], to_uint8(im), s, self.rib_weight, self.brightness, self.use_rib)
+        return float32_like(out, layer)
 
 
 class RibIntensityScaled(MapTransform):

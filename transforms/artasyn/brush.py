@@ -45,6 +45,8 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from .constants import BRUSH_TEXTURE_SIZE, STAMP_ANGLE_STEP, STAMP_CACHE_BYTES
+
 __all__ = [
     "BRUSH_TEXTURE_QUANTILES",
     "make_brush_texture",
@@ -106,7 +108,7 @@ def _make_brush_texture_cached(seed: int, height: int, width: int) -> np.ndarray
     h, w = height, width
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
     v, u = yy / max(h - 1, 1), xx / max(w - 1, 1)  # 0..1
-    scale = min(h, w) / 106.0
+    scale = min(h, w) / BRUSH_TEXTURE_SIZE[0]  # feature sizes are tuned at the authors' size
     smoke = (
         _soft_noise(rng, (h, w), 9.0 * scale)
         + 0.6 * _soft_noise(rng, (h, w), 4.0 * scale)
@@ -153,7 +155,7 @@ def _make_brush_texture_cached(seed: int, height: int, width: int) -> np.ndarray
     return tex
 
 
-def make_brush_texture(seed: int = 0, size: Sequence[int] = (106, 168)) -> np.ndarray:
+def make_brush_texture(seed: int = 0, size: Sequence[int] = BRUSH_TEXTURE_SIZE) -> np.ndarray:
     """A procedural brush alpha texture (uint8, ``size = (height, width)``), cached per ``(seed, size)``.
 
     Smoky, streaky and mostly dark, with a histogram shaped like the authors' texture
@@ -245,7 +247,13 @@ class StampBank:
         max_bytes: memory budget of the cache.
     """
 
-    def __init__(self, texture: np.ndarray, base_width: int, angle_step: float = 5.0, max_bytes: int = 256 << 20):
+    def __init__(
+        self,
+        texture: np.ndarray,
+        base_width: int,
+        angle_step: float = STAMP_ANGLE_STEP,
+        max_bytes: int = STAMP_CACHE_BYTES,
+    ):
         tex, _ = crop_to_nonzero(np.asarray(texture, dtype=np.uint8))
         self.texture = tex
         ratio = tex.shape[1] / tex.shape[0]

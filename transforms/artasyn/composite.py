@@ -1,4 +1,4 @@
-"""Compositing the anomaly layer over the image, and the anomaly mask (``ALGORITHM.md`` 2.5).
+"""Compositing the anomaly layer over the image, and the anomaly mask (``ALGORITHM.md`` section 2.5).
 
 The synthetic image is the anomaly layer Z composited "over" the healthy image I (opaque),
 with Pillow's integer ``alpha_composite`` arithmetic, then the per-pixel maximum with I: the
@@ -25,13 +25,13 @@ from collections.abc import Hashable, Mapping
 from typing import Any
 
 import numpy as np
-import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform, Transform
 from monai.utils import TransformBackends
 from monai.utils.type_conversion import convert_data_type, convert_to_dst_type
 
-from .effects import as_layer
+from .base import as_layer, check_layer_shape, float32_like, to_uint8
+from .constants import MASK_THRESHOLD
 
 __all__ = [
     "brighten_over",
@@ -60,14 +60,14 @@ def brighten_over(image_u8: np.ndarray, colour: np.ndarray, alpha: np.ndarray) -
 
 def composite_over_image(image: np.ndarray, layer: np.ndarray) -> np.ndarray:
     """H x W image (0..255, any real dtype) with the LA ``layer`` composited over it, never darker."""
-    img_u8 = np.clip(np.round(image), 0, 255).astype(np.uint8) if image.dtype != np.uint8 else image
+    img_u8 = to_uint8(image)
     delta = brighten_over(img_u8, layer[0], layer[1])
     if image.dtype == np.uint8:
         return (img_u8.astype(np.int32) + delta).astype(np.uint8)
     return image + delta.astype(image.dtype)
 
 
-def anomaly_mask(alpha: np.ndarray, threshold: float = 80.0) -> np.ndarray:
+def anomaly_mask(alpha: np.ndarray, threshold: float = MASK_THRESHOLD) -> np.ndarray:
     """Binary float32 mask ``alpha > threshold``."""
     return (np.asarray(alpha) > threshold).astype(np.float32)
 
@@ -85,7 +85,7 @@ class CompositeAnomaly(Transform):
 
     backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
 
-    def __init__(self, threshold: float = 80.0) -> None:
+    def __init__(self, threshold: float = MASK_THRESHOLD) -> None:
         self.threshold = threshold
 
     def __call__(self, image, layer):
@@ -93,16 +93,11 @@ class CompositeAnomaly(Transform):
         if len(shape) != 3 or shape[0] != 1:
             raise ValueError(f"CompositeAnomaly expects a 1xHxW image, got shape {shape}")
         arr = as_layer(layer)
-        if arr.shape[1:] != shape[1:]:
-            raise ValueError(f"anomaly layer shape {arr.shape} does not match image shape {shape}")
+        check_layer_shape(arr, shape)
         im = convert_data_type(image, np.ndarray)[0][0]
         out = composite_over_image(im, arr)[None]
         mask = anomaly_mask(arr[1], self.threshold)[None]
-        out_t = convert_to_dst_type(out, image)[0]
-        mask_t = convert_to_dst_type(
-            mask, image, dtype=torch.float32 if isinstance(image, torch.Tensor) else np.float32
-        )[0]
-        return out_t, mask_t
+        return convert_to_dst_type(out, image)[0], float32_like(mask, image)
 
 
 class CompositeAnomalyd(MapTransform):
@@ -116,7 +111,7 @@ class CompositeAnomalyd(MapTransform):
         keys: KeysCollection = "image",
         layer_key: str = "anomaly_layer",
         mask_key: str = "anomaly_mask",
-        threshold: float = 80.0,
+        threshold: float = MASK_THRESHOLD,
         keep_layer: bool = False,
         allow_missing_keys: bool = False,
     ) -> None:

@@ -1,9 +1,8 @@
 """T_blur, T_cryst and the layer composition of ART-ASyn (``ALGORITHM.md`` sections 2.2, 2.3).
 
-Anomaly layers are **2 x H x W float32 "LA" layers**: channel 0 the gray colour, channel 1 the
-alpha, both in 0..255, not premultiplied (every brush colour is gray, so one colour channel
-is enough). They hold integer values: every step rounds as the authors' 8-bit PIL RGBA
-pipeline does, so that the statistics of the synthesized anomalies match theirs.
+Anomaly layers are **2 x H x W float32 "LA" layers** (gray colour, alpha; 0..255, not
+premultiplied, integer values; see :mod:`artasyn.base`): every step rounds as the authors'
+8-bit PIL RGBA pipeline does, so that the statistics of the synthesized anomalies match theirs.
 
 - :class:`LayerGaussianBlur` (T_blur): Pillow's ``GaussianBlur`` (``radius`` is the standard
   deviation, approximated by three extended box blurs) on each channel independently, the
@@ -38,13 +37,22 @@ from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
-import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform, RandomizableTransform, Transform
 from monai.utils import TransformBackends
-from monai.utils.type_conversion import convert_data_type, convert_to_dst_type
 from PIL import Image, ImageFilter
 from scipy import ndimage
+
+from .base import REFERENCE_SIZE, as_layer, clip_uint8, float32_like, size_scale
+from .constants import (
+    BASE_ALPHA_SCALE,
+    BLUR_ALPHA_SCALE,
+    BLUR_RADIUS,
+    COMPOSE_ORDER,
+    CRYST_ALPHA_SCALE,
+    CRYST_BLUR_ALPHA_SCALE,
+    NUM_CRYST_SEEDS,
+)
 
 __all__ = [
     "REFERENCE_SIZE",
@@ -69,27 +77,6 @@ __all__ = [
     "ComposeAnomalyLayersDict",
 ]
 
-#: the image size at which the paper's pixel constants are given
-REFERENCE_SIZE = 256
-
-
-def size_scale(shape: Sequence[int], reference_size: int = REFERENCE_SIZE) -> float:
-    """Scale of an ``H x W`` image relative to the reference size: ``sqrt(H * W) / reference_size``."""
-    h, w = int(shape[-2]), int(shape[-1])
-    return float(np.sqrt(h * w) / reference_size)
-
-
-def as_layer(layer: Any, name: str = "layer") -> np.ndarray:
-    """A 2 x H x W float32 numpy LA layer from any array-like (checks the shape)."""
-    arr = convert_data_type(layer, np.ndarray, dtype=np.float32)[0]
-    if arr.ndim != 3 or arr.shape[0] != 2:
-        raise ValueError(f"{name} must be a 2xHxW LA layer (gray colour, alpha), got shape {tuple(arr.shape)}")
-    return arr
-
-
-def _to_u8(x: np.ndarray) -> np.ndarray:
-    return np.clip(x, 0, 255).astype(np.uint8)
-
 
 def pil_gaussian_blur(layer: np.ndarray, radius: float) -> np.ndarray:
     """Pillow ``GaussianBlur(radius)`` (standard deviation ``radius``, three box passes, edge pixels
@@ -99,7 +86,7 @@ def pil_gaussian_blur(layer: np.ndarray, radius: float) -> np.ndarray:
     flt = ImageFilter.GaussianBlur(radius=float(radius))
     out = np.empty(layer.shape, np.float32)
     for c in range(layer.shape[0]):
-        out[c] = np.asarray(Image.fromarray(_to_u8(layer[c])).filter(flt))
+        out[c] = np.asarray(Image.fromarray(clip_uint8(layer[c])).filter(flt))
     return out
 
 
@@ -130,7 +117,7 @@ def crystallize(layer: np.ndarray, seeds_rc: np.ndarray) -> np.ndarray:
 def floor_scale(alpha: np.ndarray, factor: float) -> np.ndarray:
     """``int(p * factor)`` for every alpha value (Pillow ``point`` with a floored lambda)."""
     lut = np.floor(np.arange(256, dtype=np.float64) * float(factor)).clip(0, 255).astype(np.float32)
-    return lut[_to_u8(alpha)]
+    return lut[clip_uint8(alpha)]
 
 
 def pil_over(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
@@ -158,11 +145,11 @@ def compose_layers(
     blur: np.ndarray | None = None,
     cryst: np.ndarray | None = None,
     cryst_blur: np.ndarray | None = None,
-    base_scale: float = 0.4,
-    blur_scale: float = 1.0,
-    cryst_scale: float = 0.5,
-    cryst_blur_scale: float = 0.5,
-    order: Sequence[str] = ("blur", "cryst", "cryst_blur", "cryst", "blur"),
+    base_scale: float = BASE_ALPHA_SCALE,
+    blur_scale: float = BLUR_ALPHA_SCALE,
+    cryst_scale: float = CRYST_ALPHA_SCALE,
+    cryst_blur_scale: float = CRYST_BLUR_ALPHA_SCALE,
+    order: Sequence[str] = COMPOSE_ORDER,
 ) -> np.ndarray:
     """Section 2.3 on numpy LA layers: scale each layer's alpha (floored), then composite the
     layers named in ``order`` over the scaled base. Missing (None) layers are skipped.
@@ -187,7 +174,7 @@ def compose_layers(
 
     def rgba(layer, f):
         """An RGBA Pillow image (gray colour, alpha floored to int(a * f)) of the boxed layer."""
-        sub = _to_u8(layer[box])
+        sub = clip_uint8(layer[box])
         c = Image.fromarray(np.ascontiguousarray(sub[0]))
         a = Image.fromarray(np.ascontiguousarray(sub[1]))
         if f != 1.0:
@@ -223,19 +210,17 @@ class LayerGaussianBlur(Transform):
 
     backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
 
-    def __init__(self, radius: float = 8.0, reference_size: int | None = REFERENCE_SIZE) -> None:
+    def __init__(self, radius: float = BLUR_RADIUS, reference_size: int | None = REFERENCE_SIZE) -> None:
         self.radius = float(radius)
         self.reference_size = reference_size
 
     def effective_radius(self, shape: Sequence[int]) -> float:
-        return self.radius * (size_scale(shape, self.reference_size) if self.reference_size else 1.0)
+        return self.radius * size_scale(shape, self.reference_size)
 
     def __call__(self, layer):
         arr = as_layer(layer)
         out = pil_gaussian_blur(arr, self.effective_radius(arr.shape))
-        return convert_to_dst_type(out, layer, dtype=torch.float32 if isinstance(layer, torch.Tensor) else np.float32)[
-            0
-        ]
+        return float32_like(out, layer)
 
 
 class RandCrystallize(RandomizableTransform):
@@ -253,7 +238,9 @@ class RandCrystallize(RandomizableTransform):
 
     backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
 
-    def __init__(self, num_seeds: int = 500, prob: float = 1.0, reference_size: int | None = REFERENCE_SIZE) -> None:
+    def __init__(
+        self, num_seeds: int = NUM_CRYST_SEEDS, prob: float = 1.0, reference_size: int | None = REFERENCE_SIZE
+    ) -> None:
         RandomizableTransform.__init__(self, prob)
         self.num_seeds = int(num_seeds)
         self.reference_size = reference_size
@@ -279,9 +266,7 @@ class RandCrystallize(RandomizableTransform):
         if not self._do_transform or self._seeds is None:
             return layer
         out = crystallize(arr, self._seeds)
-        return convert_to_dst_type(out, layer, dtype=torch.float32 if isinstance(layer, torch.Tensor) else np.float32)[
-            0
-        ]
+        return float32_like(out, layer)
 
 
 class ComposeAnomalyLayers(Transform):
@@ -297,11 +282,11 @@ class ComposeAnomalyLayers(Transform):
 
     def __init__(
         self,
-        base_scale: float = 0.4,
-        blur_scale: float = 1.0,
-        cryst_scale: float = 0.5,
-        cryst_blur_scale: float = 0.5,
-        order: Sequence[str] = ("blur", "cryst", "cryst_blur", "cryst", "blur"),
+        base_scale: float = BASE_ALPHA_SCALE,
+        blur_scale: float = BLUR_ALPHA_SCALE,
+        cryst_scale: float = CRYST_ALPHA_SCALE,
+        cryst_blur_scale: float = CRYST_BLUR_ALPHA_SCALE,
+        order: Sequence[str] = COMPOSE_ORDER,
     ) -> None:
         self.kwargs = dict(
             base_scale=base_scale,
@@ -317,7 +302,7 @@ class ComposeAnomalyLayers(Transform):
             for x, n in zip((base, blur, cryst, cryst_blur), ("base", "blur", "cryst", "cryst_blur"))
         ]
         out = compose_layers(*arrs, **self.kwargs)
-        return convert_to_dst_type(out, base, dtype=torch.float32 if isinstance(base, torch.Tensor) else np.float32)[0]
+        return float32_like(out, base)
 
 
 class LayerGaussianBlurd(MapTransform):
@@ -328,7 +313,7 @@ class LayerGaussianBlurd(MapTransform):
     def __init__(
         self,
         keys: KeysCollection = "anomaly_layer",
-        radius: float = 8.0,
+        radius: float = BLUR_RADIUS,
         output_keys: KeysCollection | None = None,
         reference_size: int | None = REFERENCE_SIZE,
         allow_missing_keys: bool = False,
@@ -357,7 +342,7 @@ class RandCrystallized(RandomizableTransform, MapTransform):
     def __init__(
         self,
         keys: KeysCollection = "anomaly_layer",
-        num_seeds: int = 500,
+        num_seeds: int = NUM_CRYST_SEEDS,
         prob: float = 1.0,
         output_keys: KeysCollection | None = "anomaly_cryst",
         reference_size: int | None = REFERENCE_SIZE,

@@ -12,10 +12,10 @@ Example::
     >>> import numpy as np
     >>> from artasyn.intensity import ScaleTo8Bit, ToGrayscale
     >>> rgb = np.zeros((3, 4, 4), np.uint8); rgb[0] = 255                 # pure red
-    >>> ToGrayscale()(rgb)[0, 0, 0]                                       # 0.299 * 255
-    np.uint8(76)
-    >>> ScaleTo8Bit()(np.full((1, 2, 2), 65535, np.uint16)).max()
-    np.float32(255.0)
+    >>> int(ToGrayscale()(rgb)[0, 0, 0])                                  # 0.299 * 255
+    76
+    >>> float(ScaleTo8Bit()(np.full((1, 2, 2), 65535, np.uint16)).max())
+    255.0
 """
 
 from __future__ import annotations
@@ -26,10 +26,11 @@ from collections.abc import Hashable, Mapping
 import numpy as np
 import torch
 from monai.config import DtypeLike, KeysCollection, NdarrayOrTensor
-from monai.data.meta_tensor import MetaTensor
 from monai.transforms.transform import MapTransform, Transform
 from monai.utils.enums import TransformBackends
 from monai.utils.type_conversion import convert_data_type, convert_to_dst_type, get_equivalent_dtype
+
+from .base import source_name
 
 __all__ = [
     "ToGrayscale",
@@ -47,6 +48,8 @@ logger = logging.getLogger(__name__)
 #: ITU-R 601-2 luma weights in PIL's 16-bit fixed point: L = (19595 R + 38470 G + 7471 B + 2**15) >> 16
 _LUMA_FIXED = (19595, 38470, 7471)
 _LUMA = (0.299, 0.587, 0.114)
+#: uint16 images are divided by this: 65535 / 257 = 255
+UINT16_DIVISOR = 257.0
 
 
 def _where(key: Hashable | None) -> str:
@@ -55,12 +58,6 @@ def _where(key: Hashable | None) -> str:
 
 def _bad_shape(key: Hashable | None, shape: tuple) -> str:
     return f"ToGrayscale expects a CxHxW (C in 1, 3, 4) or HxWxC image, got {_where(key)} {shape}"
-
-
-def _source(img: NdarrayOrTensor) -> str:
-    if isinstance(img, MetaTensor) and img.meta.get("filename_or_obj") is not None:
-        return str(img.meta["filename_or_obj"])
-    return "(source unknown)"
 
 
 class ToGrayscale(Transform):
@@ -136,7 +133,7 @@ class ScaleTo8Bit(Transform):
 
     backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
 
-    def __init__(self, uint16_divisor: float = 257.0, dtype: DtypeLike | torch.dtype = np.float32) -> None:
+    def __init__(self, uint16_divisor: float = UINT16_DIVISOR, dtype: DtypeLike | torch.dtype = np.float32) -> None:
         """
         Args:
             uint16_divisor: divisor of uint16 images (257 maps 65535 to 255).
@@ -163,10 +160,10 @@ class ScaleTo8Bit(Transform):
                 out = out * 255
             elif lo < 0 or hi > 255:
                 logger.warning(
-                    "ScaleTo8Bit: %s %s (%s) has values in [%g, %g], outside 0..255: min-max scaled to 0..255.",
+                    "ScaleTo8Bit: %s %s (source: %s) has values in [%g, %g], outside 0..255: min-max scaled to 0..255.",
                     _where(key),
                     tuple(img.shape),
-                    _source(img),
+                    source_name(img),
                     lo,
                     hi,
                 )
@@ -209,7 +206,7 @@ class ScaleTo8Bitd(MapTransform):
     def __init__(
         self,
         keys: KeysCollection,
-        uint16_divisor: float = 257.0,
+        uint16_divisor: float = UINT16_DIVISOR,
         dtype: DtypeLike | torch.dtype = np.float32,
         allow_missing_keys: bool = False,
     ) -> None:

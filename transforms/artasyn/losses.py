@@ -29,6 +29,8 @@ import torch.nn.functional as F
 from monai.losses import DiceLoss
 from torch import nn
 
+from .constants import DICE_ERROR_THRESHOLD, DICE_SCALE, W_DICE, W_FEAT, W_GLOBAL, W_LOCAL
+
 __all__ = [
     "GlobalReconstructionLoss",
     "LocalReconstructionLoss",
@@ -45,7 +47,7 @@ def _check_same_shape(name: str, a: torch.Tensor, b: torch.Tensor) -> None:
 
 
 def soft_anomaly_map(
-    inputs: torch.Tensor, recon: torch.Tensor, threshold: float = 0.2, scale: float = 50.0
+    inputs: torch.Tensor, recon: torch.Tensor, threshold: float = DICE_ERROR_THRESHOLD, scale: float = DICE_SCALE
 ) -> torch.Tensor:
     """Differentiable anomaly map ``sigmoid(scale * ((inputs - recon) ** 2 - threshold))``.
 
@@ -128,8 +130,8 @@ class SoftDiceAnomalyLoss(nn.Module):
 
     def __init__(
         self,
-        threshold: float = 0.2,
-        scale: float = 50.0,
+        threshold: float = DICE_ERROR_THRESHOLD,
+        scale: float = DICE_SCALE,
         smooth_nr: float = 1.0,
         smooth_dr: float = 1.0,
         batch: bool = True,
@@ -164,12 +166,12 @@ class ARTASynLoss(nn.Module):
 
     def __init__(
         self,
-        w_global: float = 1.0,
-        w_local: float = 2.0,
-        w_feat: float = 1.0,
-        w_dice: float = 1.0,
-        dice_threshold: float = 0.2,
-        dice_scale: float = 50.0,
+        w_global: float = W_GLOBAL,
+        w_local: float = W_LOCAL,
+        w_feat: float = W_FEAT,
+        w_dice: float = W_DICE,
+        dice_threshold: float = DICE_ERROR_THRESHOLD,
+        dice_scale: float = DICE_SCALE,
         dice_batch: bool = True,
         detach_target_features: bool = False,
     ) -> None:

@@ -35,16 +35,25 @@ from monai.networks.layers.factories import Conv, Pool
 from monai.networks.layers.utils import get_norm_layer
 from torch import nn
 
+from .constants import (
+    UNET_ATTENTION_DOWNSAMPLE,
+    UNET_CHANNEL_MULT,
+    UNET_CHANNELS,
+    UNET_DROPOUT,
+    UNET_NUM_HEADS,
+    UNET_NUM_RES_BLOCKS,
+)
+
 __all__ = ["AnomalyUNet", "AttentionBlock", "ResBlock", "PAPER_CONFIG", "SMALL_CONFIG"]
 
 #: The authors' network at 256 x 256 (``ALGORITHM.md`` section 3).
 PAPER_CONFIG: dict = {
-    "channels": 32,
-    "channel_mult": (1, 1, 2, 3, 4),
-    "num_res_blocks": 2,
-    "attention_downsample": (8, 16, 32),
-    "num_heads": 1,
-    "dropout": 0.1,
+    "channels": UNET_CHANNELS,
+    "channel_mult": UNET_CHANNEL_MULT,
+    "num_res_blocks": UNET_NUM_RES_BLOCKS,
+    "attention_downsample": UNET_ATTENTION_DOWNSAMPLE,
+    "num_heads": UNET_NUM_HEADS,
+    "dropout": UNET_DROPOUT,
     "norm": "batch",
     "resblock_updown": True,
 }
@@ -221,12 +230,12 @@ class AnomalyUNet(nn.Module):
         spatial_dims: int = 2,
         in_channels: int = 1,
         out_channels: int = 1,
-        channels: int = 32,
-        channel_mult: Sequence[int] = (1, 1, 2, 3, 4),
-        num_res_blocks: int = 2,
-        attention_downsample: Sequence[int] = (8, 16, 32),
-        num_heads: int = 1,
-        dropout: float = 0.1,
+        channels: int = UNET_CHANNELS,
+        channel_mult: Sequence[int] = UNET_CHANNEL_MULT,
+        num_res_blocks: int = UNET_NUM_RES_BLOCKS,
+        attention_downsample: Sequence[int] = UNET_ATTENTION_DOWNSAMPLE,
+        num_heads: int = UNET_NUM_HEADS,
+        dropout: float = UNET_DROPOUT,
         norm: str | tuple = "batch",
         resblock_updown: bool = True,
         zero_init: bool = True,

@@ -43,6 +43,21 @@ from scipy import ndimage as ndi
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import connected_components
 
+from .constants import (
+    BORDER_BOX_SIDE,
+    BORDER_BOX_TOP,
+    BORDER_GAIN,
+    CENTROID_BAND_DIVISOR,
+    EARLY_STOP_THRESHOLD,
+    MAX_BORDER_FRACTION,
+    MAX_LUNG_AREA_FRACTION,
+    MIN_LUNG_AREA_FRACTION,
+    MIN_LUNG_SOLIDITY,
+    PBTSEG_THRESHOLDS,
+    REFERENCE_SIZE,
+    SIDE_DIVISOR,
+)
+
 __all__ = [
     "PBTSeg",
     "PBTSegd",
@@ -56,8 +71,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: the paper's thresholds: 50, 55, ..., 160 (inclusive)
-PAPER_THRESHOLDS: tuple[int, ...] = tuple(range(50, 161, 5))
+#: the paper's thresholds: 50, 55, ..., 160 (inclusive); the name this module has always exported
+PAPER_THRESHOLDS = PBTSEG_THRESHOLDS
 
 #: metadata keys written into the output MetaTensor's ``meta``
 META_RIGHT_FOUND = "pbtseg_right_lung_found"
@@ -232,14 +247,14 @@ def _run_components(start: np.ndarray, end: np.ndarray, stride: int, height: int
 
 def pbtseg_lungs(
     image: np.ndarray,
-    thresholds: Sequence[float] = PAPER_THRESHOLDS,
-    min_area_fraction: float = 2000 / 65536,
-    max_area_fraction: float = 10000 / 65536,
-    min_solidity: float = 0.6,
-    max_border_fraction: float = 0.15,
-    centroid_band_divisor: int = 6,
-    side_divisor: int = 3,
-    early_stop_threshold: float = 130,
+    thresholds: Sequence[float] = PBTSEG_THRESHOLDS,
+    min_area_fraction: float = MIN_LUNG_AREA_FRACTION,
+    max_area_fraction: float = MAX_LUNG_AREA_FRACTION,
+    min_solidity: float = MIN_LUNG_SOLIDITY,
+    max_border_fraction: float = MAX_BORDER_FRACTION,
+    centroid_band_divisor: int = CENTROID_BAND_DIVISOR,
+    side_divisor: int = SIDE_DIVISOR,
+    early_stop_threshold: float = EARLY_STOP_THRESHOLD,
 ) -> tuple[np.ndarray | None, np.ndarray | None]:
     """PBTSeg on one 2-D image (``ALGORITHM.md`` section 1, steps 1 and 2).
 
@@ -468,9 +483,9 @@ def resize_nearest(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 def brighten_border(
     image: NdarrayOrTensor,
-    gain: float = 1.6,
-    box_top: float = 1 / 4,
-    box_side: float = 1 / 10,
+    gain: float = BORDER_GAIN,
+    box_top: float = BORDER_BOX_TOP,
+    box_side: float = BORDER_BOX_SIDE,
 ) -> NdarrayOrTensor:
     """Brighten the image border, the optional PBTSeg pre-step (``ALGORITHM.md`` section 1).
 
@@ -548,16 +563,16 @@ class PBTSeg(Transform):
 
     def __init__(
         self,
-        spatial_size: int | Sequence[int] | None = 256,
+        spatial_size: int | Sequence[int] | None = REFERENCE_SIZE,
         brighten_border: bool = False,
-        thresholds: Sequence[float] = PAPER_THRESHOLDS,
-        min_area_fraction: float = 2000 / 65536,
-        max_area_fraction: float = 10000 / 65536,
-        min_solidity: float = 0.6,
-        max_border_fraction: float = 0.15,
-        centroid_band_divisor: int = 6,
-        side_divisor: int = 3,
-        early_stop_threshold: float = 130,
+        thresholds: Sequence[float] = PBTSEG_THRESHOLDS,
+        min_area_fraction: float = MIN_LUNG_AREA_FRACTION,
+        max_area_fraction: float = MAX_LUNG_AREA_FRACTION,
+        min_solidity: float = MIN_LUNG_SOLIDITY,
+        max_border_fraction: float = MAX_BORDER_FRACTION,
+        centroid_band_divisor: int = CENTROID_BAND_DIVISOR,
+        side_divisor: int = SIDE_DIVISOR,
+        early_stop_threshold: float = EARLY_STOP_THRESHOLD,
         dtype: DtypeLike | torch.dtype = np.uint8,
     ) -> None:
         """

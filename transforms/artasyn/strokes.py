@@ -3,7 +3,7 @@
 :class:`RandBrushAnomaly` paints random brush strokes inside the lungs of a 1 x H x W image
 (0..255) and returns the painted layer as a **2 x H x W float32 "LA" layer**: channel 0 the
 gray colour (the 85th percentile of the image where the alpha is non-zero, else 0), channel 1
-the alpha (0..255, integer values). See :mod:`artasyn.effects` for the layer convention.
+the alpha (0..255, integer values). See :mod:`artasyn.base` for the layer convention.
 
 Per lung (label 1 = right lung = image-left, 2 = left lung = image-right), a number of stroke
 segments n in {0, 1, 2, 3, 4, 10, ..., 14} (P(0) = 0.2, the others 0.8/9 each; both redrawn
@@ -39,17 +39,29 @@ from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
-import torch
 from monai.config import KeysCollection
-from monai.data import MetaTensor
 from monai.transforms import MapTransform, RandomizableTransform
 from monai.utils import TransformBackends
-from monai.utils.type_conversion import convert_to_dst_type
 from PIL import Image
 
-from .anatomy import check_image_and_lung
+from .base import REFERENCE_SIZE, check_image_and_lung, empty_layer, float32_like, size_scale, source_name, to_uint8
 from .brush import StampBank, painted_box, resolve_brush_texture, stamp_pastes
-from .effects import REFERENCE_SIZE, size_scale
+from .constants import (
+    BRUSH_WIDTHS,
+    COLOUR_PERCENTILE,
+    CONTROL_OFFSET,
+    CURVE_SAMPLES,
+    FLOW_RANGE,
+    MAX_STAMPS,
+    OPACITY_RANGE,
+    P_ZERO_SEGMENTS,
+    SEGMENT_COUNTS,
+    SEGMENT_OPACITY,
+    STAMP_ANGLE_STEP,
+    STAMP_CACHE_BYTES,
+    STAMP_SPACING_FRACTION,
+    WIDTH_JITTER,
+)
 
 __all__ = [
     "StrokePlan",
@@ -63,18 +75,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-#: segment counts per lung and the probability of 0 (section 2.1)
-SEGMENT_COUNTS = (0, 1, 2, 3, 4, 10, 11, 12, 13, 14)
-
-
-def source_name(img: Any) -> str:
-    """The source file of an image (MetaTensor meta ``filename_or_obj``), or ``"<unknown>"``."""
-    if isinstance(img, MetaTensor):
-        name = img.meta.get("filename_or_obj")
-        if name:
-            return str(name)
-    return "<unknown>"
 
 
 class StrokePlan:
@@ -121,15 +121,15 @@ def plan_strokes(
     banks: Sequence[StampBank],
     scale: float,
     segment_counts: Sequence[int] = SEGMENT_COUNTS,
-    p_zero: float = 0.2,
-    control_offset: float = 30.0,
-    curve_samples: int = 100,
-    spacing_frac: float = 0.05,
-    max_stamps: int = 100,
-    width_jitter: float = 0.3,
-    opacity_range: tuple[float, float] = (0.07, 0.3),
-    flow_range: tuple[float, float] = (0.67, 1.0),
-    colour_percentile: float = 85.0,
+    p_zero: float = P_ZERO_SEGMENTS,
+    control_offset: float = CONTROL_OFFSET,
+    curve_samples: int = CURVE_SAMPLES,
+    spacing_frac: float = STAMP_SPACING_FRACTION,
+    max_stamps: int = MAX_STAMPS,
+    width_jitter: float = WIDTH_JITTER,
+    opacity_range: tuple[float, float] = OPACITY_RANGE,
+    flow_range: tuple[float, float] = FLOW_RANGE,
+    colour_percentile: float = COLOUR_PERCENTILE,
     width_step: int = 1,
 ) -> StrokePlan | None:
     """Draw every random quantity of A_base from ``R``; None when the lung map is empty.
@@ -199,7 +199,7 @@ def plan_strokes(
 
 
 def render_strokes(
-    plan: StrokePlan, shape: Sequence[int], banks: Sequence[StampBank], segment_opacity: float = 0.95
+    plan: StrokePlan, shape: Sequence[int], banks: Sequence[StampBank], segment_opacity: float = SEGMENT_OPACITY
 ) -> np.ndarray:
     """Render a :class:`StrokePlan` into a 2 x H x W float32 LA layer.
 
@@ -247,7 +247,7 @@ def render_strokes(
         total.im.paste(255, pil_box, canvas.im.crop(pil_box).point(seg_lut, None))
         canvas.paste(0, pil_box)
     alpha = np.asarray(total, dtype=np.float32)
-    layer = np.empty((2, h, w), np.float32)
+    layer = empty_layer((h, w))
     layer[1] = alpha
     layer[0] = np.where(alpha > 0, np.float32(plan.colour), np.float32(0))
     return layer
@@ -290,21 +290,21 @@ class RandBrushAnomaly(RandomizableTransform):
         self,
         prob: float = 1.0,
         brush_texture: Any = None,
-        brush_widths: Sequence[float] = (80, 50),
+        brush_widths: Sequence[float] = BRUSH_WIDTHS,
         segment_counts: Sequence[int] = SEGMENT_COUNTS,
-        p_zero: float = 0.2,
-        control_offset: float = 30.0,
-        curve_samples: int = 100,
-        max_stamps: int = 100,
-        spacing_frac: float = 0.05,
-        width_jitter: float = 0.3,
-        opacity_range: tuple[float, float] = (0.07, 0.3),
-        flow_range: tuple[float, float] = (0.67, 1.0),
-        segment_opacity: float = 0.95,
-        colour_percentile: float = 85.0,
-        angle_step: float = 5.0,
+        p_zero: float = P_ZERO_SEGMENTS,
+        control_offset: float = CONTROL_OFFSET,
+        curve_samples: int = CURVE_SAMPLES,
+        max_stamps: int = MAX_STAMPS,
+        spacing_frac: float = STAMP_SPACING_FRACTION,
+        width_jitter: float = WIDTH_JITTER,
+        opacity_range: tuple[float, float] = OPACITY_RANGE,
+        flow_range: tuple[float, float] = FLOW_RANGE,
+        segment_opacity: float = SEGMENT_OPACITY,
+        colour_percentile: float = COLOUR_PERCENTILE,
+        angle_step: float = STAMP_ANGLE_STEP,
         width_step: int | None = None,
-        stamp_cache_bytes: int = 256 << 20,
+        stamp_cache_bytes: int = STAMP_CACHE_BYTES,
         reference_size: int | None = REFERENCE_SIZE,
     ) -> None:
         RandomizableTransform.__init__(self, prob)
@@ -333,7 +333,7 @@ class RandBrushAnomaly(RandomizableTransform):
 
     def banks(self, shape: Sequence[int]) -> list[StampBank]:
         """The stamp banks (one per brush width) for an image of ``shape`` (H, W), cached."""
-        s = size_scale(shape, self.reference_size) if self.reference_size else 1.0
+        s = size_scale(shape, self.reference_size)
         widths = tuple(max(2, int(round(w * s))) for w in self.brush_widths)
         if widths not in self._banks:
             self._banks[widths] = [
@@ -343,7 +343,7 @@ class RandBrushAnomaly(RandomizableTransform):
 
     def plan_args(self, shape: Sequence[int]) -> dict:
         """Keyword arguments of :func:`plan_strokes` for an image of ``shape`` (H, W)."""
-        s = size_scale(shape, self.reference_size) if self.reference_size else 1.0
+        s = size_scale(shape, self.reference_size)
         step = self.width_step if self.width_step is not None else max(1, int(s))
         return dict(self.plan_kwargs, width_step=step)
 
@@ -353,7 +353,7 @@ class RandBrushAnomaly(RandomizableTransform):
         self._plan = None
         if not self._do_transform:
             return
-        s = size_scale(image_u8.shape, self.reference_size) if self.reference_size else 1.0
+        s = size_scale(image_u8.shape, self.reference_size)
         self._plan = plan_strokes(
             self.R, image_u8, lung, self.banks(image_u8.shape), s, **self.plan_args(image_u8.shape)
         )
@@ -361,7 +361,7 @@ class RandBrushAnomaly(RandomizableTransform):
     def render(self, shape: Sequence[int]) -> np.ndarray:
         """Render the last drawn plan as a numpy 2 x H x W layer (zeros when none)."""
         if self._plan is None:
-            return np.zeros((2, int(shape[0]), int(shape[1])), np.float32)
+            return empty_layer(shape)
         return render_strokes(self._plan, shape, self.banks(shape), self.segment_opacity)
 
     def _no_lung(self, img: Any) -> None:
@@ -370,13 +370,13 @@ class RandBrushAnomaly(RandomizableTransform):
 
     def __call__(self, img, lung, randomize: bool = True):
         im, lu = check_image_and_lung(img, lung)
-        im_u8 = im if im.dtype == np.uint8 else np.clip(np.round(im), 0, 255).astype(np.uint8)
+        im_u8 = to_uint8(im)
         if randomize:
             self.randomize(im_u8, lu)
         if self._do_transform and self._plan is None:
             self._no_lung(img)
         layer = self.render(im.shape)
-        return convert_to_dst_type(layer, img, dtype=torch.float32 if isinstance(img, torch.Tensor) else np.float32)[0]
+        return float32_like(layer, img)
 
 
 class RandBrushAnomalyd(RandomizableTransform, MapTransform):
@@ -417,10 +417,7 @@ class RandBrushAnomalyd(RandomizableTransform, MapTransform):
             if self._do_transform:
                 d[self.layer_key] = self.painter(img, lung)
             else:
-                zeros = np.zeros((2, *tuple(img.shape)[1:]), np.float32)
-                d[self.layer_key] = convert_to_dst_type(
-                    zeros, img, dtype=torch.float32 if isinstance(img, torch.Tensor) else np.float32
-                )[0]
+                d[self.layer_key] = float32_like(empty_layer(img.shape), img)
         return d
 
 

@@ -52,10 +52,28 @@ from monai.transforms import MapTransform, RandomizableTransform
 from monai.utils import TransformBackends
 from monai.utils.type_conversion import convert_to_dst_type
 
-from .anatomy import check_image_and_lung, rib_scale_alpha, soft_lung_mask
+from .anatomy import rib_scale_alpha, soft_lung_mask
+from .base import REFERENCE_SIZE, check_image_and_lung, size_scale, source_name
 from .composite import anomaly_mask, composite_over_image
-from .effects import REFERENCE_SIZE, compose_layers, crystallize, pil_gaussian_blur, size_scale
-from .strokes import RandBrushAnomaly, plan_strokes, render_strokes, source_name
+from .constants import (
+    ALPHA_BRIGHTNESS,
+    BASE_ALPHA_SCALE,
+    BLUR_ALPHA_SCALE,
+    BLUR_RADIUS,
+    COMPOSE_ORDER,
+    CRYST_ALPHA_SCALE,
+    CRYST_BLUR_ALPHA_SCALE,
+    CRYST_BLUR_RADIUS,
+    LUNG_DILATION,
+    MASK_THRESHOLD,
+    NUM_CRYST_SEEDS,
+    NUM_TWINS,
+    RIB_WEIGHT,
+    SOFT_MASK_KERNEL,
+    SOFT_MASK_SIGMA,
+)
+from .effects import compose_layers, crystallize, pil_gaussian_blur
+from .strokes import RandBrushAnomaly, plan_strokes, render_strokes
 
 __all__ = [
     "VARIANTS",
@@ -148,20 +166,20 @@ class RandARTAnomaly(RandomizableTransform):
         base_lung_mask: bool = True,
         prob: float = 1.0,
         brush_texture: Any = None,
-        blur_radius: float = 8.0,
-        cryst_blur_radius: float = 3.0,
-        num_seeds: int = 500,
-        base_scale: float = 0.4,
-        blur_scale: float = 1.0,
-        cryst_scale: float = 0.5,
-        cryst_blur_scale: float = 0.5,
-        order: Sequence[str] = ("blur", "cryst", "cryst_blur", "cryst", "blur"),
-        dilation: int = 7,
-        soft_kernel: int = 31,
-        soft_sigma: float = 5.0,
-        rib_weight: float = 0.5,
-        brightness: float = 1.5,
-        threshold: float = 80.0,
+        blur_radius: float = BLUR_RADIUS,
+        cryst_blur_radius: float = CRYST_BLUR_RADIUS,
+        num_seeds: int = NUM_CRYST_SEEDS,
+        base_scale: float = BASE_ALPHA_SCALE,
+        blur_scale: float = BLUR_ALPHA_SCALE,
+        cryst_scale: float = CRYST_ALPHA_SCALE,
+        cryst_blur_scale: float = CRYST_BLUR_ALPHA_SCALE,
+        order: Sequence[str] = COMPOSE_ORDER,
+        dilation: int = LUNG_DILATION,
+        soft_kernel: int = SOFT_MASK_KERNEL,
+        soft_sigma: float = SOFT_MASK_SIGMA,
+        rib_weight: float = RIB_WEIGHT,
+        brightness: float = ALPHA_BRIGHTNESS,
+        threshold: float = MASK_THRESHOLD,
         reference_size: int | None = REFERENCE_SIZE,
         **brush_kwargs: Any,
     ) -> None:
@@ -390,7 +408,7 @@ class RandARTTwinsd(_SynthesisMapTransform):
         target_key: str = "target",
         mask_key: str = "anomaly_mask",
         label_key: str = "anomaly_label",
-        num_twins: int | Sequence[int] = (1, 3),
+        num_twins: int | Sequence[int] = NUM_TWINS,
         include_healthy: bool = True,
         variant: str = "final",
         allow_missing_keys: bool = False,

@@ -1,0 +1,144 @@
+"""What every step of the method shares: the LA-layer convention, size scaling, 8-bit and
+float32 conversions, input checks and the source name of an image (``ALGORITHM.md``,
+"Conventions").
+
+**LA layers.** The synthesis steps of section 2 pass anomaly layers as ``2 x H x W`` float32
+arrays: channel 0 the gray colour, channel 1 the alpha, both in 0..255 and not premultiplied
+(every brush colour is gray, so one colour channel is enough). They hold integer values:
+every step rounds as the authors' 8-bit Pillow RGBA pipeline does. :func:`as_layer` reads
+one, :func:`empty_layer` makes a transparent one.
+
+**Sizes.** The paper's pixel constants are given at ``REFERENCE_SIZE`` (256); an
+``H x W`` image scales them by :func:`size_scale`, ``sqrt(H * W) / 256``.
+
+**Images.** ART-ASyn works on ``1 x H x W`` grayscale images in 0..255 with a lung label map
+of the same size (:func:`check_image_and_lung`); outputs keep the input's container type
+(:func:`float32_like`).
+
+Example::
+
+    >>> import numpy as np
+    >>> from artasyn.base import as_layer, size_scale, to_uint8, check_image_and_lung
+    >>> size_scale((1, 512, 512))
+    2.0
+    >>> as_layer(np.zeros((2, 8, 8))).dtype
+    dtype('float32')
+    >>> to_uint8(np.array([-3.0, 0.5, 1.5, 254.6, 300.0])).tolist()
+    [0, 0, 2, 255, 255]
+    >>> check_image_and_lung(np.zeros((3, 8, 8)), np.zeros((8, 8)))
+    Traceback (most recent call last):
+    ...
+    ValueError: ART-ASyn expects a 1xHxW grayscale image, got key 'image' with shape (3, 8, 8)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from monai.data import MetaTensor
+from monai.utils.type_conversion import convert_data_type, convert_to_dst_type
+
+from .constants import REFERENCE_SIZE
+
+__all__ = [
+    "REFERENCE_SIZE",
+    "LAYER_CHANNELS",
+    "size_scale",
+    "as_layer",
+    "empty_layer",
+    "check_layer_shape",
+    "to_uint8",
+    "clip_uint8",
+    "float32_like",
+    "check_image_and_lung",
+    "source_name",
+]
+
+#: channels of an LA layer: gray colour, alpha
+LAYER_CHANNELS = 2
+
+
+def size_scale(shape: Sequence[int], reference_size: int | None = REFERENCE_SIZE) -> float:
+    """Scale of an ``... x H x W`` image relative to the reference size: ``sqrt(H * W) / reference_size``
+    (1.0 when ``reference_size`` is None or 0: constants kept fixed)."""
+    if not reference_size:
+        return 1.0
+    h, w = int(shape[-2]), int(shape[-1])
+    return float(np.sqrt(h * w) / reference_size)
+
+
+def as_layer(layer: Any, name: str = "layer") -> np.ndarray:
+    """A 2 x H x W float32 numpy LA layer from any array-like (checks the shape)."""
+    arr = convert_data_type(layer, np.ndarray, dtype=np.float32)[0]
+    if arr.ndim != 3 or arr.shape[0] != LAYER_CHANNELS:
+        raise ValueError(f"{name} must be a 2xHxW LA layer (gray colour, alpha), got shape {tuple(arr.shape)}")
+    return arr
+
+
+def empty_layer(shape: Sequence[int]) -> np.ndarray:
+    """A transparent 2 x H x W float32 LA layer for an image of ``shape`` (``... x H x W``)."""
+    return np.zeros((LAYER_CHANNELS, int(shape[-2]), int(shape[-1])), np.float32)
+
+
+def check_layer_shape(layer: np.ndarray, image_shape: Sequence[int]) -> None:
+    """Raise a ValueError naming both shapes unless the layer's ``H x W`` is the image's."""
+    if tuple(layer.shape[1:]) != tuple(image_shape)[-2:]:
+        raise ValueError(f"anomaly layer shape {tuple(layer.shape)} does not match image shape {tuple(image_shape)}")
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """An image as uint8: rounded to the nearest integer (halves to even) and clipped to 0..255;
+    a uint8 array is returned as is."""
+    a = np.asarray(image)
+    if a.dtype == np.uint8:
+        return a
+    return np.clip(np.round(a), 0, 255).astype(np.uint8)
+
+
+def clip_uint8(values: np.ndarray) -> np.ndarray:
+    """Integer-valued layer values as uint8: clipped to 0..255, fractions truncated (the cast of
+    Pillow's 8-bit pipeline)."""
+    return np.clip(values, 0, 255).astype(np.uint8)
+
+
+def float32_like(arr: np.ndarray, dst: Any) -> Any:
+    """``arr`` as float32 in the container type of ``dst`` (numpy, torch or MetaTensor, whose
+    metadata it keeps)."""
+    return convert_to_dst_type(arr, dst, dtype=torch.float32 if isinstance(dst, torch.Tensor) else np.float32)[0]
+
+
+def check_image_and_lung(
+    img: Any, lung: Any, image_key: str = "image", lung_key: str = "lung"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Validate a 1xHxW image and its 1xHxW (or HxW) lung label map; returns numpy 2-D views
+    ``(image, lung label array)`` in their own dtypes. Raises a ValueError naming keys and shapes."""
+    shape = tuple(img.shape)
+    if len(shape) != 3 or shape[0] != 1:
+        raise ValueError(f"ART-ASyn expects a 1xHxW grayscale image, got key '{image_key}' with shape {shape}")
+    lshape = tuple(lung.shape)
+    if lshape != shape and lshape != shape[1:]:
+        raise ValueError(
+            f"lung label map key '{lung_key}' has shape {lshape}, "
+            f"which does not match image key '{image_key}' shape {shape}"
+        )
+    im = convert_data_type(img, np.ndarray)[0]
+    lu = convert_data_type(lung, np.ndarray)[0]
+    return im.reshape(shape[1:]), lu.reshape(shape[1:])
+
+
+def source_name(img: Any, default: str | None = "<unknown>") -> str | None:
+    """The source file of an image (MetaTensor ``meta["filename_or_obj"]``), else ``default``.
+
+    >>> source_name(MetaTensor(np.zeros((1, 2, 2)), meta={"filename_or_obj": "chest.png"}))
+    'chest.png'
+    >>> source_name(np.zeros((1, 2, 2)))
+    '<unknown>'
+    """
+    if isinstance(img, MetaTensor):
+        name = img.meta.get("filename_or_obj")
+        if name:
+            return str(name)
+    return default

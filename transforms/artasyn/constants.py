@@ -1,0 +1,148 @@
+"""The method's constants, each named once (``ALGORITHM.md``, the section is given per group).
+
+Every transform, function and config takes these as its defaults; a value here is the
+authors' (paper or public implementation) unless it is listed under "our choices" at the end.
+Pixel sizes are given at :data:`REFERENCE_SIZE` and scale with the image
+(:func:`artasyn.base.size_scale`). This module imports nothing from the package, so every
+other module may import it.
+
+Example::
+
+    >>> from artasyn import constants as C
+    >>> C.MASK_THRESHOLD, C.PBTSEG_THRESHOLDS[0], C.PBTSEG_THRESHOLDS[-1], len(C.PBTSEG_THRESHOLDS)
+    (80.0, 50, 160, 23)
+    >>> round(C.MIN_LUNG_AREA_FRACTION * C.REFERENCE_SIZE**2), round(C.MAX_LUNG_AREA_FRACTION * C.REFERENCE_SIZE**2)
+    (2000, 10000)
+"""
+
+from __future__ import annotations
+
+# --- conventions (ALGORITHM.md, "Conventions") ----------------------------------------------
+
+#: the image size (side, pixels) at which the paper's pixel constants are given
+REFERENCE_SIZE = 256
+
+# --- section 1: PBTSeg ----------------------------------------------------------------------------
+
+#: grey-level thresholds 50, 55, ..., 160 (inclusive); a pixel is dark at ``t`` when ``img <= t``
+PBTSEG_THRESHOLDS: tuple[int, ...] = tuple(range(50, 161, 5))
+#: a lung's area lies strictly between these fractions of the image (2000 and 10000 px at 256 x 256)
+MIN_LUNG_AREA_FRACTION = 2000 / REFERENCE_SIZE**2
+MAX_LUNG_AREA_FRACTION = 10000 / REFERENCE_SIZE**2
+#: a lung's area over its convex-hull area must exceed this
+MIN_LUNG_SOLIDITY = 0.6
+#: a lung's convex-hull pixels on the image border, over the hull's perimeter, must stay below this
+MAX_BORDER_FRACTION = 0.15
+#: a lung's centroid lies strictly inside the band from ``1/d`` to ``1 - 1/d`` of each axis (sixths)
+CENTROID_BAND_DIVISOR = 6
+#: the side split of the bounding boxes: thirds of the width
+SIDE_DIVISOR = 3
+#: stop at the first threshold above this at which no component passes
+EARLY_STOP_THRESHOLD = 130
+#: the optional border-brightening pre-step: gain outside the box, the box's top margin (fraction
+#: of H; the bottom margin is half of it) and its side margins (fraction of W)
+BORDER_GAIN = 1.6
+BORDER_BOX_TOP = 1 / 4
+BORDER_BOX_SIDE = 1 / 10
+
+# --- section 2: ART-ASyn synthesis ----------------------------------------------------------------
+
+#: how many synthetic twins one healthy image yields (uniform integer, inclusive range)
+NUM_TWINS = (1, 3)
+
+# 2.1 A_base, the brush-painted layer
+#: size (height, width) of the authors' brush texture
+BRUSH_TEXTURE_SIZE = (106, 168)
+#: the two brush widths (pixels at 256 x 256), painted in this order
+BRUSH_WIDTHS = (80, 50)
+#: stroke segments per lung, and the probability of none (the others share the rest equally)
+SEGMENT_COUNTS = (0, 1, 2, 3, 4, 10, 11, 12, 13, 14)
+P_ZERO_SEGMENTS = 0.2
+#: half-range of the uniform offset of the Bezier control point from the midpoint (pixels)
+CONTROL_OFFSET = 30.0
+#: samples per Bezier curve; cap on the stamps per brush and segment
+CURVE_SAMPLES = 100
+MAX_STAMPS = 100
+#: stamp spacing as a fraction of the brush width
+STAMP_SPACING_FRACTION = 0.05
+#: the smallest jittered stamp width, as a fraction of the brush width
+WIDTH_JITTER = 0.3
+#: uniform ranges of a stamp's opacity and flow (the alpha is multiplied by both)
+OPACITY_RANGE = (0.07, 0.3)
+FLOW_RANGE = (0.67, 1.0)
+#: alpha factor of each finished segment layer
+SEGMENT_OPACITY = 0.95
+#: the brush colour is this percentile of the image
+COLOUR_PERCENTILE = 85.0
+
+# 2.2 T_blur and T_cryst
+#: Gaussian radius (Pillow semantics: the standard deviation) of B, and of Cb
+BLUR_RADIUS = 8.0
+CRYST_BLUR_RADIUS = 3.0
+#: Voronoi seeds of the crystallization at 256 x 256 (scaled by the image area)
+NUM_CRYST_SEEDS = 500
+
+# 2.3 layer composition
+#: alpha factors of A, B, C and Cb, and the order in which B, C, Cb are composited over A
+BASE_ALPHA_SCALE = 0.4
+BLUR_ALPHA_SCALE = 1.0
+CRYST_ALPHA_SCALE = 0.5
+CRYST_BLUR_ALPHA_SCALE = 0.5
+COMPOSE_ORDER = ("blur", "cryst", "cryst_blur", "cryst", "blur")
+
+# 2.4 T_rib
+#: soft lung mask S: side of the square dilation, Gaussian kernel size and sigma (pixels)
+LUNG_DILATION = 7
+SOFT_MASK_KERNEL = 31
+SOFT_MASK_SIGMA = 5.0
+#: rib contrast ``R = RIB_WEIGHT * I / 255 + (1 - RIB_WEIGHT)``
+RIB_WEIGHT = 0.5
+#: brightness enhancement of the scaled alpha
+ALPHA_BRIGHTNESS = 1.5
+
+# 2.5 compositing and the mask
+#: the anomaly mask is ``alpha > MASK_THRESHOLD`` (of 255)
+MASK_THRESHOLD = 80.0
+
+# --- section 3: the detector -------------------------------------------------------------------------
+
+#: the authors' reconstruction UNet: base width, width multiplier per level, residual blocks per
+#: level, downsample factors with self-attention, attention heads, dropout
+UNET_CHANNELS = 32
+UNET_CHANNEL_MULT = (1, 1, 2, 3, 4)
+UNET_NUM_RES_BLOCKS = 2
+UNET_ATTENTION_DOWNSAMPLE = (8, 16, 32)
+UNET_NUM_HEADS = 1
+UNET_DROPOUT = 0.1
+#: training: AdamW learning rate (no weight decay), healthy images per batch, iterations, EMA decay
+LEARNING_RATE = 1e-4
+BATCH_SIZE = 4
+MAX_ITERATIONS = 100_000
+EMA_DECAY = 0.9999
+
+# the loss (eq. 1)
+
+#: weights of L_global, L_local, L_feat, L_dice
+W_GLOBAL = 1.0
+W_LOCAL = 2.0
+W_FEAT = 1.0
+W_DICE = 1.0
+#: the authors' squared-error threshold of the anomaly map in L_dice (images in [0, 1])
+DICE_ERROR_THRESHOLD = 0.2
+
+# --- section 4: inference and evaluation ----------------------------------------------------------
+
+#: the sweep of the relative mask threshold tau (seed, Table S2); its first value is the default
+DEFAULT_TAUS = (0.2, 0.4, 0.6, 0.8)
+DEFAULT_TAU = DEFAULT_TAUS[0]
+#: the absolute floor of the mask threshold: ``|x - r| >= max(MIN_THRESHOLD, tau * max |x - r|)``
+MIN_THRESHOLD = 0.03
+
+# --- our choices (not the paper's) ------------------------------------------------------------------
+
+#: steepness of the sigmoid that makes L_dice differentiable (section 3)
+DICE_SCALE = 50.0
+#: rotation quantization of the stamp banks, degrees (the rotation is uniform; section 2.1)
+STAMP_ANGLE_STEP = 5.0
+#: memory budget of one stamp bank's cache
+STAMP_CACHE_BYTES = 256 << 20
