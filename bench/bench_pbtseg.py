@@ -1,4 +1,4 @@
-"""Benchmark PBTSeg (ALGORITHM.md section 1): images per second in one process, one thread.
+"""Benchmark PBTSeg (docs/method.md section 1): images per second in one process, one thread.
 
 Inputs (``../shared/data``): the 400 real 256 x 256 images of ``covidquex_normal_lung``, the
 1024 x 1024 images of ``nih_nofinding_normal``, and those downscaled to 512 x 512. Each size

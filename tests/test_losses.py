@@ -1,4 +1,4 @@
-"""The loss of eq. 1 (ALGORITHM.md section 3), term by term, on small hand-made tensors."""
+"""The loss of eq. 1 (docs/method.md section 3), term by term, on small hand-made tensors."""
 
 import pytest
 import torch

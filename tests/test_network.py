@@ -1,4 +1,4 @@
-"""AnomalyUNet, the reconstruction network of ALGORITHM.md section 3 (small inputs, CPU)."""
+"""AnomalyUNet, the reconstruction network of docs/method.md section 3 (small inputs, CPU)."""
 
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""PBTSeg (ALGORITHM.md section 1): behaviour on small phantoms, and parity with the authors'
+"""PBTSeg (docs/method.md section 1): behaviour on small phantoms, and parity with the authors'
 implementation on the real COVID-QU-Ex images (``../shared/data``, reference label maps made by
 the authors' PBTSeg.py)."""
 

@@ -1,4 +1,4 @@
-"""ART-ASyn synthesis (ALGORITHM.md section 2): the step transforms, the whole chain, the
+"""ART-ASyn synthesis (docs/method.md section 2): the step transforms, the whole chain, the
 training twins, and, on real data, the output statistics against the authors' code.
 
 The statistics test uses ``covidquex_normal_lung`` (the 200 images listed in

@@ -1,6 +1,6 @@
 """ART-ASyn for MONAI: PBTSeg lung segmentation and ART-ASyn anomaly synthesis as MONAI transforms.
 
-Each stage of the method lives in its own module (sections of ``ALGORITHM.md``):
+Each stage of the method lives in its own module (sections of ``docs/method.md``):
 
 - :mod:`artasyn.constants`: every constant of the method, named once.
 - :mod:`artasyn.base`: what the steps share (LA layers, size scaling, conversions, input checks).
@@ -27,7 +27,7 @@ Example (a phantom, its PBTSeg lungs, one A_final anomaly)::
 
 __version__ = "0.1.0"
 
-# detector network, losses and phantom data (ALGORITHM.md section 3; embedded data set)
+# detector network, losses and phantom data (docs/method.md section 3; embedded data set)
 from . import base, constants  # noqa: E402
 from .anatomy import RibIntensityScale, RibIntensityScaled  # noqa: E402
 from .brush import StampBank, load_brush_texture, make_brush_texture  # noqa: E402  (ART-ASyn synthesis)

@@ -1,4 +1,4 @@
-"""T_rib: anatomy-aware alpha scaling of the anomaly layer (``ALGORITHM.md`` section 2.4).
+"""T_rib: anatomy-aware alpha scaling of the anomaly layer (``docs/method.md`` section 2.4).
 
 - Soft lung mask ``S``: the binary lung (label map ``> 0``) dilated with a 7 x 7 square, then a
   Gaussian of kernel 31 x 31 and sigma 5.0 (OpenCV's sigma for that kernel size), border

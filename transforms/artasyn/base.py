@@ -1,5 +1,5 @@
 """What every step of the method shares: the LA-layer convention, size scaling, 8-bit and
-float32 conversions, input checks and the source name of an image (``ALGORITHM.md``,
+float32 conversions, input checks and the source name of an image (``docs/method.md``,
 "Conventions").
 
 **LA layers.** The synthesis steps of section 2 pass anomaly layers as ``2 x H x W`` float32

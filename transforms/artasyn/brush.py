@@ -1,4 +1,4 @@
-"""The brush of ART-ASyn and its stamp rendering (``ALGORITHM.md`` section 2.1).
+"""The brush of ART-ASyn and its stamp rendering (``docs/method.md`` section 2.1).
 
 A brush is a grayscale *alpha texture* (uint8, ``H x W``): a small smoky, streaky blob whose
 alpha is used with one flat gray colour. This module gives

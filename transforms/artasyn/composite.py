@@ -1,4 +1,4 @@
-"""Compositing the anomaly layer over the image, and the anomaly mask (``ALGORITHM.md`` section 2.5).
+"""Compositing the anomaly layer over the image, and the anomaly mask (``docs/method.md`` section 2.5).
 
 The synthetic image is the anomaly layer Z composited "over" the healthy image I (opaque),
 with Pillow's integer ``alpha_composite`` arithmetic, then the per-pixel maximum with I: the

@@ -1,4 +1,4 @@
-"""The method's constants, each named once (``ALGORITHM.md``, the section is given per group).
+"""The method's constants, each named once (``docs/method.md``, the section is given per group).
 
 Every transform, function and config takes these as its defaults; a value here is the
 authors' (paper or public implementation) unless it is listed under "our choices" at the end.
@@ -17,7 +17,7 @@ Example::
 
 from __future__ import annotations
 
-# --- conventions (ALGORITHM.md, "Conventions") ----------------------------------------------
+# --- conventions (docs/method.md, "Conventions") ----------------------------------------------
 
 #: the image size (side, pixels) at which the paper's pixel constants are given
 REFERENCE_SIZE = 256

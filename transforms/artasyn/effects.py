@@ -1,4 +1,4 @@
-"""T_blur, T_cryst and the layer composition of ART-ASyn (``ALGORITHM.md`` sections 2.2, 2.3).
+"""T_blur, T_cryst and the layer composition of ART-ASyn (``docs/method.md`` sections 2.2, 2.3).
 
 Anomaly layers are **2 x H x W float32 "LA" layers** (gray colour, alpha; 0..255, not
 premultiplied, integer values; see :mod:`artasyn.base`): every step rounds as the authors'

@@ -1,4 +1,4 @@
-"""Input helpers: one grey channel in 0..255, as PBTSeg and ART-ASyn expect (``ALGORITHM.md``).
+"""Input helpers: one grey channel in 0..255, as PBTSeg and ART-ASyn expect (``docs/method.md``).
 
 PBTSeg's thresholds (section 1) and ART-ASyn's brush colour and rib contrast (section 2) are
 grey levels of an 8-bit image. These transforms bring other inputs there:

@@ -1,4 +1,4 @@
-"""The training loss of the ART-ASyn detector, eq. 1 (``ALGORITHM.md`` section 3).
+"""The training loss of the ART-ASyn detector, eq. 1 (``docs/method.md`` section 3).
 
 ``L_total = w_local * L_local + w_global * L_global + w_feat * L_feat + w_dice * L_dice``
 with the authors' weights ``w_local = 2`` and all others ``1``; a weight of 0 switches a
@@ -54,7 +54,7 @@ def soft_anomaly_map(
     The authors binarize the squared error at ``0.2`` (images in [0, 1]); that step has no
     gradient. This map equals 0.5 at the threshold and approaches the hard map as ``scale``
     grows: with ``scale=50`` it rises from 0.12 to 0.88 over ``threshold +- 0.04`` and is
-    about 5e-5 where the reconstruction is exact (``ALGORITHM.md`` section 3, L_dice).
+    about 5e-5 where the reconstruction is exact (``docs/method.md`` section 3, L_dice).
     """
     return torch.sigmoid(scale * ((inputs - recon) ** 2 - threshold))
 
@@ -149,7 +149,7 @@ class SoftDiceAnomalyLoss(nn.Module):
 
 
 class ARTASynLoss(nn.Module):
-    """Eq. 1 of the paper: the weighted sum of the four terms (``ALGORITHM.md`` section 3).
+    """Eq. 1 of the paper: the weighted sum of the four terms (``docs/method.md`` section 3).
 
     Args:
         w_global, w_local, w_feat, w_dice: term weights (authors: 1, 2, 1, 1); 0 switches a

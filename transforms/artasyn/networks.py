@@ -1,4 +1,4 @@
-"""The reconstruction network of the ART-ASyn detector (``ALGORITHM.md`` section 3).
+"""The reconstruction network of the ART-ASyn detector (``docs/method.md`` section 3).
 
 An encoder-decoder UNet with skip connections that maps a (possibly anomalous) chest X-ray
 to a reconstruction of its healthy version. It follows the layout of the authors' network
@@ -46,7 +46,7 @@ from .constants import (
 
 __all__ = ["AnomalyUNet", "AttentionBlock", "ResBlock", "PAPER_CONFIG", "SMALL_CONFIG"]
 
-#: The authors' network at 256 x 256 (``ALGORITHM.md`` section 3).
+#: The authors' network at 256 x 256 (``docs/method.md`` section 3).
 PAPER_CONFIG: dict = {
     "channels": UNET_CHANNELS,
     "channel_mult": UNET_CHANNEL_MULT,
@@ -86,7 +86,7 @@ class _Upsample(nn.Module):
 
 
 class ResBlock(nn.Module):
-    """Pre-activation residual block, optionally resampling (``ALGORITHM.md`` section 3).
+    """Pre-activation residual block, optionally resampling (``docs/method.md`` section 3).
 
     ``h = conv(drop(act(norm(conv(resample(act(norm(x))))))))``, output ``skip(resample(x)) + h``.
 
@@ -144,7 +144,7 @@ class ResBlock(nn.Module):
 
 
 class AttentionBlock(nn.Module):
-    """Spatial self-attention with a residual connection (``ALGORITHM.md`` section 3).
+    """Spatial self-attention with a residual connection (``docs/method.md`` section 3).
 
     Every position attends to every other one: ``x + proj(attn(qkv(norm(x))))``, with a
     1x1 projection to queries, keys and values and scaled dot-product attention.
@@ -188,7 +188,7 @@ class AttentionBlock(nn.Module):
 
 
 class AnomalyUNet(nn.Module):
-    """The ART-ASyn reconstruction UNet (``ALGORITHM.md`` section 3).
+    """The ART-ASyn reconstruction UNet (``docs/method.md`` section 3).
 
     Encoder: a stem convolution, then for each level ``num_res_blocks`` residual blocks
     (each followed by self-attention where the level's downsample factor is in

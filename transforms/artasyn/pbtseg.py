@@ -1,4 +1,4 @@
-"""PBTSeg: progressive binary thresholding lung segmentation (``ALGORITHM.md`` section 1).
+"""PBTSeg: progressive binary thresholding lung segmentation (``docs/method.md`` section 1).
 
 Unsupervised, no weights: the image is thresholded at ``t = 50, 55, ..., 160``; at each
 threshold the 8-connected dark components with a plausible lung shape are kept, and each side
@@ -256,7 +256,7 @@ def pbtseg_lungs(
     side_divisor: int = SIDE_DIVISOR,
     early_stop_threshold: float = EARLY_STOP_THRESHOLD,
 ) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """PBTSeg on one 2-D image (``ALGORITHM.md`` section 1, steps 1 and 2).
+    """PBTSeg on one 2-D image (``docs/method.md`` section 1, steps 1 and 2).
 
     The dark components of all thresholds are found at once (:func:`_dark_runs`,
     :func:`_run_components`) and measured together; the cheap shape tests (area, bounding
@@ -487,7 +487,7 @@ def brighten_border(
     box_top: float = BORDER_BOX_TOP,
     box_side: float = BORDER_BOX_SIDE,
 ) -> NdarrayOrTensor:
-    """Brighten the image border, the optional PBTSeg pre-step (``ALGORITHM.md`` section 1).
+    """Brighten the image border, the optional PBTSeg pre-step (``docs/method.md`` section 1).
 
     The image is multiplied by a gain field that is ``gain`` everywhere except 1 inside the box
     of rows ``[int(H * box_top), H - int(H * box_top) // 2)`` and columns
@@ -533,10 +533,10 @@ def brighten_border(
 
 
 class PBTSeg(Transform):
-    """PBTSeg lung segmentation of a chest X-ray (``ALGORITHM.md`` section 1).
+    """PBTSeg lung segmentation of a chest X-ray (``docs/method.md`` section 1).
 
     Input: a ``1 x H x W`` image (numpy array, torch tensor or MetaTensor), rows the vertical
-    axis (load PNGs with ``LoadImage(reverse_indexing=False)``, ``ALGORITHM.md`` section 7),
+    axis (load PNGs with ``LoadImage(reverse_indexing=False)``, ``docs/method.md`` section 7),
     grey values in 0..255 (use :class:`artasyn.intensity.ScaleTo8Bit` for other ranges).
     Values are rounded to integers and clipped to [0, 255] (uint8, as the authors read images).
 

@@ -1,7 +1,7 @@
 """Procedural chest X-ray phantoms: the embedded default data set.
 
 So that the bundle trains and evaluates offline with no user data, this module draws
-synthetic frontal chest radiographs with the anatomy that PBTSeg (``ALGORITHM.md``
+synthetic frontal chest radiographs with the anatomy that PBTSeg (``docs/method.md``
 section 1) and the anomaly synthesis (section 2) rely on: two dark lung fields
 (image-left is the patient's right lung, label 1; image-right the left lung, label 2)
 inside a brighter body, crossed by bright posterior ribs and the clavicles, with the heart

@@ -1,4 +1,4 @@
-"""A_base: the brush-painted anomaly layer of ART-ASyn (``ALGORITHM.md`` section 2.1).
+"""A_base: the brush-painted anomaly layer of ART-ASyn (``docs/method.md`` section 2.1).
 
 :class:`RandBrushAnomaly` paints random brush strokes inside the lungs of a 1 x H x W image
 (0..255) and returns the painted layer as a **2 x H x W float32 "LA" layer**: channel 0 the

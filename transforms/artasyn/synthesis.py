@@ -1,4 +1,4 @@
-"""The whole ART-ASyn synthesis chain as MONAI transforms (``ALGORITHM.md`` sections 2.1-2.6).
+"""The whole ART-ASyn synthesis chain as MONAI transforms (``docs/method.md`` sections 2.1-2.6).
 
 - :class:`RandARTAnomaly`: array transform, ``(image, lung) -> (synthetic image, mask)``.
 - :class:`RandARTAnomalyd`: dictionary version; replaces ``d["image"]`` and writes
