@@ -1,0 +1,54 @@
+"""The docstring examples of the library run as tests, and every section the code cites exists.
+
+``python -m pytest -q tests`` (what ``.ci/run`` runs) collects this file, so the examples run
+in CI. Each module of ``artasyn`` must show at least one example; ``artasyn.bundle_utils``
+is skipped (bundle code, leaving the library).
+"""
+
+import doctest
+import importlib
+import pkgutil
+import re
+from pathlib import Path
+
+import pytest
+
+import artasyn
+
+SKIPPED = {"artasyn.bundle_utils"}
+MODULES = ["artasyn"] + sorted(
+    f"artasyn.{m.name}" for m in pkgutil.iter_modules(artasyn.__path__) if f"artasyn.{m.name}" not in SKIPPED
+)
+FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
+#: "docs/method.md section 2.4", "``docs/method.md`` sections 2.2, 2.3", "... sections 2.1-2.6"
+CITATION = re.compile(r"method\.md`*,? sections? (\d+(?:\.\d+)?(?:(?:-|, )\d+(?:\.\d+)?)*)")
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples_run(name):
+    module = importlib.import_module(name)
+    finder = doctest.DocTestFinder(exclude_empty=True)
+    runner = doctest.DocTestRunner(optionflags=FLAGS)
+    for test in finder.find(module, name):
+        runner.run(test)
+    result = runner.summarize(verbose=False)
+    assert result.attempted >= 1, f"{name} has no docstring example"
+    assert result.failed == 0, f"{result.failed} of {result.attempted} docstring examples of {name} failed"
+
+
+def test_every_module_is_checked():
+    steps = ("base", "constants", "intensity", "pbtseg", "brush", "strokes", "effects", "anatomy", "composite")
+    for name in (*steps, "synthesis", "networks", "losses", "phantom"):
+        assert f"artasyn.{name}" in MODULES
+
+
+def test_every_cited_section_of_the_method_exists(repo_root: Path):
+    """``docs/method.md`` section N, cited by the code, is a heading of ``docs/method.md``."""
+    method = (repo_root / "docs" / "method.md").read_text()
+    headings = set(re.findall(r"^#{2,3} (\d+(?:\.\d+)?)\.? ", method, flags=re.M))
+    cited = set()
+    for path in [*(repo_root / "transforms" / "artasyn").glob("*.py"), *(repo_root / "tests").glob("test_*.py")]:
+        for group in CITATION.findall(path.read_text()):
+            cited.update(re.findall(r"\d+(?:\.\d+)?", group))
+    assert cited, "no citation of docs/method.md found"
+    assert cited <= headings, f"cited sections missing from docs/method.md: {sorted(cited - headings)}"
