@@ -127,3 +127,53 @@ def test_no_nan_when_whole_batch_is_healthy(batch):
     out = ARTASynLoss()(target, recon, target, torch.zeros_like(mask), fi, ft)
     out["total"].backward()
     assert all(torch.isfinite(v) for v in out.values()) and torch.isfinite(recon.grad).all()
+
+
+def _twins(images_and_lungs, seed=0):
+    """(inputs, targets, masks) in [0, 1] from healthy uint8 images with one A_final anomaly each."""
+    import numpy as np
+
+    from artasyn.synthesis import RandARTAnomaly
+
+    synth = RandARTAnomaly(variant="final").set_random_state(seed)
+    xs, ys, ms = [], [], []
+    for img, lung in images_and_lungs:
+        out, mask = synth(img, lung)
+        xs.append(np.asarray(out, np.float32) / 255)
+        ys.append(img.astype(np.float32) / 255)
+        ms.append(np.asarray(mask, np.float32))
+    return (torch.tensor(np.stack(a)) for a in (xs, ys, ms))
+
+
+def _assert_calibrated(inputs, targets, masks):
+    from artasyn.constants import PAPER_DICE_ERROR_THRESHOLD
+
+    assert masks.sum() > 0
+    loss = SoftDiceAnomalyLoss()  # calibrated defaults
+    perfect, unrepaired = float(loss(inputs, targets, masks)), float(loss(inputs, inputs, masks))
+    paper = float(SoftDiceAnomalyLoss(threshold=PAPER_DICE_ERROR_THRESHOLD, scale=50.0)(inputs, targets, masks))
+    # a perfect reconstruction of the healthy target scores low, leaving the anomaly scores high;
+    # the paper's threshold would call even the perfect reconstruction bad (docs/method.md section 8)
+    assert perfect < 0.25 < 0.9 < unrepaired
+    assert paper > 2 * perfect
+
+
+def test_calibrated_dice_is_low_for_perfect_reconstruction_of_phantom_twins():
+    from artasyn.phantom import make_phantom
+
+    phantoms = [make_phantom(256, seed=s) for s in range(6)]
+    _assert_calibrated(*_twins([(p["image"][None], p["lungs"][None]) for p in phantoms]))
+
+
+@pytest.mark.slow
+def test_calibrated_dice_is_low_for_perfect_reconstruction_of_real_twins(shared_data):
+    """COVID-QU-Ex normal images with the authors' PBTSeg lung maps (reference/pbtseg)."""
+    import numpy as np
+    from PIL import Image
+
+    pairs = []
+    for path in sorted((shared_data / "covidquex_normal_lung" / "images").glob("*.png"))[:24]:
+        lung = np.asarray(Image.open(shared_data / "reference" / "pbtseg" / "covidquex_normal_lung" / path.name))
+        if lung.any():
+            pairs.append((np.asarray(Image.open(path).convert("L"))[None], lung[None]))
+    _assert_calibrated(*_twins(pairs))

@@ -52,9 +52,12 @@ def soft_anomaly_map(
     """Differentiable anomaly map ``sigmoid(scale * ((inputs - recon) ** 2 - threshold))``.
 
     The authors binarize the squared error at ``0.2`` (images in [0, 1]); that step has no
-    gradient. This map equals 0.5 at the threshold and approaches the hard map as ``scale``
-    grows: with ``scale=50`` it rises from 0.12 to 0.88 over ``threshold +- 0.04`` and is
-    about 5e-5 where the reconstruction is exact (``docs/method.md`` section 3, L_dice).
+    gradient, and synthetic anomalies rarely reach that error (``docs/method.md`` section 8).
+    This map equals 0.5 at ``threshold`` and approaches the hard map as ``scale`` grows. The
+    defaults (``DICE_ERROR_THRESHOLD = 0.01``, ``DICE_SCALE = 1000``) are calibrated to the
+    anomalies' error scale: the map rises from 0.12 to 0.88 over ``0.01 +- 0.002`` and is
+    5e-5 where the reconstruction is exact (section 3, L_dice). The paper's threshold is
+    ``artasyn.constants.PAPER_DICE_ERROR_THRESHOLD`` (use it with ``scale=50``).
     """
     return torch.sigmoid(scale * ((inputs - recon) ** 2 - threshold))
 
@@ -123,7 +126,8 @@ class SoftDiceAnomalyLoss(nn.Module):
     ~1e-5 times weaker). With ``batch=False`` each sample gets its own Dice, then the mean.
 
     Args:
-        threshold: squared-error threshold of the anomaly map (the authors' 0.2, images in [0, 1]).
+        threshold: squared-error threshold of the anomaly map (images in [0, 1]); default calibrated
+            to the anomalies' error scale (the authors' 0.2 is ``PAPER_DICE_ERROR_THRESHOLD``).
         scale: sigmoid steepness (inverse temperature) of the soft map.
         smooth_nr, smooth_dr, batch: passed to :class:`monai.losses.DiceLoss`.
     """
