@@ -18,7 +18,8 @@ Every baseline blends a source ``src`` into the image with an opacity ``alpha`` 
 that is zero outside the lungs: ``out = image + alpha * (src - image)``; pixels where
 ``alpha == 0`` keep their exact value. The anomaly mask is ``alpha > threshold`` (80/255,
 the rule of ART-ASyn, ``ALGORITHM.md`` 2.5), so where a soft edge blends, it changes the image by
-at most ``threshold`` times the source-image difference outside the mask.
+at most ``threshold`` times the source-image difference outside the mask. A drawn anomaly whose
+mask comes out empty (too faint) is discarded: the image is returned unchanged, label 0.
 
 :class:`RandLungAnomalyd` is the dictionary wrapper the baselines' ``...d`` transforms specialise.
 """
@@ -177,15 +178,17 @@ class RandLungAnomaly(RandomizableTransform):
             self.no_lung_count += 1
             logger.warning("%s: empty lung map, image left unchanged (source: %s)", self.variant, source_name(img))
         self.last_painted = self._params is not None and not self.last_no_lung
+        out, mask = im, np.zeros(im.shape, np.float32)
         if self.last_painted:
-            out, mask = self.render(im, lu)
-            if np.issubdtype(im.dtype, np.integer):
-                out = np.clip(np.round(out), 0, 255).astype(im.dtype)
-            else:
-                out = out.astype(im.dtype, copy=False)
-            self.last_painted = bool(mask.any())
-        else:
-            out, mask = im, np.zeros(im.shape, np.float32)
+            drawn, drawn_mask = self.render(im, lu)
+            # an anomaly too faint for the mask (a tiny, heavily blurred shape) is not painted at all
+            self.last_painted = bool(drawn_mask.any())
+            if self.last_painted:
+                mask = drawn_mask
+                if np.issubdtype(im.dtype, np.integer):
+                    out = np.clip(np.round(drawn), 0, 255).astype(im.dtype)
+                else:
+                    out = drawn.astype(im.dtype, copy=False)
         out_t = convert_to_dst_type(out[None], img)[0]
         mask_t = convert_to_dst_type(
             mask[None], img, dtype=torch.float32 if isinstance(img, torch.Tensor) else np.float32
