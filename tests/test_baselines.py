@@ -259,3 +259,15 @@ def test_real_images_mask_in_lungs_and_changes_only_where_the_mask_is(variant, s
         with_lungs += 1
         painted += check_contract(t, img, lung, calls=1)
     assert painted >= 0.9 * with_lungs  # AnatPaste discards a few anomalies too faint for the mask
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_bundle_variant_override_reaches_the_synthesis(variant, repo_root):
+    """``--variant anatpaste | cutpaste | perlin`` needs no other change of the bundle configs."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config([str(repo_root / "bundle" / "configs" / f) for f in ("train.json", "small.json")])
+    parser["variant"] = variant
+    twins = parser.get_parsed_content("train#preprocessing_synthesis#0")
+    assert isinstance(twins, RandARTTwinsd) and isinstance(twins.synth, BASELINES[variant])
