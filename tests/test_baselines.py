@@ -170,6 +170,19 @@ def test_dataloader_workers_draw_different_anomalies(variant):
     assert not torch.equal(masks[0], masks[1])  # items 0 and 1 are the first of each worker
 
 
+def test_docstring_examples_run():
+    import doctest
+
+    import artasyn.anatpaste
+    import artasyn.baselines
+    import artasyn.cutpaste
+    import artasyn.perlin
+
+    for module in (artasyn.anatpaste, artasyn.cutpaste, artasyn.perlin, artasyn.baselines):
+        result = doctest.testmod(module)
+        assert result.attempted > 0 and result.failed == 0, module.__name__
+
+
 def test_variant_errors_are_precise():
     with pytest.raises(ValueError, match="anatpaste"):
         RandARTTwinsd(keys="image", lung_key="lung", variant="anat_paste")
@@ -259,6 +272,7 @@ def test_real_images_mask_in_lungs_and_changes_only_where_the_mask_is(variant, s
         with_lungs += 1
         painted += check_contract(t, img, lung, calls=1)
     assert painted >= 0.9 * with_lungs  # AnatPaste discards a few anomalies too faint for the mask
+    assert t.faint_count == with_lungs - painted
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

@@ -10,7 +10,8 @@ them through ``variant``:
   and dtype, and the binary anomaly mask (1 x H x W float32, the image's container type);
 - ``randomize(image, lung)`` draws every random quantity from ``self.R`` (and nothing else);
   ``render(image, lung)`` is deterministic given those draws;
-- ``last_painted``, ``last_no_lung``, ``no_lung_count`` as in :class:`RandARTAnomaly`: an empty
+- ``last_painted``, ``last_no_lung``, ``no_lung_count`` as in :class:`RandARTAnomaly` (and
+  ``faint_count``, the anomalies discarded for an empty mask, see below): an empty
   lung map leaves the image unchanged (empty mask), logs a warning naming the source file and
   sets the MetaTensor flag ``artasyn_no_lung``.
 
@@ -155,6 +156,7 @@ class RandLungAnomaly(RandomizableTransform):
         self.threshold = float(threshold)
         self.reference_size = reference_size
         self.no_lung_count = 0
+        self.faint_count = 0  # drawn anomalies discarded because their mask came out empty
         self.last_painted = False
         self.last_no_lung = False
         self._params: Any = None
@@ -183,6 +185,7 @@ class RandLungAnomaly(RandomizableTransform):
             drawn, drawn_mask = self.render(im, lu)
             # an anomaly too faint for the mask (a tiny, heavily blurred shape) is not painted at all
             self.last_painted = bool(drawn_mask.any())
+            self.faint_count += not self.last_painted
             if self.last_painted:
                 mask = drawn_mask
                 if np.issubdtype(im.dtype, np.integer):

@@ -45,6 +45,7 @@ Example::
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -63,6 +64,8 @@ __all__ = [
     "RandPerlinAnomalyD",
     "RandPerlinAnomalyDict",
 ]
+
+logger = logging.getLogger(__name__)
 
 #: the texture augmenters (anomalib's list, grayscale), three distinct ones per anomaly
 AUGMENTERS = (
@@ -243,6 +246,7 @@ class RandPerlinAnomaly(RandLungAnomaly):
             if (inside & (noise > self.noise_threshold)).any():
                 break
         else:
+            logger.warning("perlin: no noise mask met the lungs in %d draws, image left unchanged", self.max_tries)
             return
         names = self.R.choice(len(AUGMENTERS), self.num_augmenters, replace=False)
         ops = tuple((AUGMENTERS[i], float(self.R.uniform(*self.augmenter_ranges[AUGMENTERS[i]]))) for i in names)
