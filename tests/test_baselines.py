@@ -197,6 +197,17 @@ def test_variant_errors_are_precise():
         RandCutPasted(keys="image", lung_key="lung")({"image": np.repeat(img, 3, 0), "lung": lung})
 
 
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_sizes_scale_the_look(variant):
+    """Pixel constants scale with the image: the mask covers about the same fraction at 512."""
+    fractions = []
+    for size in (256, 512):
+        img, lung = phantom(0, size=size)
+        t = BASELINES[variant]().set_random_state(0)
+        fractions.append(np.median([t(img, lung)[1].mean() for _ in range(12)]))
+    assert 0.5 < fractions[1] / fractions[0] < 2.0
+
+
 # --- method details -----------------------------------------------------------------------------
 
 
