@@ -11,6 +11,8 @@ Each stage of the method lives in its own module (sections of ``docs/method.md``
 - :mod:`artasyn.anatomy`: T_rib, rib-intensity and lung scaling (2.4).
 - :mod:`artasyn.composite`: compositing and the anomaly mask (2.5).
 - :mod:`artasyn.synthesis`: the whole chain, ``RandARTAnomaly(d)`` (2.6).
+- :mod:`artasyn.anatpaste`, :mod:`artasyn.cutpaste`, :mod:`artasyn.perlin`: the baseline
+  syntheses ART-ASyn is compared with, by name in :mod:`artasyn.baselines` (``variant``).
 - :mod:`artasyn.networks`, :mod:`artasyn.losses`: the detector and its loss (3).
 - :mod:`artasyn.phantom`: procedural chest X-ray phantoms, the embedded data set.
 
@@ -30,8 +32,11 @@ __version__ = "0.1.0"
 # detector network, losses and phantom data (docs/method.md section 3; embedded data set)
 from . import base, constants  # noqa: E402
 from .anatomy import RibIntensityScale, RibIntensityScaled  # noqa: E402
+from .anatpaste import RandAnatPaste, RandAnatPasted  # noqa: E402  (baselines)
+from .baselines import BASELINES  # noqa: E402
 from .brush import StampBank, load_brush_texture, make_brush_texture  # noqa: E402  (ART-ASyn synthesis)
 from .composite import CompositeAnomaly, CompositeAnomalyd  # noqa: E402
+from .cutpaste import RandCutPaste, RandCutPasted  # noqa: E402
 from .effects import (
     ComposeAnomalyLayers,
     ComposeAnomalyLayersd,
@@ -59,6 +64,7 @@ from .losses import (
 )  # noqa: E402
 from .networks import AnomalyUNet  # noqa: E402
 from .pbtseg import PBTSeg, PBTSegD, PBTSegd, PBTSegDict, brighten_border, pbtseg_lungs  # noqa: E402
+from .perlin import RandPerlinAnomaly, RandPerlinAnomalyd  # noqa: E402
 from .phantom import generate_phantom_dataset, make_phantom  # noqa: E402
 from .strokes import RandBrushAnomaly, RandBrushAnomalyd  # noqa: E402
 from .synthesis import RandARTAnomaly, RandARTAnomalyd, RandARTTwinsd  # noqa: E402

@@ -17,6 +17,8 @@ Variants (seed, Table S1; section 2.6):
 - ``"base_blur_cryst"``: 2.1-2.3 (A, T_blur, T_cryst, composition), no T_rib.
 - ``"final"``: everything (A_final, ART-ASyn).
 - ``"none"`` (dictionary transforms only): no synthesis.
+- ``"anatpaste"``, ``"cutpaste"``, ``"perlin"`` (dictionary transforms only): the baselines of
+  :mod:`artasyn.baselines` in place of ART-ASyn (their own arguments in ``**kwargs``).
 
 The variant and the switch are recorded in MetaTensor metadata (``artasyn_variant``,
 ``artasyn_base_lung_mask``, ``artasyn_no_lung``) and in ``d["artasyn_variant"]``.
@@ -54,6 +56,7 @@ from monai.utils.type_conversion import convert_to_dst_type
 
 from .anatomy import rib_scale_alpha, soft_lung_mask
 from .base import REFERENCE_SIZE, check_image_and_lung, size_scale, source_name
+from .baselines import BASELINES
 from .composite import anomaly_mask, composite_over_image
 from .constants import (
     ALPHA_BRIGHTNESS,
@@ -318,11 +321,16 @@ class _SynthesisMapTransform(RandomizableTransform, MapTransform):
     ) -> None:
         MapTransform.__init__(self, keys, allow_missing_keys)
         RandomizableTransform.__init__(self, prob)
-        if variant not in (*VARIANTS, "none"):
-            raise ValueError(f"variant must be one of {(*VARIANTS, 'none')}, got {variant!r}")
+        if variant not in (*VARIANTS, "none", *BASELINES):
+            raise ValueError(f"variant must be one of {(*VARIANTS, 'none', *BASELINES)}, got {variant!r}")
         self.variant = variant
         self.lung_key = lung_key
-        self.synth = RandARTAnomaly(variant="final" if variant == "none" else variant, prob=1.0, **kwargs)
+        if variant in BASELINES:
+            if kwargs.pop("brush_texture", None) is not None:
+                raise TypeError(f"brush_texture is an ART-ASyn argument; variant {variant!r} has no brush")
+            self.synth = BASELINES[variant](prob=1.0, **kwargs)
+        else:
+            self.synth = RandARTAnomaly(variant="final" if variant == "none" else variant, prob=1.0, **kwargs)
 
     @property
     def no_lung_count(self) -> int:
