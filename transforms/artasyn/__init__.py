@@ -9,6 +9,9 @@ Each stage of the method lives in its own module (see ``ALGORITHM.md`` of the pr
 - :mod:`artasyn.anatomy`: T_rib, rib-intensity and lung scaling (2.4).
 - :mod:`artasyn.composite`: compositing and the anomaly mask (2.5).
 - :mod:`artasyn.synthesis`: the whole chain, ``RandARTAnomaly(d)`` (2.6).
+- :mod:`artasyn.networks`, :mod:`artasyn.losses`: the reconstruction network and the eq.-1 loss (3).
+- :mod:`artasyn.scoring`: anomaly map, image score and masks per tau (4).
+- :mod:`artasyn.phantom`: procedural chest X-ray phantoms (the embedded data set).
 """
 
 __version__ = "0.1.0"
@@ -45,5 +48,6 @@ from .losses import (
 from .networks import AnomalyUNet  # noqa: E402
 from .pbtseg import PBTSeg, PBTSegD, PBTSegd, PBTSegDict, brighten_border, pbtseg_lungs  # noqa: E402
 from .phantom import generate_phantom_dataset, make_phantom  # noqa: E402
+from .scoring import AnomalyScored, anomaly_map, anomaly_masks, anomaly_scores, image_score  # noqa: E402
 from .strokes import RandBrushAnomaly, RandBrushAnomalyd  # noqa: E402
 from .synthesis import RandARTAnomaly, RandARTAnomalyd, RandARTTwinsd  # noqa: E402
