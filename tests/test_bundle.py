@@ -321,3 +321,22 @@ def test_same_file_gives_the_same_image_in_training_evaluation_and_inference(fmt
     ):
         assert torch.equal(torch.as_tensor(item[key]), reference), f"{fmt}: {name} differs from inference"
     assert torch.equal(torch.as_tensor(val["lung"]), torch.as_tensor(infer["lung"])), fmt
+
+
+@pytest.mark.parametrize("name", ["train.json", "evaluate.json", "multi_gpu_train.json", "inference.json"])
+def test_every_initialize_first_puts_the_bundle_root_on_sys_path(name):
+    """The model-zoo way: ``scripts`` is importable from the first step of ``initialize`` on."""
+    config = json.loads((CONFIGS / name).read_text())
+    assert config["initialize"][0] == "$sys.path.append(@bundle_root)"
+    assert "bundle_utils" not in (CONFIGS / name).read_text()
+
+
+def test_library_holds_no_bundle_code():
+    """``artasyn`` is what other pipelines reuse: no bundle glue, no ignite, no command-line parsing."""
+    import artasyn
+
+    package = Path(artasyn.__file__).parent
+    assert not (package / "bundle_utils").exists()
+    for path in package.glob("*.py"):
+        text = path.read_text()
+        assert "sys.argv" not in text and "import ignite" not in text and "scripts." not in text, path.name
