@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from bundle_presets import TINY_INFER, cli_overrides, outputs
+from bundle_presets import TINY_INFER, TINY_NET, cli_overrides, outputs
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "bundle" / "configs"
@@ -109,17 +109,39 @@ def test_inference_config_stands_alone():
         assert ref in parser, f"inference.json refers to @{ref}, which it does not define"
 
 
-def test_metadata_describes_the_outputs_monai_label_reads():
+def test_metadata_describes_the_network_output_and_the_inference_outputs():
+    """``pred`` is the network's reconstruction (MONAI's convention, checked by ``verify_net_in_out``);
+    the inference's mask comes first, since MONAI Label takes its label names from the first output."""
     meta = json.loads((CONFIGS / "metadata.json").read_text())
     outputs = meta["network_data_format"]["outputs"]
     first_name, first = next(iter(outputs.items()))  # what MONAI Label's BundleInferTask reads
-    assert first_name == "pred" and first["channel_def"] == {"0": "background", "1": "opacity"}
-    assert first["format"] == "segmentation" and first["dtype"] == "uint8" and first["value_range"] == [0, 1]
-    assert outputs["recon"]["num_channels"] == 1 and outputs["recon"]["value_range"] == [0, 1]
+    assert first_name == "anomaly_mask" and first["channel_def"] == {"0": "background", "1": "opacity"}
+    assert first["format"] == "segmentation" and first["value_range"] == [0, 1]
+    pred = outputs["pred"]
+    assert (pred["format"], pred["num_channels"], pred["dtype"], pred["value_range"]) == (
+        "magnitude",
+        1,
+        "float32",
+        [0, 1],
+    )
     assert outputs["anomaly_map"]["dtype"] == "float32"
     for spec in outputs.values():
         for key in ("type", "format", "num_channels", "spatial_shape", "dtype", "value_range", "is_patch_data"):
             assert key in spec, key
+
+
+def test_monai_verify_net_in_out_accepts_the_metadata():
+    """MONAI's own check: network_def on the metadata's input gives the metadata's ``pred`` (channels, dtype)."""
+    from monai.bundle import verify_net_in_out
+
+    verify_net_in_out(
+        net_id="network_def",
+        meta_file=str(CONFIGS / "metadata.json"),
+        config_file=INFERENCE,
+        device="cpu",
+        **{"_meta_#network_data_format#inputs#image#spatial_shape": [64, 64]},
+        **TINY_NET,
+    )
 
 
 def test_folder_inference_writes_maps_masks_and_csv(ckpt, inputs, tmp_path):

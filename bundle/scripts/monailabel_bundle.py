@@ -2,7 +2,7 @@
 
 MONAI Label's bundle app (``monailabel.tasks.infer.bundle.BundleInferTask``) reads
 ``<bundle>/configs/inference.json`` alone, ``configs/metadata.json`` (its first output,
-``pred``, names the label ``opacity``), puts the bundle folder on ``sys.path`` (so ``scripts``
+``anomaly_mask``, names the label ``opacity``), puts the bundle folder on ``sys.path`` (so ``scripts``
 imports) and loads ``models/model.pt`` (key ``model``: the EMA weights). ``inference.json``
 stands alone, so the bundle folder itself is such a bundle once its ``models/model.pt`` is there:
 no config merging is needed. This script only packages a copy:
