@@ -340,3 +340,27 @@ def test_library_holds_no_bundle_code():
     for path in package.glob("*.py"):
         text = path.read_text()
         assert "sys.argv" not in text and "import ignite" not in text and "scripts." not in text, path.name
+
+
+def test_12bit_real_radiograph_reads_like_its_8bit_original(shared_data, tmp_path):
+    """COVID-QU-Ex (``covidquex_noncovid_lung``): a radiograph stored with 12 bits in a 16-bit PNG gives the
+    8-bit original's image (within one grey level) and PBTSeg finds both lungs in it, as in the original."""
+    import numpy as np
+    import torch
+    from monai.bundle import ConfigParser
+    from PIL import Image
+
+    source = sorted((shared_data / "covidquex_noncovid_lung" / "images").glob("*.png"))[0]
+    gray = np.asarray(Image.open(source).convert("L"))
+    p8, p12 = tmp_path / "cxr8.png", tmp_path / "cxr12.png"
+    Image.fromarray(gray).save(p8)
+    Image.fromarray((gray.astype(np.uint32) * 4095 // 255).astype(np.uint16)).save(p12)
+    parser = ConfigParser()
+    parser.read_config([TRAIN, EVALUATE])
+    pre = parser.get_parsed_content("validate#preprocessing")
+    out = {p.name: pre({"image": str(p), "image_path": str(p), "label": 1, "mask": ""}) for p in (p8, p12)}
+    diff = (torch.as_tensor(out["cxr12.png"]["image"]) - torch.as_tensor(out["cxr8.png"]["image"])).abs().max()
+    assert float(diff) <= 1.0 / 255 + 1e-6, float(diff)
+    for name, item in out.items():
+        lung = torch.as_tensor(item["lung"])
+        assert bool((lung == 1).any()) and bool((lung == 2).any()), f"{name}: PBTSeg lost a lung"
