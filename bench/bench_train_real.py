@@ -141,7 +141,10 @@ def main(argv=None) -> int:
     for variant in args.variants:
         root = args.workdir / variant
         common = {
-            "bundle_root": str(root),
+            "bundle_root": str(REPO / "bundle"),  # where configs/ and scripts/ are; outputs go under root
+            "ckpt_dir": str(root / "models"),
+            "output_dir": str(root / "eval"),
+            "runs_dir": str(root / "runs"),
             "cache_dir": str(args.workdir / "cache"),  # lung maps shared by the variants
             "datalist_file": str(dl_path),
             "variant": variant,

@@ -2,7 +2,7 @@
 """GPU training speed of the bundle: the paper network at 256 x 256, with and without AMP.
 
 1. Synthetic throughput: the bundle's own training iteration
-   (:class:`artasyn.bundle_utils.ARTASynTrainingStep` in a MONAI ``SupervisedTrainer``, the
+   (:class:`scripts.training.ARTASynTrainingStep` in a MONAI ``SupervisedTrainer``, the
    eq.-1 loss, AdamW, EMA update) on random batches already on the GPU, so that data loading
    does not count: iterations/s and samples/s for fp32, AMP, and AMP + channels-last.
    A batch is ``--batch-size`` healthy images with 2 twins each on average (the mean of
@@ -31,7 +31,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIGS = REPO / "bundle" / "configs"
+BUNDLE = REPO / "bundle"
+CONFIGS = BUNDLE / "configs"
 
 
 def synthetic_speed(batch: int, size: int, iters: int, warmup: int, amp: bool, channels_last: bool) -> dict:
@@ -39,9 +40,11 @@ def synthetic_speed(batch: int, size: int, iters: int, warmup: int, amp: bool, c
     from ignite.engine import Events
     from monai.engines import SupervisedTrainer
 
-    from artasyn.bundle_utils import ARTASynTrainingStep, EMAHandler, create_ema_model, prepare_network
+    sys.path.insert(0, str(BUNDLE))  # the bundle's own code, imported as ``scripts``
     from artasyn.losses import ARTASynLoss
     from artasyn.networks import AnomalyUNet
+    from scripts.ema import EMAHandler, create_ema_model
+    from scripts.training import ARTASynTrainingStep, TwinReconstruction, prepare_network
 
     device = torch.device("cuda:0")
     torch.manual_seed(0)
@@ -57,7 +60,7 @@ def synthetic_speed(batch: int, size: int, iters: int, warmup: int, amp: bool, c
         device=device,
         max_epochs=1,
         train_data_loader=data,
-        network=net,
+        network=TwinReconstruction(net),
         optimizer=opt,
         loss_function=ARTASynLoss(),
         iteration_update=ARTASynTrainingStep(channels_last=channels_last),
@@ -107,7 +110,11 @@ def real_data_run(data_root: Path, minutes: float, num_workers: int, workdir: Pa
     wf = ConfigWorkflow(
         config_file=str(CONFIGS / "train.json"),
         workflow_type="train",
-        bundle_root=str(workdir),
+        bundle_root=str(BUNDLE),
+        ckpt_dir=str(workdir / "models"),
+        output_dir=str(workdir / "eval"),
+        runs_dir=str(workdir / "runs"),
+        cache_dir=str(workdir / "cache"),
         datalist_file=str(dl_path),
         num_workers=num_workers,
         max_train_seconds=int(minutes * 60),

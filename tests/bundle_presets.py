@@ -14,3 +14,27 @@ TINY_INFER = {"spatial_size": [64, 64], "pbtseg_size": 128, **TINY_NET, "num_wor
 #: TINY_INFER plus 64 px phantoms and small batches; one torch thread, which is much faster
 #: than two on a shared 2-core machine
 TINY_TRAIN = {**TINY_INFER, "phantom_size": 64, "batch_size": 2, "val_batch_size": 8, "cpu_threads": 1}
+
+
+def outputs(root) -> dict:
+    """Overrides that send everything a run writes (and its caches) under ``root``.
+
+    The bundle root stays the repository's ``bundle`` (where ``scripts`` is): commands are run
+    from the repository root, as documented, with only their outputs moved.
+    """
+    return {
+        "ckpt_dir": f"{root}/models",
+        "output_dir": f"{root}/eval",
+        "runs_dir": f"{root}/runs",
+        "cache_dir": f"{root}/cache",
+    }
+
+
+def cli_overrides(overrides: dict) -> list:
+    """``--id value`` command-line arguments (values as JSON) for ``python -m monai.bundle``."""
+    import json
+
+    args = []
+    for key, value in overrides.items():
+        args += [f"--{key}", json.dumps(value)]
+    return args

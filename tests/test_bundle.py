@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from bundle_presets import TINY_TRAIN
+from bundle_presets import TINY_TRAIN, cli_overrides, outputs
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "bundle" / "configs"
@@ -44,7 +44,7 @@ def _workflow(config_file, workflow_type="train", **override):
 
 @pytest.mark.parametrize("config_file", [TRAIN, [TRAIN, SMALL]])
 def test_train_config_has_every_train_property(config_file, tmp_path):
-    wf = _workflow(config_file, bundle_root=str(tmp_path), **TINY)
+    wf = _workflow(config_file, **outputs(tmp_path), **TINY)
     wf.initialize()  # MONAI checks properties on parsed content: phantoms and lung maps are made
     assert wf.check_properties() == []
     for key in (
@@ -65,7 +65,7 @@ def test_train_config_has_every_train_property(config_file, tmp_path):
 
 @pytest.mark.parametrize("workflow_type", ["train", "infer"])
 def test_evaluate_config_has_every_property(workflow_type, tmp_path):
-    wf = _workflow([TRAIN, EVALUATE], workflow_type=workflow_type, bundle_root=str(tmp_path), **TINY)
+    wf = _workflow([TRAIN, EVALUATE], workflow_type=workflow_type, **outputs(tmp_path), **TINY)
     wf.initialize()
     assert wf.check_properties() == []
     assert "evaluating" in wf.parser
@@ -97,7 +97,7 @@ def test_small_preset_only_overrides():
 
 
 def _count_samples(tmp_path, variant):
-    wf = _workflow(TRAIN, bundle_root=str(tmp_path), variant=variant, **TINY)
+    wf = _workflow(TRAIN, **outputs(tmp_path), variant=variant, **TINY)
     ds = wf.parser.get_parsed_content("train#dataset")
     return [len(ds[i]) for i in range(4)]
 
@@ -116,7 +116,7 @@ def trained_bundle(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("bundle")
     wf = _workflow(
-        TRAIN, bundle_root=str(root), max_iterations=24, iterations_per_epoch=12, learning_rate=1e-3, seed=1, **TINY
+        TRAIN, **outputs(root), max_iterations=24, iterations_per_epoch=12, learning_rate=1e-3, seed=1, **TINY
     )
     wf.initialize()
     trainer = wf.parser.get_parsed_content("train#trainer")
@@ -154,7 +154,7 @@ def test_training_saves_checkpoints_and_validation_outputs(trained_bundle):
 
 def test_evaluate_loads_checkpoint_and_writes_metrics(trained_bundle):
     root, _ = trained_bundle
-    wf = _workflow([TRAIN, EVALUATE], bundle_root=str(root), **TINY)
+    wf = _workflow([TRAIN, EVALUATE], **outputs(root), **TINY)
     wf.initialize()
     wf.run()
     wf.finalize()
@@ -173,18 +173,18 @@ def test_evaluate_loads_checkpoint_and_writes_metrics(trained_bundle):
 
 
 def test_evaluation_set_is_apart_from_validation(tmp_path):
-    wf = _workflow(TRAIN, bundle_root=str(tmp_path), **TINY)
+    wf = _workflow(TRAIN, **outputs(tmp_path), **TINY)
     val = wf.parser.get_parsed_content("validate#datalist")
-    wf_eval = _workflow([TRAIN, EVALUATE], bundle_root=str(tmp_path), **TINY)
+    wf_eval = _workflow([TRAIN, EVALUATE], **outputs(tmp_path), **TINY)
     test = wf_eval.parser.get_parsed_content("validate#datalist")
     assert val and test and not {v["image"] for v in val} & {t["image"] for t in test}
 
 
 def test_command_line_training_and_evaluating(tmp_path):
-    """The README's commands, with the tiny setting as command-line overrides."""
-    over = []
-    for k, v in {**TINY, "max_iterations": 2, "iterations_per_epoch": 2, "max_train_items": 4}.items():
-        over += [f"--{k}", json.dumps(v)]
+    """The README's two commands as written (run from the repository root), outputs moved to ``tmp_path``."""
+    over = cli_overrides(
+        {**TINY, "max_iterations": 2, "iterations_per_epoch": 2, "max_train_items": 4, **outputs(tmp_path)}
+    )
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     train = subprocess.run(
         [
@@ -194,9 +194,7 @@ def test_command_line_training_and_evaluating(tmp_path):
             "run",
             "training",
             "--config_file",
-            f"['{TRAIN}','{SMALL}']",
-            "--bundle_root",
-            str(tmp_path),
+            "['bundle/configs/train.json','bundle/configs/small.json']",
             *over,
         ],
         cwd=REPO,
@@ -207,6 +205,7 @@ def test_command_line_training_and_evaluating(tmp_path):
     )
     assert train.returncode == 0, train.stdout[-3000:] + train.stderr[-3000:]
     assert "AUC=" in train.stdout and "AP=" in train.stdout and "Dice(micro" in train.stdout
+    assert (tmp_path / "models" / "model.pt").is_file()
     evaluate = subprocess.run(
         [
             sys.executable,
@@ -215,9 +214,7 @@ def test_command_line_training_and_evaluating(tmp_path):
             "run",
             "evaluating",
             "--config_file",
-            f"['{TRAIN}','{SMALL}','{EVALUATE}']",
-            "--bundle_root",
-            str(tmp_path),
+            "['bundle/configs/train.json','bundle/configs/small.json','bundle/configs/evaluate.json']",
             *over,
         ],
         cwd=REPO,
@@ -231,7 +228,10 @@ def test_command_line_training_and_evaluating(tmp_path):
 
 
 def test_loading_reads_png_8_16_bit_rgb_jpeg_and_nifti_alike(tmp_path):
-    """The config's loading chain gives the same 1 x H x W, 0..255, rows-down image for every format."""
+    """The config's loading chain gives the same 1 x H x W, 0..255, rows-down image for every format.
+
+    A 12-bit image in a 16-bit PNG is read at its own bit depth (4095 -> 255), not divided by 257.
+    """
     import nibabel as nib
     import numpy as np
     from monai.bundle import ConfigParser
@@ -244,11 +244,13 @@ def test_loading_reads_png_8_16_bit_rgb_jpeg_and_nifti_alike(tmp_path):
     files = {
         "png8": tmp_path / "a.png",
         "png16": tmp_path / "b.png",
+        "png12_in_16": tmp_path / "b12.png",
         "rgb_jpeg": tmp_path / "c.jpg",
         "nifti": tmp_path / "d.nii.gz",
     }
     Image.fromarray(gray).save(files["png8"])
     Image.fromarray(gray.astype(np.uint16) * 257).save(files["png16"])
+    Image.fromarray((gray.astype(np.uint32) * 4095 // 255).astype(np.uint16)).save(files["png12_in_16"])
     Image.fromarray(np.stack([gray] * 3, -1)).save(files["rgb_jpeg"], quality=100)
     nib.save(nib.Nifti1Image(gray.astype(np.float32), np.eye(4)), files["nifti"])
     parser = ConfigParser()
@@ -259,3 +261,106 @@ def test_loading_reads_png_8_16_bit_rgb_jpeg_and_nifti_alike(tmp_path):
         assert img.shape == (1, 40, 30), name
         assert abs(float(img[0, 5, 5]) - 200) < 4 and abs(float(img[0, 30, 15]) - 100) < 4, name
         assert float(img[0, 15, 20]) < 4, name
+
+
+def _formats(folder: Path) -> dict:
+    """One 96 x 80 phantom radiograph (rows != columns) as 8-, 12-in-16- and 16-bit PNG, RGB JPEG and NIfTI."""
+    import nibabel as nib
+    import numpy as np
+    from PIL import Image
+
+    from artasyn.phantom import make_phantom
+
+    gray = make_phantom(96, diseased=True, seed=3)["image"][:, 8:88]
+    files = {
+        "png8": folder / "p8.png",
+        "png12_in_16": folder / "p12.png",
+        "png16": folder / "p16.png",
+        "rgb_jpeg": folder / "rgb.jpg",
+        "nifti": folder / "vol.nii.gz",
+    }
+    Image.fromarray(gray).save(files["png8"])
+    Image.fromarray((gray.astype(np.uint32) * 4095 // 255).astype(np.uint16)).save(files["png12_in_16"])
+    Image.fromarray(gray.astype(np.uint16) * 257).save(files["png16"])
+    Image.fromarray(np.stack([gray] * 3, -1)).save(files["rgb_jpeg"], quality=95)
+    nib.save(nib.Nifti1Image(gray.astype(np.float32), np.eye(4)), str(files["nifti"]))
+    return files
+
+
+@pytest.mark.parametrize("fmt", ["png8", "png12_in_16", "png16", "rgb_jpeg", "nifti"])
+def test_same_file_gives_the_same_image_in_training_evaluation_and_inference(fmt, tmp_path):
+    """Training (healthy target), validation / evaluation and inference preprocess one file identically."""
+    import torch
+    from monai.bundle import ConfigParser
+
+    path = str(_formats(tmp_path)[fmt])
+    over = {"spatial_size": [64, 64], "pbtseg_size": 96, "variant": "none"}
+
+    def parsed(config_file, pid):
+        parser = ConfigParser()
+        parser.read_config(config_file)
+        for k, v in over.items():
+            if k in parser:
+                parser[k] = v
+        return parser.get_parsed_content(pid)
+
+    train = parsed(TRAIN, "train#preprocessing")({"image": path, "image_path": path})
+    train = train[0] if isinstance(train, list) else train
+    val = parsed(TRAIN, "validate#preprocessing")({"image": path, "image_path": path, "label": 0, "mask": ""})
+    evaluate = parsed([TRAIN, EVALUATE], "validate#preprocessing")(
+        {"image": path, "image_path": path, "label": 1, "mask": ""}
+    )
+    infer = parsed(str(CONFIGS / "inference.json"), "preprocessing")({"image": path, "image_path": path})
+    reference = torch.as_tensor(infer["image"])
+    assert reference.shape == (1, 64, 64) and 0.0 <= float(reference.min()) and float(reference.max()) <= 1.0
+    assert float(reference.std()) > 0.05, "the image lost its contrast"
+    for name, item, key in (
+        ("training", train, "target"),
+        ("validation", val, "image"),
+        ("evaluation", evaluate, "image"),
+    ):
+        assert torch.equal(torch.as_tensor(item[key]), reference), f"{fmt}: {name} differs from inference"
+    assert torch.equal(torch.as_tensor(val["lung"]), torch.as_tensor(infer["lung"])), fmt
+
+
+@pytest.mark.parametrize("name", ["train.json", "evaluate.json", "multi_gpu_train.json", "inference.json"])
+def test_every_initialize_first_puts_the_bundle_root_on_sys_path(name):
+    """The model-zoo way: ``scripts`` is importable from the first step of ``initialize`` on."""
+    config = json.loads((CONFIGS / name).read_text())
+    assert config["initialize"][0] == "$sys.path.append(@bundle_root)"
+    assert "bundle_utils" not in (CONFIGS / name).read_text()
+
+
+def test_library_holds_no_bundle_code():
+    """``artasyn`` is what other pipelines reuse: no bundle glue, no ignite, no command-line parsing."""
+    import artasyn
+
+    package = Path(artasyn.__file__).parent
+    assert not (package / "bundle_utils").exists()
+    for path in package.glob("*.py"):
+        text = path.read_text()
+        assert "sys.argv" not in text and "import ignite" not in text and "scripts." not in text, path.name
+
+
+def test_12bit_real_radiograph_reads_like_its_8bit_original(shared_data, tmp_path):
+    """COVID-QU-Ex (``covidquex_noncovid_lung``): a radiograph stored with 12 bits in a 16-bit PNG gives the
+    8-bit original's image (within one grey level) and PBTSeg finds both lungs in it, as in the original."""
+    import numpy as np
+    import torch
+    from monai.bundle import ConfigParser
+    from PIL import Image
+
+    source = sorted((shared_data / "covidquex_noncovid_lung" / "images").glob("*.png"))[0]
+    gray = np.asarray(Image.open(source).convert("L"))
+    p8, p12 = tmp_path / "cxr8.png", tmp_path / "cxr12.png"
+    Image.fromarray(gray).save(p8)
+    Image.fromarray((gray.astype(np.uint32) * 4095 // 255).astype(np.uint16)).save(p12)
+    parser = ConfigParser()
+    parser.read_config([TRAIN, EVALUATE])
+    pre = parser.get_parsed_content("validate#preprocessing")
+    out = {p.name: pre({"image": str(p), "image_path": str(p), "label": 1, "mask": ""}) for p in (p8, p12)}
+    diff = (torch.as_tensor(out["cxr12.png"]["image"]) - torch.as_tensor(out["cxr8.png"]["image"])).abs().max()
+    assert float(diff) <= 1.0 / 255 + 1e-6, float(diff)
+    for name, item in out.items():
+        lung = torch.as_tensor(item["lung"])
+        assert bool((lung == 1).any()) and bool((lung == 2).any()), f"{name}: PBTSeg lost a lung"

@@ -2,7 +2,8 @@
 
 Two processes train the tiny network on 64 x 64 phantoms for 4 iterations: both must exit
 0, the lung maps must be computed in two shards, one set of checkpoints must be written (by
-rank 0), and DDP must keep the two ranks' weights identical.
+rank 0), and DDP must keep the two ranks' weights identical. The training step is the
+one-process step: one ``forward(input, target)`` of ``DistributedDataParallel(TwinReconstruction)``.
 """
 
 from __future__ import annotations
@@ -14,10 +15,9 @@ import sys
 from pathlib import Path
 
 import torch
-from bundle_presets import TINY_TRAIN
+from bundle_presets import TINY_TRAIN, cli_overrides, outputs
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIGS = REPO / "bundle" / "configs"
 TINY = {
     **TINY_TRAIN,
     "max_train_items": 8,
@@ -35,12 +35,20 @@ def test_two_process_gloo_training(tmp_path):
     generate_phantom_dataset(str(data), n_train=8, n_test_healthy=4, n_test_diseased=4, size=64)
     finalize = [
         # test only: compare ranks
-        "$torch.save(@unet.state_dict(), @bundle_root + '/weights_rank' + str(@rank) + '.pt')",
+        "$torch.save(@network.state_dict(), @ckpt_dir + '/../weights_rank' + str(@rank) + '.pt')",
         "$dist.is_initialized() and dist.destroy_process_group()",
     ]
-    over = ["--dataset_dir", str(data), "--bundle_root", str(tmp_path / "bundle"), "--finalize", json.dumps(finalize)]
-    for k, v in TINY.items():
-        over += [f"--{k}", json.dumps(v)]
+    root = tmp_path / "bundle"
+    out = {k: v for k, v in outputs(root).items() if k != "runs_dir"}
+    over = [
+        "--dataset_dir",
+        str(data),
+        "--finalize",
+        json.dumps(finalize),
+        "--runs_dir#path",
+        json.dumps(f"{root}/runs"),
+    ]
+    over += cli_overrides({**TINY, **out})
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     env.pop("CUDA_VISIBLE_DEVICES", None)
     proc = subprocess.run(
@@ -55,7 +63,7 @@ def test_two_process_gloo_training(tmp_path):
             "run",
             "training",
             "--config_file",
-            f"['{CONFIGS / 'train.json'}','{CONFIGS / 'multi_gpu_train.json'}']",
+            "['bundle/configs/train.json','bundle/configs/multi_gpu_train.json']",
             *over,
         ],
         cwd=REPO,
@@ -72,6 +80,7 @@ def test_two_process_gloo_training(tmp_path):
     assert sorted(p.name for p in models.iterdir()) == ["model.pt", "model_final.pt"]
     ckpt = torch.load(models / "model.pt", map_location="cpu", weights_only=True)
     assert {"model", "model_raw", "optimizer"} <= set(ckpt)
+    assert set(ckpt["model_raw"]) == set(ckpt["model"]), "DDP checkpoints carry the one-process parameter names"
     w0 = torch.load(tmp_path / "bundle" / "weights_rank0.pt", weights_only=True)
     w1 = torch.load(tmp_path / "bundle" / "weights_rank1.pt", weights_only=True)
     for k in w0:

@@ -1,4 +1,5 @@
-"""The bundle's code in ``artasyn.bundle_utils``: datalists, scoring, metrics, EMA, training step."""
+"""The bundle's code in ``bundle/scripts`` (``scripts``) and the library's scoring: datalists, scoring,
+metrics, EMA, training step."""
 
 from __future__ import annotations
 
@@ -10,19 +11,11 @@ import pytest
 import torch
 from PIL import Image
 
-from artasyn.bundle_utils import (
-    AnomalyScored,
-    DataReport,
-    LoadMaskd,
-    MicroDiceMetric,
-    build_datalist,
-    check_image_file,
-    create_ema_model,
-    dice_output,
-    load_datalist_json,
-    split_validation,
-)
-from artasyn.bundle_utils.transforms import anomaly_scores
+from artasyn.scoring import AnomalyScored, anomaly_scores
+from scripts.datalist import DataReport, build_datalist, check_image_file, load_datalist_json, split_validation
+from scripts.ema import create_ema_model
+from scripts.metrics import MicroDiceMetric, dice_output
+from scripts.transforms import LoadMaskd
 
 
 def _png(path: Path, value: int = 100, size: int = 32, mode: str = "L") -> str:
@@ -209,9 +202,9 @@ def test_training_step_reduces_the_loss_on_a_fixed_batch():
     from ignite.engine import Events
     from monai.engines import SupervisedTrainer
 
-    from artasyn.bundle_utils import ARTASynTrainingStep
     from artasyn.losses import ARTASynLoss
     from artasyn.networks import AnomalyUNet
+    from scripts.training import ARTASynTrainingStep, TwinReconstruction
 
     torch.manual_seed(0)
     net = AnomalyUNet(channels=8, channel_mult=(1, 2), num_res_blocks=1, attention_downsample=(), dropout=0.0)
@@ -226,7 +219,7 @@ def test_training_step_reduces_the_loss_on_a_fixed_batch():
         device="cpu",
         max_epochs=1,
         train_data_loader=[batch] * 15,
-        network=net,
+        network=TwinReconstruction(net),
         optimizer=opt,
         loss_function=ARTASynLoss(),
         iteration_update=ARTASynTrainingStep(),
@@ -248,7 +241,7 @@ def test_training_step_reduces_the_loss_on_a_fixed_batch():
 def test_time_limit_stops_training_and_still_completes():
     from ignite.engine import Engine, Events
 
-    from artasyn.bundle_utils import TrainingTimeLimit
+    from scripts.training import TrainingTimeLimit
 
     engine = Engine(lambda e, b: None)
     TrainingTimeLimit(limit_sec=1e-6).attach(engine)
@@ -264,21 +257,112 @@ def test_time_limit_stops_training_and_still_completes():
 
 def test_lung_check_lists_images_without_lungs_and_caches_maps(tmp_path):
     from monai.data import PersistentDataset
-    from monai.transforms import Compose, EnsureChannelFirstd
+    from monai.transforms import Compose
 
-    from artasyn.bundle_utils import LoadChestXRayd, LungCheck, stable_transform_hash
     from artasyn.pbtseg import PBTSegd
     from artasyn.phantom import make_phantom
+    from scripts.loading import LoadChestXRayd
+    from scripts.lungs import LungCheck
+    from scripts.utils import stable_transform_hash
 
     phantom = tmp_path / "phantom.png"
     Image.fromarray(make_phantom(128, seed=0)["image"]).save(phantom)
     flat = _png(tmp_path / "flat.png", value=120, size=128)  # nothing lung-shaped in it
     data = [{"image": str(phantom)}, {"image": flat}]
-    transform = Compose(
-        [LoadChestXRayd("image"), EnsureChannelFirstd("image"), PBTSegd("image", lung_keys="lung", spatial_size=128)]
-    )
+    transform = Compose([LoadChestXRayd("image"), PBTSegd("image", lung_keys="lung", spatial_size=128)])
     ds = PersistentDataset(data, transform, cache_dir=tmp_path / "cache", hash_transform=stable_transform_hash)
     report = LungCheck(ds, DataReport(tmp_path / "r.json"), name="training").run()
     assert report.no_lung == [flat]
     assert json.loads((tmp_path / "r.json").read_text())["counts"]["training_no_lung"] == 1
     assert len(list((tmp_path / "cache").glob("*.pt"))) == 2  # both maps cached for training
+
+
+def _tiny_unet():
+    from artasyn.networks import AnomalyUNet
+
+    torch.manual_seed(0)
+    return AnomalyUNet(channels=8, channel_mult=(1, 2), num_res_blocks=1, attention_downsample=(), dropout=0.0)
+
+
+def test_twin_reconstruction_is_one_forward_for_recon_and_both_features():
+    from scripts.training import TwinReconstruction
+
+    net = _tiny_unet().eval()
+    x, target = torch.rand(2, 1, 16, 16), torch.rand(2, 1, 16, 16)
+    recon, f_in, f_target = TwinReconstruction(net)(x, target)
+    r_ref, f_ref = net.forward_with_features(x)
+    assert torch.allclose(recon, r_ref) and torch.allclose(f_in, f_ref)
+    assert torch.allclose(f_target, net.encode(target))
+    assert TwinReconstruction(net)(x)[2] is None  # no target: the feature term is off
+    with pytest.raises(TypeError, match="forward_with_features"):
+        TwinReconstruction(torch.nn.Conv2d(1, 1, 3))
+
+
+@pytest.mark.parametrize("ddp", [False, True])
+def test_training_step_makes_one_forward_call_with_or_without_ddp(ddp, tmp_path):
+    """The step calls ``network(input, target)`` once an iteration, plain or DDP-wrapped, and trains every layer."""
+    import torch.distributed as dist
+    from monai.engines import SupervisedTrainer
+
+    from artasyn.losses import ARTASynLoss
+    from scripts.ddp import wrap_ddp
+    from scripts.training import ARTASynTrainingStep, TwinReconstruction
+
+    net = _tiny_unet()
+    if ddp:
+        dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0, world_size=1)
+    try:
+        train_net = wrap_ddp(net, "cpu") if ddp else TwinReconstruction(net)
+        calls = []
+        twin = train_net.module if ddp else train_net
+        twin.register_forward_hook(lambda m, args, out: calls.append(len(args)))
+        target = torch.rand(3, 1, 16, 16)
+        mask = torch.zeros_like(target)
+        mask[1:, :, 4:8, 4:8] = 1.0
+        batch = {"image": torch.maximum(target, mask), "target": target, "anomaly_mask": mask}
+        before = {k: v.detach().clone() for k, v in net.state_dict().items() if v.is_floating_point()}
+        trainer = SupervisedTrainer(
+            device="cpu",
+            max_epochs=1,
+            train_data_loader=[batch] * 2,
+            network=train_net,
+            optimizer=torch.optim.AdamW(net.parameters(), lr=1e-3),
+            loss_function=ARTASynLoss(),
+            iteration_update=ARTASynTrainingStep(),
+            decollate=False,
+        )
+        trainer.run()
+    finally:
+        if ddp:
+            dist.destroy_process_group()
+    assert calls == [2, 2]  # one call an iteration, with (input, target)
+    assert float(trainer.state.output["loss_feat"]) >= 0
+    changed = [k for k, v in net.state_dict().items() if k in before and not torch.equal(v, before[k])]
+    first_layer = next(iter(before))  # the encoder's first convolution: reached by every term
+    assert first_layer in changed and len(changed) > len(before) // 2, changed
+
+
+def test_training_step_names_the_wrapper_it_needs():
+    from monai.engines import SupervisedTrainer
+
+    from artasyn.losses import ARTASynLoss
+    from scripts.training import ARTASynTrainingStep
+
+    net = _tiny_unet()
+    batch = {
+        "image": torch.rand(1, 1, 16, 16),
+        "target": torch.rand(1, 1, 16, 16),
+        "anomaly_mask": torch.zeros(1, 1, 16, 16),
+    }
+    trainer = SupervisedTrainer(
+        device="cpu",
+        max_epochs=1,
+        train_data_loader=[batch],
+        network=net,
+        optimizer=torch.optim.AdamW(net.parameters()),
+        loss_function=ARTASynLoss(),
+        iteration_update=ARTASynTrainingStep(),
+        decollate=False,
+    )
+    with pytest.raises(Exception, match="TwinReconstruction"):
+        trainer.run()

@@ -2,7 +2,8 @@
 
 The command of ``bundle/docs/deployment.md`` on a tiny network whose checkpoint has the
 training's layout (``{"model": EMA weights, "model_raw": ..., "optimizer": ...}``, hence
-``--key_in_ckpt model``); the exported ``.ts`` must give the eager network's output.
+``--key_in_ckpt model``), with ``inference.json`` alone as the config; the exported ``.ts``
+must give the eager network's output.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ def test_ckpt_export_round_trips(tmp_path):
     from monai.bundle import ConfigParser
 
     parser = ConfigParser()
-    parser.read_config(str(CONFIGS / "train.json"))
+    parser.read_config(str(CONFIGS / "inference.json"))
     for k, v in TINY_NET.items():
         parser[k] = v
     torch.manual_seed(0)
@@ -54,7 +55,7 @@ def test_ckpt_export_round_trips(tmp_path):
             "--meta_file",
             str(CONFIGS / "metadata.json"),
             "--config_file",
-            f"['{CONFIGS / 'train.json'}','{CONFIGS / 'inference.json'}']",
+            "bundle/configs/inference.json",
             "--key_in_ckpt",
             "model",
             "--bundle_root",
@@ -70,7 +71,7 @@ def test_ckpt_export_round_trips(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert ts_path.is_file()
 
-    extra = {"metadata.json": "", "train.json": "", "inference.json": ""}
+    extra = {"metadata.json": "", "inference.json": ""}
     scripted = torch.jit.load(str(ts_path), _extra_files=extra)
     assert json.loads(extra["metadata.json"])["network_data_format"]["inputs"]["image"]["num_channels"] == 1
     net.eval()

@@ -2,14 +2,16 @@
 
 Needs the optional ``label`` extra (``pip install -e .[label]``, in an environment of its own:
 ``monailabel`` pins numpy < 2); skipped otherwise. What can be tested without a server: the
-self-contained bundle written by ``bundle/scripts/monailabel_bundle.py`` is accepted as a
-segmentation task with the label ``opacity``, and its pre-transforms, network and
-post-transforms turn a radiograph (a 96 x 80 phantom PNG) into a binary mask of the same size.
+bundle (``inference.json`` as it is, packaged with its weights by
+``bundle/scripts/monailabel_bundle.py``) is accepted as a segmentation task with the label
+``opacity``, and its pre-transforms, network and post-transforms turn a radiograph (a 96 x 80
+phantom PNG) into a binary mask of the same size. Always tested: ``inference.json`` alone has
+every id ``BundleInferTask`` reads, and its post-processing gives ``pred`` in the layout MONAI
+Label's writer expects.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 
@@ -18,24 +20,61 @@ import pytest
 import torch
 from bundle_presets import TINY_INFER
 
+from scripts.monailabel_bundle import inference_config, make_monailabel_bundle
+
 REPO = Path(__file__).resolve().parents[1]
 TINY = {**TINY_INFER, "device": "$torch.device('cpu')"}
 
 
-def _helper():
-    spec = importlib.util.spec_from_file_location(
-        "monailabel_bundle", REPO / "bundle" / "scripts" / "monailabel_bundle.py"
-    )
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+def test_inference_config_alone_has_what_bundle_infer_task_reads():
+    """No MONAI Label needed: inference.json itself (no merge) has every id BundleInferTask reads."""
+    from monai.bundle import ConfigParser
 
-
-def test_merged_config_is_self_contained():
-    """No MONAI Label needed: the merged config has every id BundleInferTask reads."""
-    config = _helper().merged_inference_config(overrides=TINY)
+    config = ConfigParser.load_config_file(str(REPO / "bundle" / "configs" / "inference.json"))
     for key in ("network_def", "preprocessing", "postprocessing", "inferer", "bundle_root", "device"):
         assert key in config, key
+    assert inference_config() == config  # the packaged copy is the file itself when no preset is given
+
+
+def test_pred_is_the_mask_in_the_layout_of_monai_writers(tmp_path):
+    """Pre-processing, a network, post-processing: ``pred`` is a uint8 {0, 1} W x H array of the input's size."""
+    from monai.bundle import ConfigParser
+    from PIL import Image
+
+    from artasyn.phantom import make_phantom
+
+    parser = ConfigParser()
+    parser.read_config(str(REPO / "bundle" / "configs" / "inference.json"))
+    for k, v in TINY.items():
+        parser[k] = v
+    png = tmp_path / "cxr.png"
+    Image.fromarray(make_phantom(96, diseased=True, seed=3)["image"][:, 8:88]).save(png)  # 96 rows x 80 columns
+    item = parser.get_parsed_content("preprocessing")({"image": str(png)})
+    net = parser.get_parsed_content("network_def").eval()
+    with torch.no_grad():
+        item["pred"] = net(torch.as_tensor(item["image"])[None])[0]
+    out = parser.get_parsed_content("postprocessing")(item)
+    pred = np.asarray(out["pred"])
+    assert pred.dtype == np.uint8 and pred.shape == (80, 96) and set(np.unique(pred)) <= {0, 1}
+    assert np.array_equal(pred.T, np.asarray(out["anomaly_mask"])[0] > 0.5)
+
+
+def test_packaged_copy_carries_scripts_weights_and_preset(tmp_path):
+    from monai.bundle import ConfigParser
+
+    ckpt = tmp_path / "model.pt"
+    torch.save({"model": {}}, ckpt)
+    out = make_monailabel_bundle(
+        tmp_path / "app" / "artasyn_cxr_anomaly_segmentation",
+        ckpt,
+        presets=[str(REPO / "bundle" / "configs" / "small.json")],
+    )
+    assert (out / "scripts" / "loading.py").is_file() and (out / "models" / "model.pt").is_file()
+    config = ConfigParser.load_config_file(str(out / "configs" / "inference.json"))
+    assert config["network_def"]["channels"] == 8 and config["spatial_size"] == [128, 128]
+    assert "max_iterations" not in config  # training-only ids of the preset are not copied
+    with pytest.raises(ValueError, match="task type"):
+        make_monailabel_bundle(tmp_path / "cxr_classification", ckpt)
 
 
 def test_bundle_infer_task_runs_the_inference_config(tmp_path):
@@ -44,21 +83,19 @@ def test_bundle_infer_task_runs_the_inference_config(tmp_path):
         from monailabel.tasks.infer.bundle import BundleInferTask
     except Exception as e:  # e.g. a torchvision build that does not match torch
         pytest.skip(f"monailabel is installed but its bundle task cannot be imported: {type(e).__name__}: {e}")
+    from monai.bundle import ConfigParser
     from PIL import Image
 
     from artasyn.phantom import make_phantom
 
-    helper = _helper()
-    from monai.bundle import ConfigParser
-
     parser = ConfigParser()
-    parser.read_config(str(REPO / "bundle" / "configs" / "train.json"))
+    parser.read_config(str(REPO / "bundle" / "configs" / "inference.json"))
     for k, v in TINY.items():
         parser[k] = v
     net = parser.get_parsed_content("network_def")
     ckpt = tmp_path / "model.pt"
     torch.save({"model": net.state_dict()}, ckpt)
-    bundle = helper.make_monailabel_bundle(tmp_path / "artasyn_cxr_anomaly_segmentation", ckpt, overrides=TINY)
+    bundle = make_monailabel_bundle(tmp_path / "artasyn_cxr_anomaly_segmentation", ckpt, overrides=TINY)
 
     task = BundleInferTask(str(bundle), {})
     assert task.is_valid()
@@ -78,4 +115,4 @@ def test_bundle_infer_task_runs_the_inference_config(tmp_path):
     assert pred.shape == (96, 80), (label_file, pred.shape)  # rows stay rows
     assert set(np.unique(pred)) <= {0, 1}
     assert result["label_names"] == {"opacity": 1}
-    sys.modules.pop("monailabel_bundle", None)
+    sys.modules.pop("scripts", None)  # MONAI Label imported the copy's scripts: let the tests see ours again

@@ -1,3 +1,24 @@
-"""Bundle-specific entry points (importable as ``scripts`` once MONAI puts the bundle root on
-``sys.path``). The code that the configs reference lives in the installed package, in
-:mod:`artasyn.bundle_utils`, so that it is importable before ``initialize`` as well."""
+"""The ART-ASyn bundle's own code, imported by its configs as ``scripts`` (the model-zoo way).
+
+Every config puts the bundle root on ``sys.path`` first (``"$sys.path.append(@bundle_root)"``,
+the first entry of ``initialize``) and refers to this code by ``_target_`` (e.g.
+``"scripts.datalist.build_datalist"``), which MONAI imports when it builds the component. The
+installable library ``artasyn`` holds what other pipelines reuse (transforms, network, losses,
+phantoms, scoring); what only this bundle needs lives here, one concern a module:
+
+- :mod:`.loading`: the one loading chain of every workflow (file -> ``1 x H x W`` in 0..255);
+- :mod:`.datalist`: datalists from the authors' folder layout or a MONAI datalist JSON, the
+  data report, the embedded phantom default;
+- :mod:`.transforms`: optional lesion masks and image labels of the evaluation data;
+- :mod:`.lungs`: the cached PBTSeg pass that lists the images where no lung was found;
+- :mod:`.training`: the eq.-1 training iteration and its one-forward network view;
+- :mod:`.ema`: EMA weights and their ignite handler;
+- :mod:`.metrics`: micro (pooled) Dice and the evaluator's metric dictionaries;
+- :mod:`.handlers`: image panels, the per-image score CSV and the metrics JSON;
+- :mod:`.inference`: inference inputs, output writers and the run summary;
+- :mod:`.ddp`: multi-GPU training;
+- :mod:`.utils`: the cache hash of ``PersistentDataset`` and an event filter.
+
+``make_panel.py`` (a figure) and ``monailabel_bundle.py`` (a MONAI Label copy of the bundle)
+are command-line entry points.
+"""

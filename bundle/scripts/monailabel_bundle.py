@@ -1,17 +1,26 @@
-"""Make a MONAI Label ready copy of the bundle: one self-contained ``configs/inference.json``.
+"""Copy the bundle into a MONAI Label app, with its weights (and the preset they were trained with).
 
-MONAI Label's bundle app (``monailabel.tasks.infer.bundle.BundleInferTask``) reads only
-``<bundle>/configs/inference.json`` (no list of files to merge) and ``configs/metadata.json``,
-and loads ``models/model.pt`` (key ``model``: the EMA weights) or ``models/model.ts``. Our
-``inference.json`` holds only overrides of ``train.json``; this script merges ``train.json``,
-optional presets (e.g. ``small.json``) and ``inference.json`` into one file and copies the
-metadata and the weights, into a folder whose name ends in ``_segmentation`` (MONAI Label
-takes the task type from the folder name).
+MONAI Label's bundle app (``monailabel.tasks.infer.bundle.BundleInferTask``) reads
+``<bundle>/configs/inference.json`` alone, ``configs/metadata.json`` (its first output,
+``anomaly_mask``, names the label ``opacity``), puts the bundle folder on ``sys.path`` (so ``scripts``
+imports) and loads ``models/model.pt`` (key ``model``: the EMA weights). ``inference.json``
+stands alone, so the bundle folder itself is such a bundle once its ``models/model.pt`` is there:
+no config merging is needed. This script only packages a copy:
+
+- ``configs/`` (``inference.json``, ``metadata.json``, ``logging.conf``), ``scripts/`` and
+  ``docs/`` of the bundle, and the checkpoint as ``models/model.pt``;
+- with ``--preset`` (e.g. ``bundle/configs/small.json``), the preset's ids that
+  ``inference.json`` has (network size, ``spatial_size``, ...) are written into the copy's
+  ``inference.json``, since MONAI Label reads no list of config files; training-only ids are
+  skipped (listed in the log).
+
+The folder name must not contain ``classification``, ``detection``, ``deepedit`` or
+``deepgrow``: MONAI Label takes the task type from it (anything else is a segmentation task).
 
 Usage (from the repository root)::
 
     python bundle/scripts/monailabel_bundle.py --ckpt bundle/models/model.pt \\
-        --out ~/monailabel_apps/bundles/artasyn_cxr_anomaly_segmentation [--preset bundle/configs/small.json]
+        --out ~/apps/monaibundle/model/artasyn_cxr_anomaly_segmentation [--preset bundle/configs/small.json]
 
 then see ``bundle/docs/deployment.md`` ("MONAI Label").
 """
@@ -20,31 +29,53 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import os
 import shutil
+import tempfile
 from pathlib import Path
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+BUNDLE = Path(__file__).resolve().parents[1]
+CONFIGS = BUNDLE / "configs"
+#: what MONAI Label's task type detection must not find in the folder name
+_OTHER_TASKS = ("classification", "detection", "deepedit", "deepgrow")
+
+logger = logging.getLogger("artasyn.bundle")
 
 
-def merged_inference_config(presets: list[str] | tuple[str, ...] = (), overrides: dict | None = None) -> dict:
-    """``train.json`` + ``presets`` + ``inference.json`` (+ ``overrides``, ids as on the command line) as one dict."""
+def inference_config(presets: list[str] | tuple[str, ...] = (), overrides: dict | None = None) -> dict:
+    """``inference.json`` with the ids of ``presets`` (files) and ``overrides`` that it defines applied."""
     from monai.bundle import ConfigParser
 
     parser = ConfigParser()
-    parser.read_config([str(CONFIGS / "train.json"), *[str(p) for p in presets], str(CONFIGS / "inference.json")])
-    for key, value in (overrides or {}).items():
-        parser[key] = value
+    parser.read_config(str(CONFIGS / "inference.json"))
+    changes: dict = {}
+    for preset in presets:
+        changes.update(ConfigParser.load_config_file(str(preset)))
+    changes.update(overrides or {})
+    skipped = []
+    for key, value in changes.items():
+        if key in parser:
+            parser[key] = value
+        else:
+            skipped.append(key)
+    if skipped:
+        logger.info("not in inference.json (training only), skipped: %s", ", ".join(sorted(skipped)))
     config = parser.get()
-    config.pop("training", None)  # a training alias has no place in an inference-only bundle
-    # MONAI Label writes the label with ITK, which expects MONAI's default (column-first) layout
-    # of a 2-D image and unsigned integers for a PNG: our rows-first H x W mask is transposed
-    config["postprocessing"]["transforms"] += [
-        {"_target_": "SqueezeDimd", "keys": "pred", "dim": 0},
-        {"_target_": "Transposed", "keys": "pred", "indices": [1, 0]},
-        {"_target_": "CastToTyped", "keys": "pred", "dtype": "$numpy.uint8"},
-    ]
-    config.setdefault("imports", []).append("$import numpy")
+    if not config.get("_meta_"):
+        config.pop("_meta_", None)  # ConfigParser's empty metadata slot is no part of the file
     return config
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def make_monailabel_bundle(
@@ -53,31 +84,42 @@ def make_monailabel_bundle(
     presets: list[str] | tuple[str, ...] = (),
     overrides: dict | None = None,
 ) -> Path:
-    """Write ``out/configs/{inference,metadata}.json`` and ``out/models/model.pt`` (a copy of ``ckpt``)."""
+    """Write a copy of the bundle to ``out`` (configs, scripts, docs; ``models/model.pt`` from ``ckpt``)."""
     out = Path(out).expanduser()
-    if not out.name.endswith("_segmentation"):
+    if any(word in out.name.lower() for word in _OTHER_TASKS):
         raise ValueError(
-            f"MONAI Label reads the task type from the folder name; it must end in '_segmentation', got {out.name!r}"
+            f"MONAI Label reads the task type from the folder name; {out.name!r} names another task "
+            f"({', '.join(_OTHER_TASKS)}): choose e.g. 'artasyn_cxr_anomaly_segmentation'"
         )
-    (out / "configs").mkdir(parents=True, exist_ok=True)
-    config = merged_inference_config(presets, overrides)
-    (out / "configs" / "inference.json").write_text(json.dumps(config, indent=2))
-    shutil.copy2(CONFIGS / "metadata.json", out / "configs" / "metadata.json")
-    shutil.copy2(CONFIGS / "logging.conf", out / "configs" / "logging.conf")
+    if ckpt is not None and not Path(ckpt).is_file():
+        raise FileNotFoundError(f"checkpoint not found: {ckpt} (train the bundle first)")
+    out.mkdir(parents=True, exist_ok=True)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for sub in ("scripts", "docs"):
+        shutil.copytree(BUNDLE / sub, out / sub, ignore=ignore, dirs_exist_ok=True)
+    (out / "configs").mkdir(exist_ok=True)
+    for name in ("metadata.json", "logging.conf"):
+        shutil.copy2(CONFIGS / name, out / "configs" / name)
+    _atomic_write(out / "configs" / "inference.json", json.dumps(inference_config(presets, overrides), indent=4))
     if ckpt is not None:
         (out / "models").mkdir(exist_ok=True)
-        shutil.copy2(ckpt, out / "models" / "model.pt")
+        tmp = out / "models" / ".model.pt.tmp"
+        shutil.copy2(ckpt, tmp)
+        os.replace(tmp, out / "models" / "model.pt")
     return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", required=True, help="bundle folder to write; its name must end in _segmentation")
+    ap.add_argument(
+        "--out", required=True, help="bundle folder to write (e.g. <app>/model/artasyn_cxr_anomaly_segmentation)"
+    )
     ap.add_argument("--ckpt", help="checkpoint to copy to models/model.pt (the training's models/model.pt)")
     ap.add_argument(
-        "--preset", action="append", default=[], help="extra config merged after train.json (e.g. small.json)"
+        "--preset", action="append", default=[], help="preset the checkpoint was trained with (e.g. small.json)"
     )
     args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO)
     out = make_monailabel_bundle(args.out, args.ckpt, args.preset)
     print(f"MONAI Label bundle written to {out}")
 

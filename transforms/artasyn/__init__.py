@@ -13,8 +13,9 @@ Each stage of the method lives in its own module (sections of ``docs/method.md``
 - :mod:`artasyn.synthesis`: the whole chain, ``RandARTAnomaly(d)`` (2.6).
 - :mod:`artasyn.anatpaste`, :mod:`artasyn.cutpaste`, :mod:`artasyn.perlin`: the baseline
   syntheses ART-ASyn is compared with, by name in :mod:`artasyn.baselines` (``variant``).
-- :mod:`artasyn.networks`, :mod:`artasyn.losses`: the detector and its loss (3).
-- :mod:`artasyn.phantom`: procedural chest X-ray phantoms, the embedded data set.
+- :mod:`artasyn.networks`, :mod:`artasyn.losses`: the reconstruction network and the eq.-1 loss (3).
+- :mod:`artasyn.scoring`: anomaly map, image score and masks per tau (4).
+- :mod:`artasyn.phantom`: procedural chest X-ray phantoms (the embedded data set).
 
 Example (a phantom, its PBTSeg lungs, one A_final anomaly)::
 
@@ -66,5 +67,6 @@ from .networks import AnomalyUNet  # noqa: E402
 from .pbtseg import PBTSeg, PBTSegD, PBTSegd, PBTSegDict, brighten_border, pbtseg_lungs  # noqa: E402
 from .perlin import RandPerlinAnomaly, RandPerlinAnomalyd  # noqa: E402
 from .phantom import generate_phantom_dataset, make_phantom  # noqa: E402
+from .scoring import AnomalyScored, anomaly_map, anomaly_masks, anomaly_scores, image_score  # noqa: E402
 from .strokes import RandBrushAnomaly, RandBrushAnomalyd  # noqa: E402
 from .synthesis import RandARTAnomaly, RandARTAnomalyd, RandARTTwinsd  # noqa: E402

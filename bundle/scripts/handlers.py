@@ -8,7 +8,7 @@
   line ``AP=... AUC=... Dice=...``.
 
 All attach to an evaluator (``SupervisedEvaluator``) and read its decollated output items,
-which :class:`artasyn.bundle_utils.AnomalyScored` completes with ``score``, ``pred_mask``,
+which :class:`artasyn.scoring.AnomalyScored` completes with ``score``, ``pred_mask``,
 ``gt_mask`` and ``gt_available``.
 """
 

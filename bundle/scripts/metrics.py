@@ -20,10 +20,19 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
-from monai.handlers import IgniteMetricHandler, MeanDice
+from monai.handlers import ROCAUC, AveragePrecision, IgniteMetricHandler, MeanDice
 from monai.metrics import CumulativeIterationMetric
 
-__all__ = ["MicroDice", "MicroDiceMetric", "dice_handlers", "dice_output", "score_output", "tau_name"]
+__all__ = [
+    "MicroDice",
+    "MicroDiceMetric",
+    "additional_metrics",
+    "dice_handlers",
+    "dice_output",
+    "key_metric",
+    "score_output",
+    "tau_name",
+]
 
 
 class MicroDiceMetric(CumulativeIterationMetric):
@@ -127,3 +136,13 @@ def dice_handlers(
                 include_background=True, output_transform=dice_output(i), save_details=save_details
             )
     return out
+
+
+def key_metric(prefix: str = "") -> dict:
+    """``{"{prefix}auc": ROCAUC}`` of the image score: the evaluator's ``key_val_metric``."""
+    return {f"{prefix}auc": ROCAUC(output_transform=score_output)}
+
+
+def additional_metrics(taus: Sequence[float], prefix: str = "") -> dict:
+    """AP of the image score and the Dice metrics of every tau (:func:`dice_handlers`): ``additional_metrics``."""
+    return {f"{prefix}ap": AveragePrecision(output_transform=score_output), **dice_handlers(taus, prefix=prefix)}

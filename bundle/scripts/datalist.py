@@ -3,7 +3,7 @@
 Every image is checked before training (opened and its header or its compressed stream
 verified, which is cheap); a file that cannot be read is listed by path in the log and in
 the JSON data report, and counted, never dropped silently. PBTSeg's no-lung images are added
-to the same report by :class:`artasyn.bundle_utils.LungCheck`.
+to the same report by :class:`scripts.lungs.LungCheck`.
 
 Items:
 
@@ -37,7 +37,7 @@ on images it was not chosen on.
 
 Example::
 
-    >>> from artasyn.bundle_utils import build_datalist, DataReport
+    >>> from scripts.datalist import build_datalist, DataReport
     >>> report = DataReport()
     >>> train = build_datalist("/data/cxr", "training", report=report)  # doctest: +SKIP
 """
@@ -55,6 +55,7 @@ __all__ = [
     "DataReport",
     "build_datalist",
     "check_image_file",
+    "data_source",
     "ensure_dataset",
     "find_images",
     "load_datalist_json",
@@ -364,3 +365,18 @@ def ensure_dataset(dataset_dir: str | Path, default_dir: str | Path, size: int =
     if not dataset_dir.exists():
         raise FileNotFoundError(f"dataset_dir {dataset_dir} does not exist (the embedded default is {default_dir})")
     return str(dataset_dir)
+
+
+def data_source(
+    datalist_file: str | Path | None, dataset_dir: str | Path, default_dir: str | Path, size: int = 256
+) -> str:
+    """What the datalists read: ``datalist_file`` when given, else :func:`ensure_dataset` of ``dataset_dir``.
+
+    The ``data_source`` of ``train.json`` (``--datalist_file`` wins over ``--dataset_dir``).
+    """
+    if datalist_file:
+        path = Path(os.path.expanduser(str(datalist_file)))
+        if not path.is_file():
+            raise FileNotFoundError(f"datalist_file {path} is not a file")
+        return str(path)
+    return ensure_dataset(dataset_dir, default_dir, size=size)

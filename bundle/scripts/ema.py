@@ -12,7 +12,7 @@ updates, so that a short run is not dominated by the random initial weights; wit
 Example::
 
     >>> import torch
-    >>> from artasyn.bundle_utils import create_ema_model
+    >>> from scripts.ema import create_ema_model
     >>> net = torch.nn.Linear(2, 2)
     >>> ema = create_ema_model(net, decay=0.99)
     >>> ema.update_parameters(net)

@@ -2,15 +2,14 @@
 
 Three things differ from one-process training:
 
-- The eq.-1 iteration (:class:`artasyn.bundle_utils.ARTASynTrainingStep`) needs the
-  reconstruction, the bottleneck features of the input *and* those of its healthy target.
-  ``DistributedDataParallel`` synchronises gradients only for what runs through its own
-  ``forward``, once per backward. :class:`TwinForward` is the module DDP wraps: one forward
-  ``(x, target) -> (recon, feats_x, feats_target)``; its ``forward_with_features`` / ``encode``
-  (what the training step calls) route through the DDP wrapper, so the whole graph of a step
-  is one DDP forward. :class:`DDPTrainingStep` tells it the target of the batch.
-- Preprocessing scales with the ranks: :func:`split_lung_check` computes the PBTSeg lung maps
-  of rank ``r``'s shard (items ``r, r + n, ...``) into the shared ``PersistentDataset``
+- The trainer's network is ``DistributedDataParallel(TwinReconstruction(network))``
+  (:func:`wrap_ddp`). The eq.-1 step (:class:`scripts.training.ARTASynTrainingStep`) makes one
+  call, ``forward(input, target) -> (recon, features_input, features_target)``, exactly as
+  without DDP; the whole graph of a step runs in DDP's own forward, so every gradient is
+  synchronised. EMA, checkpoints (``model_raw``) and validation use ``network`` itself, with
+  the same parameter names as in one-process training.
+- Preprocessing scales with the ranks: :class:`DistributedLungCheck` computes the PBTSeg lung
+  maps of rank ``r``'s shard (items ``r, r + n, ...``) into the shared ``PersistentDataset``
   cache, waits for every rank, then rank 0 walks the whole (now cached) set for the report.
 - Logging and saving happen on rank 0 only (:func:`rank_zero_handlers`); validation runs on
   every rank on its shard of the validation set, and MONAI's metrics gather the shards.
@@ -32,71 +31,19 @@ from torch import nn
 
 from .datalist import DataReport
 from .lungs import LungCheck
-from .training import ARTASynTrainingStep
+from .training import TwinReconstruction
 
-__all__ = ["DDPTrainingStep", "TwinForward", "rank_zero_dir", "rank_zero_handlers", "split_lung_check", "wrap_ddp"]
+__all__ = ["DistributedLungCheck", "rank_zero_dir", "rank_zero_handlers", "split_lung_check", "wrap_ddp"]
 
 logger = logging.getLogger("artasyn.bundle")
 
 
-class TwinForward(nn.Module):
-    """The network as DDP sees it: one forward for the reconstruction and both feature sets.
-
-    ``forward(x)`` is the network's; ``forward(x, target)`` returns ``(recon, feats_x,
-    feats_target)``. After :func:`wrap_ddp`, ``forward_with_features(x)`` runs
-    ``ddp(x, pending_target)`` and keeps the target features for the ``encode(target)`` that
-    follows; without a pending target both fall back to the plain network.
-    """
-
-    def __init__(self, network: nn.Module) -> None:
-        super().__init__()
-        self.network = network
-        self._ddp: list = []  # the DDP wrapper, kept out of the module tree
-        self.pending_target: torch.Tensor | None = None
-        self._feats_target: tuple[torch.Tensor, torch.Tensor] | None = None
-
-    def forward(self, x: torch.Tensor, target: torch.Tensor | None = None):
-        if target is None:
-            return self.network(x)
-        recon, feats_x = self.network.forward_with_features(x)
-        return recon, feats_x, self.network.encode(target)
-
-    def forward_with_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        target, self.pending_target = self.pending_target, None
-        if target is None or not self._ddp:
-            return self.network.forward_with_features(x)
-        recon, feats_x, feats_t = self._ddp[0](x, target)
-        self._feats_target = (target, feats_t)
-        return recon, feats_x
-
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        if self._feats_target is not None and self._feats_target[0] is x:
-            feats, self._feats_target = self._feats_target[1], None
-            return feats
-        return self.network.encode(x)
-
-
 def wrap_ddp(network: nn.Module, device: str | torch.device, **ddp_kwargs) -> nn.parallel.DistributedDataParallel:
-    """``DistributedDataParallel(TwinForward(network))`` on ``device`` (the process group must exist)."""
+    """``DistributedDataParallel(TwinReconstruction(network))`` on ``device`` (the process group must exist)."""
     device = torch.device(device)
-    twin = TwinForward(network)
-    ddp = nn.parallel.DistributedDataParallel(
-        twin, device_ids=[device] if device.type == "cuda" else None, **ddp_kwargs
+    return nn.parallel.DistributedDataParallel(
+        TwinReconstruction(network), device_ids=[device] if device.type == "cuda" else None, **ddp_kwargs
     )
-    twin._ddp.append(ddp)
-    return ddp
-
-
-class DDPTrainingStep(ARTASynTrainingStep):
-    """:class:`ARTASynTrainingStep` for a :func:`wrap_ddp` network: the target goes through DDP too."""
-
-    def __call__(self, engine, batchdata: dict) -> dict:
-        core = getattr(engine.network, "module", None)
-        if isinstance(core, TwinForward) and self.target_key in batchdata:
-            target = self._to(engine, batchdata[self.target_key])  # _to of this tensor returns it as is
-            batchdata = {**batchdata, self.target_key: target}
-            core.pending_target = target
-        return super().__call__(engine, batchdata)
 
 
 def _rank_world() -> tuple[int, int]:
@@ -126,8 +73,19 @@ def split_lung_check(lung_check: LungCheck, report_on_rank0: bool = True) -> Dat
         ).run()
         dist.barrier()
     if rank == 0 and report_on_rank0:
-        return lung_check.run()
+        return LungCheck.run(lung_check)
     return None
+
+
+class DistributedLungCheck(LungCheck):
+    """:class:`scripts.lungs.LungCheck` whose ``run`` is :func:`split_lung_check` (shards per rank).
+
+    Returns the report on rank 0 and ``None`` on the others; in one process it is a plain
+    ``LungCheck``.
+    """
+
+    def run(self) -> DataReport | None:  # type: ignore[override]
+        return split_lung_check(self)
 
 
 #: handlers that every rank must run: validation and EMA (each rank validates its shard with the

@@ -6,17 +6,19 @@ What runs, in order (the ids of ``inference.json``):
   file of paths, one a line) or a MONAI datalist JSON; every file is checked first, and a
   missing or unreadable one is recorded in the :class:`InferenceReport` (logged, and a
   ``failed`` row of the CSV), never fatal.
-- ``preprocessing``: :class:`LoadRadiographd` (PNG / JPEG with rows as the vertical axis,
-  NIfTI through nibabel), grayscale and 0..255 (:mod:`artasyn.intensity`),
+- ``preprocessing``: :class:`scripts.loading.LoadChestXRayd` (the loading chain of training
+  and evaluation too: rows first, grey, 0..255 with 16-bit images scaled by their bit depth),
   :class:`RecordSpatialShaped` (the original size), resize to ``spatial_size``, PBTSeg lungs,
   [0, 1] scaling. :class:`SafeDataset` turns a file that still fails while loading into a
   placeholder item marked ``failed``, so one bad file does not stop the run.
 - the network (EMA weights of ``models/model.pt``) reconstructs the healthy image;
-- ``postprocessing``: :class:`artasyn.bundle_utils.AnomalyScored` (anomaly map
-  ``(x - r)^2``, image score = its mean, mask ``|x - r| >= max(0.03, tau * max |x - r|)``
-  per image, optionally inside the PBTSeg lungs), then :class:`ResizeToShaped` brings the map
-  and the mask back to the original size. ``pred`` is the 1-channel binary mask (what MONAI
-  Label shows), ``recon`` the reconstruction.
+- ``postprocessing``: :class:`artasyn.scoring.AnomalyScored` (anomaly map ``(x - r)^2``,
+  image score = its mean, mask ``|x - r| >= max(0.03, tau * max |x - r|)`` per image,
+  optionally inside the PBTSeg lungs) into ``anomaly_map``, ``score`` and ``anomaly_mask``;
+  :class:`ResizeToShaped` brings the map and the mask back to the original size; ``recon``
+  keeps the reconstruction. ``pred``, the bundle's output (what MONAI Label writes and shows),
+  is the binary mask as a ``uint8`` ``W x H`` array: MONAI's default (column-first) layout of a
+  2-D image, which MONAI's and MONAI Label's image writers expect.
 - :class:`AnomalyOutputWriter` (an evaluator handler) writes per image
   ``<stem>_heatmap.nii.gz`` (float32 map at the original size), ``<stem>_overlay.png`` (the
   map in colour over the radiograph), ``<stem>_mask.png`` ({0, 255}), one row of
@@ -25,8 +27,7 @@ What runs, in order (the ids of ``inference.json``):
 
 Example (a checkpoint trained by the bundle in ``bundle/models/model.pt``)::
 
-    python -m monai.bundle run inference \\
-        --config_file "['bundle/configs/train.json','bundle/configs/inference.json']" \\
+    python -m monai.bundle run --config_file bundle/configs/inference.json \\
         --input_dir /data/new_cxrs --output_dir /tmp/anomaly_out
 """
 
@@ -45,8 +46,7 @@ import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.data import Dataset, MetaTensor
-from monai.data.image_reader import NibabelReader, PILReader
-from monai.transforms import LoadImage, MapTransform, Resize
+from monai.transforms import MapTransform, Resize
 from monai.transforms.transform import apply_transform
 
 from .datalist import IMAGE_SUFFIXES, _stem, check_image_file, find_images, load_datalist_json
@@ -54,7 +54,6 @@ from .datalist import IMAGE_SUFFIXES, _stem, check_image_file, find_images, load
 __all__ = [
     "AnomalyOutputWriter",
     "InferenceReport",
-    "LoadRadiographd",
     "RecordSpatialShaped",
     "ResizeToShaped",
     "SafeDataset",
@@ -153,38 +152,6 @@ def inference_datalist(
     report.n_input = len(seen)
     logger.info("inference: %d images to process, %d unreadable", len(items), len(report.failed))
     return items
-
-
-class LoadRadiographd(MapTransform):
-    """Load a 2-D radiograph as a channel-first ``C x H x W`` MetaTensor, rows the vertical axis.
-
-    PNG / JPEG through PIL with ``reverse_indexing=False`` (``ALGORITHM.md`` section 7), NIfTI
-    through nibabel (array axes as stored: first axis = rows). ``meta["spatial_shape"]`` is set
-    to ``(H, W)`` of the array, so that tools restoring the original size (MONAI Label's
-    ``Restored``) read it in the array's order.
-    """
-
-    def __init__(self, keys: KeysCollection = "image", allow_missing_keys: bool = False) -> None:
-        super().__init__(keys, allow_missing_keys)
-        self.png = LoadImage(reader=PILReader(reverse_indexing=False), image_only=True, ensure_channel_first=True)
-        self.nifti = LoadImage(reader=NibabelReader(), image_only=True, ensure_channel_first=True)
-
-    def load(self, path) -> MetaTensor:
-        name = str(path).lower()
-        img = self.nifti(path) if name.endswith((".nii", ".nii.gz")) else self.png(path)
-        if img.ndim == 4 and img.shape[-1] == 1:  # a 2-D NIfTI stored as H x W x 1
-            img = img[..., 0]
-        if img.ndim != 3:
-            raise ValueError(f"LoadRadiographd expects a 2-D image, got shape {tuple(img.shape)} from {path}")
-        img.meta["spatial_shape"] = np.asarray(img.shape[1:])
-        return img
-
-    def __call__(self, data: Mapping[Hashable, object]) -> dict:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            if isinstance(d[key], (str, os.PathLike)):
-                d[key] = self.load(d[key])
-        return d
 
 
 class RecordSpatialShaped(MapTransform):
@@ -344,9 +311,9 @@ class AnomalyOutputWriter:
     Args:
         output_dir: where to write (created).
         loader: a dictionary transform loading ``{image_key: path}`` as a ``1 x H x W`` image in
-            0..255 at the original size, for the overlay (``LoadRadiographd``, grayscale, 0..255:
-            ``load_image`` of ``inference.json``); ``None``: the overlay uses the network input
-            resized back.
+            0..255 at the original size, for the overlay (``load_image`` of ``inference.json``:
+            :class:`scripts.loading.LoadChestXRayd`); ``None``: the overlay uses the network
+            input resized back.
         report: the :class:`InferenceReport` of the datalist (files that were never loaded).
         csv_name: the CSV file name.
         tau: the relative threshold of the masks (recorded in the log).
@@ -373,7 +340,7 @@ class AnomalyOutputWriter:
         save_mask: bool = True,
         image_key: str = "image",
         map_key: str = "anomaly_map",
-        mask_key: str = "pred",
+        mask_key: str = "anomaly_mask",
         score_key: str = "score",
         found_key: str = "image_lungs_found",
     ) -> None:
@@ -465,7 +432,7 @@ class AnomalyOutputWriter:
         area = int(mask.sum())
         return {
             "file": path,
-            "score": f"{float(torch.as_tensor(item[self.score_key]).reshape(-1)[0]):.6g}",
+            "score": f"{float(torch.as_tensor(item[self.score_key]).reshape(-1)[0]):.9g}",
             "anomaly_area_px": area,
             "anomaly_area_fraction": f"{area / mask.size:.6f}",
             "lungs_found": _lungs_found(item.get(self.found_key)),

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import torch
 
-__all__ = ["every", "find_bundle_root", "stable_transform_hash"]
+__all__ = ["every", "stable_transform_hash"]
 
 _SKIP_ATTRS = {"R", "_warned", "_lazy", "_do_transform"}
 
@@ -55,40 +55,3 @@ class every:  # noqa: N801 (used like a function in configs)
 
     def __call__(self, engine, event: int) -> bool:
         return event % self.n == 0
-
-
-def find_bundle_root() -> str:
-    """The bundle folder (the parent of ``configs/``) of the running ``monai.bundle`` command.
-
-    In order: ``$ARTASYN_BUNDLE_ROOT``; the folder above the first ``--config_file`` of the
-    command line; ``.`` when run from inside the bundle; ``./bundle`` from the repository root.
-    Override it with ``--bundle_root``.
-    """
-    import ast
-    import os
-    import sys
-    from pathlib import Path
-
-    env = os.environ.get("ARTASYN_BUNDLE_ROOT")
-    if env:
-        return env
-    argv = list(sys.argv)
-    for i, arg in enumerate(argv):
-        value = None
-        if arg == "--config_file" and i + 1 < len(argv):
-            value = argv[i + 1]
-        elif arg.startswith("--config_file="):
-            value = arg.split("=", 1)[1]
-        if value:
-            try:
-                parsed = ast.literal_eval(value) if value.strip().startswith(("[", "(")) else value
-            except (ValueError, SyntaxError):
-                parsed = value
-            first = parsed[0] if isinstance(parsed, (list, tuple)) else parsed
-            cfg_dir = Path(str(first)).resolve().parent
-            return str(cfg_dir.parent if cfg_dir.name == "configs" else cfg_dir)
-    if Path("configs/train.json").is_file():
-        return "."
-    if Path("bundle/configs/train.json").is_file():
-        return "bundle"
-    return "."

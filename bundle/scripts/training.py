@@ -2,7 +2,11 @@
 
 ``SupervisedTrainer`` computes ``loss_function(network(inputs), targets)``; eq. 1 also needs
 the anomaly mask and the bottleneck features of both the input and its healthy target, so
-:class:`ARTASynTrainingStep` is the trainer's ``iteration_update``. It follows MONAI's own
+:class:`ARTASynTrainingStep` is the trainer's ``iteration_update``, and the trainer's network
+is :class:`TwinReconstruction`: one ``forward(input, target) -> (reconstruction,
+features_input, features_target)``. The step makes that one call, whether the module is used
+as it is or wrapped in ``DistributedDataParallel`` (``scripts.ddp.wrap_ddp``): DDP then sees
+the whole graph of the step in its own forward, and no state passes between calls. It follows MONAI's own
 iteration (events ``FORWARD_COMPLETED``, ``LOSS_COMPLETED``, ``BACKWARD_COMPLETED``,
 ``MODEL_COMPLETED``; AMP through ``engine.scaler``; ``optim_set_to_none``) and puts every loss
 term in ``engine.state.output`` (``loss``, ``loss_global``, ``loss_local``, ``loss_feat``,
@@ -13,9 +17,10 @@ image and its 1 to 3 synthetic twins, so its size varies from batch to batch.
 
 Example (config)::
 
-    "train#trainer": {"_target_": "SupervisedTrainer", ...,
-        "loss_function": "@train#loss",
-        "iteration_update": "$artasyn.bundle_utils.ARTASynTrainingStep(channels_last=@channels_last)"}
+    "train_network": {"_target_": "scripts.training.TwinReconstruction", "network": "@network"},
+    "train#trainer": {"_target_": "SupervisedTrainer", ..., "network": "@train_network",
+        "loss_function": "@loss",
+        "iteration_update": {"_target_": "scripts.training.ARTASynTrainingStep"}}
 """
 
 from __future__ import annotations
@@ -24,8 +29,9 @@ import torch
 from monai.data import MetaTensor
 from monai.engines.utils import IterationEvents
 from monai.utils import CommonKeys as Keys
+from torch import nn
 
-__all__ = ["ARTASynTrainingStep", "TrainingTimeLimit", "loss_terms", "prepare_network"]
+__all__ = ["ARTASynTrainingStep", "TrainingTimeLimit", "TwinReconstruction", "loss_terms", "prepare_network"]
 
 LOSS_TERMS = ("global", "local", "feat", "dice")
 
@@ -41,6 +47,40 @@ def prepare_network(
     return network
 
 
+class TwinReconstruction(nn.Module):
+    """The training view of the reconstruction network: one forward for everything eq. 1 needs.
+
+    ``forward(input, target) -> (reconstruction, features_input, features_target)``: the
+    reconstruction of ``input`` and its bottleneck features from one encoder pass
+    (``network.forward_with_features``), and the bottleneck features of its healthy ``target``
+    (``network.encode``). With ``target=None`` the third value is ``None`` (the feature term is
+    off and its encoder pass is saved).
+
+    Args:
+        network: a module with ``forward_with_features(x) -> (recon, feats)`` and
+            ``encode(x) -> feats``, as :class:`artasyn.networks.AnomalyUNet`. Its parameters are
+            this module's (``network.`` prefixed in a ``state_dict``); checkpoints, EMA and
+            inference use ``network`` itself.
+    """
+
+    def __init__(self, network: nn.Module) -> None:
+        super().__init__()
+        for name in ("forward_with_features", "encode"):
+            if not callable(getattr(network, name, None)):
+                raise TypeError(
+                    f"TwinReconstruction needs a network with {name}() (as artasyn.networks.AnomalyUNet), "
+                    f"got {type(network).__name__}"
+                )
+        self.network = network
+
+    def forward(
+        self, inputs: torch.Tensor, target: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        recon, feats_in = self.network.forward_with_features(inputs)
+        feats_target = self.network.encode(target) if target is not None else None
+        return recon, feats_in, feats_target
+
+
 class ARTASynTrainingStep:
     """``iteration_update`` of ``SupervisedTrainer`` for the eq.-1 loss.
 
@@ -52,10 +92,10 @@ class ARTASynTrainingStep:
             :func:`prepare_network`).
 
     ``engine.loss_function`` is :class:`artasyn.losses.ARTASynLoss` (or anything with its
-    call signature returning a dict with ``total``). The network must offer
-    ``forward_with_features(x) -> (recon, feats)`` and ``encode(x) -> feats`` (as
-    :class:`artasyn.networks.AnomalyUNet`) when the feature term is on; a wrapper with a
-    ``module`` attribute (``DistributedDataParallel``) is unwrapped for these two calls.
+    call signature returning a dict with ``total``). ``engine.network`` is a
+    :class:`TwinReconstruction`, or a ``DistributedDataParallel`` of one: the step calls
+    ``engine.network(input, target)`` once (``target`` is ``None`` when the loss weighs the
+    feature term 0) and passes what it returns to the loss.
     """
 
     def __init__(
@@ -90,16 +130,19 @@ class ARTASynTrainingStep:
         mask = self._to(engine, batchdata[self.mask_key])
         engine.state.output = {Keys.IMAGE: inputs, Keys.LABEL: target}
         network = engine.network
-        core = getattr(network, "module", network)
+        if not isinstance(getattr(network, "module", network), TwinReconstruction):
+            raise TypeError(
+                "ARTASynTrainingStep: the trainer's network must be a scripts.training.TwinReconstruction "
+                f"(or a DistributedDataParallel of one), got {type(network).__name__}; wrap the network: "
+                "TwinReconstruction(network)"
+            )
         loss_fn = engine.loss_function
         need_feat = float(getattr(loss_fn, "w_feat", 1.0)) != 0.0
 
         def _forward_loss() -> torch.Tensor:
-            if need_feat:
-                recon, feat_in = core.forward_with_features(inputs)
-                feat_target = core.encode(target)
-            else:
-                recon, feat_in, feat_target = network(inputs), None, None
+            recon, feat_in, feat_target = network(inputs, target if need_feat else None)
+            if not need_feat:
+                feat_in = None
             engine.state.output[Keys.PRED] = recon
             engine.fire_event(IterationEvents.FORWARD_COMPLETED)
             terms = loss_fn(inputs, recon, target, mask, feat_in, feat_target)

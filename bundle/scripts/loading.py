@@ -1,0 +1,132 @@
+"""The one loading chain of the bundle: a radiograph file to a ``1 x H x W`` image in 0..255.
+
+Training, validation, evaluation and inference (and the overlays of the inference writer)
+all read images with :class:`LoadChestXRayd`, so one file gives one preprocessed image in
+every workflow. In order:
+
+1. read: PNG / JPEG (and other PIL formats) through ``PILReader(reverse_indexing=False)``,
+   NIfTI (``.nii``, ``.nii.gz``) through ``NibabelReader``; rows are the first spatial axis
+   for every format (MONAI's default PIL reading is transposed, ``ALGORITHM.md`` section 7);
+   a 2-D NIfTI stored as ``H x W x 1`` loses its last axis. ``meta["spatial_shape"]`` is the
+   ``(H, W)`` of the array, so tools that restore the original size read it in this order;
+2. channel first, then one grey channel (:class:`artasyn.intensity.ToGrayscale`: RGB / RGBA
+   become ITU-R 601 luma, exactly PIL's ``convert("L")`` for 8-bit colour);
+3. intensities to 0..255 (PBTSeg's thresholds and the brush colour are 8-bit grey levels):
+
+   - **16-bit containers** (PIL modes ``I;16*``, NIfTI of 16-bit integer type without negative
+     values) are scaled by their *bit depth*: the smallest ``b`` of 8, 10, 12, 14, 16 with
+     ``max < 2**b``, then ``x * 255 / (2**b - 1)``. A 12-bit radiograph stored in a 16-bit PNG
+     (values up to 4095) is read at full contrast, a full-range 16-bit image is divided by
+     257 (65535 -> 255), and images of the same bit depth keep their relative brightness (no
+     per-image min-max stretch);
+   - everything else by :class:`artasyn.intensity.ScaleTo8Bit` (8-bit unchanged, floats in
+     [0, 1] times 255, other ranges min-max scaled with a warning naming the file).
+
+The output is a float32 ``MetaTensor`` in 0..255 with the reader's metadata.
+
+Example::
+
+    >>> from scripts.loading import LoadChestXRayd
+    >>> LoadChestXRayd("image")({"image": "cxr.png"})["image"].shape  # doctest: +SKIP
+    torch.Size([1, 1024, 1024])
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Hashable, Mapping
+
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.data import MetaTensor
+from monai.data.image_reader import NibabelReader, PILReader
+from monai.transforms import LoadImage, MapTransform, Transform
+
+from artasyn.intensity import ScaleTo8Bit, ToGrayscale
+
+__all__ = ["BIT_DEPTHS", "LoadChestXRay", "LoadChestXRayd", "is_16bit", "read_radiograph", "scale_16bit"]
+
+#: bit depths a 16-bit container is scaled by (detectors store 10, 12, 14 or 16 bits)
+BIT_DEPTHS = (8, 10, 12, 14, 16)
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+#: NIfTI ``datatype`` codes of 16-bit integers (int16, uint16)
+_NIFTI_16BIT = (4, 512)
+
+_PNG_LOADER = LoadImage(
+    reader=PILReader(reverse_indexing=False), image_only=True, ensure_channel_first=True, dtype=None
+)
+_NIFTI_LOADER = LoadImage(reader=NibabelReader(), image_only=True, ensure_channel_first=True, dtype=None)
+
+
+def read_radiograph(path: str | os.PathLike) -> MetaTensor:
+    """Read a 2-D image file as a channel-first ``C x H x W`` MetaTensor (rows first), values as stored.
+
+    Raises ``ValueError`` naming the file when it is not a 2-D image.
+    """
+    name = str(path).lower()
+    img = (_NIFTI_LOADER if name.endswith(NIFTI_SUFFIXES) else _PNG_LOADER)(path)
+    if img.ndim == 4 and img.shape[-1] == 1:  # a 2-D NIfTI stored as H x W x 1
+        img = img[..., 0]
+    if img.ndim != 3:
+        raise ValueError(f"expected a 2-D image, got shape {tuple(img.shape)} (channel first) from {path}")
+    img.meta["spatial_shape"] = np.asarray(img.shape[1:])
+    return img
+
+
+def is_16bit(img) -> bool:
+    """Whether ``img`` was read from a 16-bit integer container (PIL ``I;16*``, 16-bit NIfTI)."""
+    meta = getattr(img, "meta", None) or {}
+    if str(meta.get("mode", "")).startswith("I;16"):
+        return True
+    datatype = meta.get("datatype")
+    bitpix = meta.get("bitpix")
+    if datatype is None or bitpix is None:
+        return False
+    return int(np.asarray(bitpix)) == 16 and int(np.asarray(datatype)) in _NIFTI_16BIT
+
+
+def scale_16bit(img: torch.Tensor, bit_depths: tuple[int, ...] = BIT_DEPTHS) -> torch.Tensor:
+    """``img * 255 / (2**b - 1)`` with ``b`` the smallest of ``bit_depths`` such that ``max < 2**b``; float32."""
+    x = torch.as_tensor(img).float()
+    peak = float(x.max()) if x.numel() else 0.0
+    bits = next((b for b in sorted(bit_depths) if peak < 2**b), max(bit_depths))
+    return x * (255.0 / (2**bits - 1))
+
+
+class LoadChestXRay(Transform):
+    """Load a radiograph file as a float32 ``1 x H x W`` MetaTensor in 0..255 (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self.gray = ToGrayscale()
+        self.to_8bit = ScaleTo8Bit()
+
+    def __call__(self, path: str | os.PathLike) -> MetaTensor:
+        img = read_radiograph(path)
+        meta = dict(img.meta)
+        sixteen = is_16bit(img)
+        img = self.gray(img)
+        if sixteen and float(img.min()) >= 0:
+            out = MetaTensor(scale_16bit(img), meta=meta)
+            out.meta["mode"] = "F"  # scaled: nothing downstream may scale it again
+            return out
+        out = self.to_8bit(img)
+        return out if isinstance(out, MetaTensor) else MetaTensor(torch.as_tensor(out), meta=meta)
+
+
+class LoadChestXRayd(MapTransform):
+    """Dictionary wrapper of :class:`LoadChestXRay`; values that are not paths are left as they are."""
+
+    def __init__(self, keys: KeysCollection = "image", allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.loader = LoadChestXRay()
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            if isinstance(d[key], (str, os.PathLike)):
+                d[key] = self.loader(d[key])
+        return d
+
+
+LoadChestXRayD = LoadChestXRayDict = LoadChestXRayd

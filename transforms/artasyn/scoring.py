@@ -1,0 +1,194 @@
+"""Anomaly scoring of the detector (``ALGORITHM.md`` section 4): map, image score, masks per tau.
+
+The reconstruction network (section 3) returns the healthy version ``r`` of an image ``x``
+(both in [0, 1]). From the pair:
+
+- :func:`anomaly_map`: the per-pixel squared error ``(x - r)^2``;
+- :func:`image_score`: the image-level score, the mean of the map (optionally over the lung
+  pixels only);
+- :func:`anomaly_masks`: one binary mask per relative threshold ``tau``,
+  ``|x - r| >= max(min_threshold, tau * m)`` where ``m`` is the largest ``|x - r|`` of *that
+  image* (the authors take ``m`` over the whole test batch, which makes a mask depend on the
+  batch it was computed in; section 4);
+- :func:`anomaly_scores` computes the three at once, :class:`AnomalyScored` is its dictionary
+  transform (an evaluator's post-transform).
+
+Example::
+
+    >>> import torch
+    >>> from artasyn.scoring import anomaly_scores
+    >>> x, r = torch.zeros(1, 4, 4), torch.zeros(1, 4, 4)
+    >>> x[0, 0, 0] = 1.0
+    >>> amap, score, masks = anomaly_scores(x, r, taus=(0.2,))
+    >>> float(score[0]), int(masks.sum())
+    (0.0625, 1)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping, Sequence
+
+import torch
+from monai.transforms import MapTransform
+
+__all__ = [
+    "DEFAULT_TAUS",
+    "MIN_THRESHOLD",
+    "AnomalyScored",
+    "AnomalyScoreD",
+    "AnomalyScoreDict",
+    "anomaly_map",
+    "anomaly_masks",
+    "anomaly_scores",
+    "image_score",
+]
+
+#: the tau sweep of the paper (seed, Table S2); 0.2 is the default threshold
+DEFAULT_TAUS = (0.2, 0.4, 0.6, 0.8)
+#: the absolute floor of the mask threshold (section 4)
+MIN_THRESHOLD = 0.03
+
+
+def _pair(image, recon) -> tuple[torch.Tensor, torch.Tensor]:
+    image = torch.as_tensor(image).float()
+    recon = torch.as_tensor(recon).float().to(image.device)
+    if image.shape != recon.shape:
+        raise ValueError(f"image and reconstruction shapes differ: {tuple(image.shape)} vs {tuple(recon.shape)}")
+    return image, recon
+
+
+def _inside(lung, shape: torch.Size, device: torch.device) -> torch.Tensor | None:
+    """The lung pixels as an ``H x W`` bool map, ``None`` when there is no lung (or no map)."""
+    if lung is None:
+        return None
+    inside = (torch.as_tensor(lung, device=device) > 0).reshape(shape[-2:])
+    return inside if bool(inside.any()) else None  # no lung found: the whole image, rather than nothing
+
+
+def anomaly_map(image: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
+    """``(image - recon)^2`` per pixel, the shape of ``image`` (channel-first ``C x H x W``)."""
+    image, recon = _pair(image, recon)
+    diff = image - recon
+    return diff * diff
+
+
+def image_score(amap: torch.Tensor, lung: torch.Tensor | None = None) -> torch.Tensor:
+    """The image score: the mean of the anomaly map, shape ``(1,)``.
+
+    With a lung map ``lung`` (``H x W`` or ``1 x H x W``, > 0 inside) the mean is taken over
+    the lung pixels; an empty lung map scores the whole image.
+    """
+    amap = torch.as_tensor(amap).float()
+    inside = _inside(lung, amap.shape, amap.device)
+    if inside is None:
+        return amap.mean().reshape(1)
+    return amap.reshape(-1, *amap.shape[-2:]).mean(dim=0)[inside].mean().reshape(1)
+
+
+def anomaly_masks(
+    image: torch.Tensor,
+    recon: torch.Tensor,
+    taus: Sequence[float] = DEFAULT_TAUS,
+    min_threshold: float = MIN_THRESHOLD,
+    lung: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``len(taus) x H x W`` float masks in {0, 1}: ``|image - recon| >= max(min_threshold, tau * m)``.
+
+    ``m`` is the largest ``|image - recon|`` of this image (over all channels). With a lung map
+    ``lung`` the masks are zeroed outside the lungs (kept whole when the map is empty).
+    """
+    image, recon = _pair(image, recon)
+    err = (image - recon).abs().reshape(-1, *image.shape[-2:]).amax(dim=0)  # H x W over channels
+    thr = torch.clamp(torch.as_tensor(list(taus), dtype=err.dtype, device=err.device) * err.max(), min=min_threshold)
+    masks = (err[None] >= thr[:, None, None]).float()
+    inside = _inside(lung, err.shape, err.device)
+    if inside is not None:
+        masks = masks * inside[None].float()
+    return masks
+
+
+def anomaly_scores(
+    image: torch.Tensor,
+    recon: torch.Tensor,
+    taus: Sequence[float] = DEFAULT_TAUS,
+    min_threshold: float = MIN_THRESHOLD,
+    lung: torch.Tensor | None = None,
+    score_in_lungs: bool = False,
+    mask_in_lungs: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(anomaly_map, score, masks)`` of one channel-first image and its reconstruction.
+
+    See :func:`anomaly_map`, :func:`image_score` (over the lungs when ``score_in_lungs``) and
+    :func:`anomaly_masks` (inside the lungs when ``mask_in_lungs``); ``lung`` is the PBTSeg
+    label map of the image.
+    """
+    amap = anomaly_map(image, recon)
+    score = image_score(amap, lung if score_in_lungs else None)
+    masks = anomaly_masks(image, recon, taus, min_threshold, lung if mask_in_lungs else None)
+    return amap, score, masks
+
+
+class AnomalyScored(MapTransform):
+    """Dictionary transform of :func:`anomaly_scores`: the post-transform of an evaluator.
+
+    Reads ``d[image_key]`` (the input in [0, 1]) and ``d[pred_key]`` (its reconstruction),
+    both channel-first, and writes ``d[map_key]`` (squared error), ``d[score_key]`` (shape
+    ``(1,)``) and ``d[mask_key]`` (``len(taus) x H x W``). When ``gt_key`` is in the item, the
+    reference lesion mask and ``d[has_mask_key]`` are copied to ``d["gt_mask"]`` and
+    ``d["gt_available"]``: a MONAI evaluator keeps only the keys that are new to the batch in
+    its output, which is what its metric handlers read.
+
+    Args:
+        image_key, pred_key: the input and its reconstruction.
+        taus: relative thresholds (paper default 0.2; Table S2 sweeps 0.2, 0.4, 0.6, 0.8).
+        min_threshold: absolute floor of the threshold (0.03).
+        lung_key: the PBTSeg label map, used when ``score_in_lungs`` / ``mask_in_lungs``.
+        score_in_lungs, mask_in_lungs: score / mask inside the lungs only.
+        map_key, score_key, mask_key: output keys.
+        gt_key, has_mask_key: the reference lesion mask and its availability flag (``None``: none).
+    """
+
+    def __init__(
+        self,
+        image_key: str = "image",
+        pred_key: str = "pred",
+        taus: Sequence[float] = DEFAULT_TAUS,
+        min_threshold: float = MIN_THRESHOLD,
+        lung_key: str | None = "lung",
+        score_in_lungs: bool = False,
+        mask_in_lungs: bool = False,
+        map_key: str = "anomaly_map",
+        score_key: str = "score",
+        mask_key: str = "pred_mask",
+        gt_key: str | None = "mask",
+        has_mask_key: str | None = "has_mask",
+    ) -> None:
+        super().__init__([image_key, pred_key])
+        self.image_key, self.pred_key, self.lung_key = image_key, pred_key, lung_key
+        self.taus = tuple(float(t) for t in taus)
+        self.min_threshold = float(min_threshold)
+        self.score_in_lungs, self.mask_in_lungs = bool(score_in_lungs), bool(mask_in_lungs)
+        self.map_key, self.score_key, self.mask_key = map_key, score_key, mask_key
+        self.gt_key, self.has_mask_key = gt_key, has_mask_key
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict:
+        d = dict(data)
+        lung = d.get(self.lung_key) if self.lung_key else None
+        amap, score, masks = anomaly_scores(
+            d[self.image_key],
+            d[self.pred_key],
+            self.taus,
+            self.min_threshold,
+            lung,
+            self.score_in_lungs,
+            self.mask_in_lungs,
+        )
+        d[self.map_key], d[self.score_key], d[self.mask_key] = amap, score, masks
+        if self.gt_key and self.gt_key in d:
+            d["gt_mask"] = d[self.gt_key]
+            has = d.get(self.has_mask_key, 1.0) if self.has_mask_key else 1.0
+            d["gt_available"] = torch.as_tensor(has, dtype=torch.float32).reshape(-1)[:1]
+        return d
+
+
+AnomalyScoreD = AnomalyScoreDict = AnomalyScored
