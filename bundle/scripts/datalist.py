@@ -13,7 +13,7 @@ Items:
   such an image counts for AP / AUC but not for Dice). ``image_path`` keeps the file name
   through loading and caching, for the per-image outputs.
 
-Folder layout (the authors', ``ALGORITHM.md``; masks matched by file stem)::
+Folder layout (the authors', ``docs/method.md``; masks matched by file stem)::
 
     <root>/train/healthy/*            training, healthy
     <root>/val/{healthy,diseased}/*   validation (optional; otherwise split from test)

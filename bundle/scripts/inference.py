@@ -1,4 +1,4 @@
-"""Inference of the bundle on new radiographs (``configs/inference.json``, ``ALGORITHM.md`` section 4).
+"""Inference of the bundle on new radiographs (``configs/inference.json``, ``docs/method.md`` section 4).
 
 What runs, in order (the ids of ``inference.json``):
 

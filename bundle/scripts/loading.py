@@ -6,7 +6,7 @@ every workflow. In order:
 
 1. read: PNG / JPEG (and other PIL formats) through ``PILReader(reverse_indexing=False)``,
    NIfTI (``.nii``, ``.nii.gz``) through ``NibabelReader``; rows are the first spatial axis
-   for every format (MONAI's default PIL reading is transposed, ``ALGORITHM.md`` section 7);
+   for every format (MONAI's default PIL reading is transposed, ``docs/method.md`` section 7);
    a 2-D NIfTI stored as ``H x W x 1`` loses its last axis. ``meta["spatial_shape"]`` is the
    ``(H, W)`` of the array, so tools that restore the original size read it in this order;
 2. channel first, then one grey channel (:class:`artasyn.intensity.ToGrayscale`: RGB / RGBA

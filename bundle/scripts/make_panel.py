@@ -1,4 +1,4 @@
-"""Figure: ART-ASyn synthesis steps side by side (``ALGORITHM.md`` section 2).
+"""Figure: ART-ASyn synthesis steps side by side (``docs/method.md`` section 2).
 
 One row per image: healthy | lungs | A_base | A_base + T_blur + T_cryst | A_final | mask.
 All three variants use the same seed, so they show the same strokes.

@@ -1,4 +1,4 @@
-"""Metrics of the evaluation (``ALGORITHM.md`` section 4): image-level AP / AUC and Dice per tau.
+"""Metrics of the evaluation (``docs/method.md`` section 4): image-level AP / AUC and Dice per tau.
 
 AP and AUC are MONAI's ``AveragePrecision`` and ``ROCAUC`` handlers on (score, label), see
 :func:`score_output`. Dice, for every tau of the sweep, is reported twice:

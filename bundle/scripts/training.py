@@ -1,4 +1,4 @@
-"""The training iteration of ART-ASyn for MONAI's ``SupervisedTrainer`` (``ALGORITHM.md`` section 3).
+"""The training iteration of ART-ASyn for MONAI's ``SupervisedTrainer`` (``docs/method.md`` section 3).
 
 ``SupervisedTrainer`` computes ``loss_function(network(inputs), targets)``; eq. 1 also needs
 the anomaly mask and the bottleneck features of both the input and its healthy target, so

@@ -7,7 +7,7 @@
 - :class:`AsLabeld`: an image label (0 healthy, 1 diseased) as a float tensor of shape ``(1,)``.
 
 The images themselves are loaded by :class:`scripts.loading.LoadChestXRayd` and scored by
-:class:`artasyn.scoring.AnomalyScored` (``ALGORITHM.md`` section 4).
+:class:`artasyn.scoring.AnomalyScored` (``docs/method.md`` section 4).
 """
 
 from __future__ import annotations

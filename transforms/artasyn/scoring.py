@@ -1,4 +1,4 @@
-"""Anomaly scoring of the detector (``ALGORITHM.md`` section 4): map, image score, masks per tau.
+"""Anomaly scoring of the detector (``docs/method.md`` section 4): map, image score, masks per tau.
 
 The reconstruction network (section 3) returns the healthy version ``r`` of an image ``x``
 (both in [0, 1]). From the pair:
