@@ -1,8 +1,8 @@
 """The docstring examples of the library run as tests, and every section the code cites exists.
 
 ``python -m pytest -q tests`` (what ``.ci/run`` runs) collects this file, so the examples run
-in CI. Each module of ``artasyn`` must show at least one example; ``artasyn.bundle_utils``
-is skipped (bundle code, leaving the library).
+in CI. Each module of ``artasyn`` must show at least one example. Citations are checked in the
+library, the bundle's scripts, the benchmarks and the tests.
 """
 
 import doctest
@@ -15,7 +15,7 @@ import pytest
 
 import artasyn
 
-SKIPPED = {"artasyn.bundle_utils"}
+SKIPPED: set[str] = set()
 MODULES = ["artasyn"] + sorted(
     f"artasyn.{m.name}" for m in pkgutil.iter_modules(artasyn.__path__) if f"artasyn.{m.name}" not in SKIPPED
 )
@@ -47,7 +47,13 @@ def test_every_cited_section_of_the_method_exists(repo_root: Path):
     method = (repo_root / "docs" / "method.md").read_text()
     headings = set(re.findall(r"^#{2,3} (\d+(?:\.\d+)?)\.? ", method, flags=re.M))
     cited = set()
-    for path in [*(repo_root / "transforms" / "artasyn").glob("*.py"), *(repo_root / "tests").glob("test_*.py")]:
+    sources = [
+        *(repo_root / "transforms" / "artasyn").glob("*.py"),
+        *(repo_root / "bundle" / "scripts").glob("*.py"),
+        *(repo_root / "bench").glob("*.py"),
+        *(repo_root / "tests").glob("test_*.py"),
+    ]
+    for path in sources:
         for group in CITATION.findall(path.read_text()):
             cited.update(re.findall(r"\d+(?:\.\d+)?", group))
     assert cited, "no citation of docs/method.md found"

@@ -23,6 +23,16 @@ at most ``threshold`` times the source-image difference outside the mask. A draw
 mask comes out empty (too faint) is discarded: the image is returned unchanged, label 0.
 
 :class:`RandLungAnomalyd` is the dictionary wrapper the baselines' ``...d`` transforms specialise.
+
+Example (a lung pixel drawn from ``R``; the blend leaves ``alpha == 0`` pixels exact)::
+
+    >>> import numpy as np
+    >>> from artasyn.baseline_base import blend, lung_pixel
+    >>> lung = np.zeros((8, 8), np.uint8); lung[2:4, 5] = 1
+    >>> row, col = lung_pixel(np.random.RandomState(0), lung); bool(lung[row, col])
+    True
+    >>> lung_pixel(np.random.RandomState(0), np.zeros((8, 8))) is None
+    True
 """
 
 from __future__ import annotations
