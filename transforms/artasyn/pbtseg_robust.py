@@ -6,6 +6,8 @@ result depends on exposure and on dark air at the border; it keeps only the dark
 shape test. ``PBTSeg(mode="robust")`` runs :func:`robust_lungs`, which keeps PBTSeg's
 progressive thresholding and shape test as the seed finder and adds, step by step:
 
+0. **Body box.** The black frame around some radiographs (padding, collimation) is cut off
+   (:func:`body_box`), so that the fractions below are of the body, not of the frame.
 1. **Exposure normalisation.** The image is histogram-equalised with the grey-level
    distribution of its central box (``equalize_margin`` of each side left out, so that
    collimator borders and labels don't count): the same anatomy gets the same grey levels
@@ -56,7 +58,15 @@ from scipy import ndimage as ndi
 
 from .pbtseg import brighten_border, pbtseg_lungs, resize_bilinear_uint8, resize_nearest
 
-__all__ = ["LUNG_SOURCES", "RELAXED_TEST", "ROBUST_THRESHOLDS", "close_and_fill", "equalize_central", "robust_lungs"]
+__all__ = [
+    "LUNG_SOURCES",
+    "RELAXED_TEST",
+    "ROBUST_THRESHOLDS",
+    "body_box",
+    "close_and_fill",
+    "equalize_central",
+    "robust_lungs",
+]
 
 #: seed thresholds on the equalised scale: 20, 30, ..., 140 (inclusive)
 ROBUST_THRESHOLDS: tuple[int, ...] = tuple(range(20, 141, 10))
@@ -87,17 +97,44 @@ def equalize_central(image: np.ndarray, margin: float = 1 / 8) -> np.ndarray:
     return lut[image]
 
 
+def body_box(image: np.ndarray, dark_level: int = 16, min_fraction: float = 0.1) -> tuple[int, int, int, int]:
+    """``(top, bottom, left, right)`` of the image without its black frame (exclusive ends).
+
+    The frame's rows and columns have fewer than ``min_fraction`` of their pixels above
+    ``dark_level`` (a padded or collimated border; the body always has bright pixels). A box
+    under a quarter of the image along either axis is not believed: the whole image is used.
+    """
+    height, width = image.shape
+    bright = image > dark_level
+    rows = np.flatnonzero(bright.mean(axis=1) >= min_fraction)
+    cols = np.flatnonzero(bright.mean(axis=0) >= min_fraction)
+    if rows.size == 0 or cols.size == 0:
+        return 0, height, 0, width
+    top, bottom, left, right = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+    if bottom - top < height // 4 or right - left < width // 4:
+        return 0, height, 0, width
+    return top, bottom, left, right
+
+
 def close_and_fill(mask: np.ndarray, radius: float) -> np.ndarray:
     """Morphological closing of a 2-D bool mask with a disk of ``radius`` pixels, holes filled.
 
     The dilation and erosion are thresholds of Euclidean distance transforms (one pass each,
-    whatever the radius); the mask is padded so that the image border does not erode it.
+    whatever the radius), computed on the mask's bounding box padded by the radius (so that
+    neither the box nor the image border erodes it).
     """
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        return mask.copy()
     pad = int(np.ceil(radius)) + 1
-    padded = np.pad(mask, pad)
+    top, bottom, left, right = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    padded = np.pad(mask[top:bottom, left:right], pad)
     dilated = ndi.distance_transform_edt(~padded) <= radius
-    closed = ndi.distance_transform_edt(dilated) > radius
-    return ndi.binary_fill_holes(closed[pad:-pad, pad:-pad])
+    closed = ndi.binary_fill_holes(ndi.distance_transform_edt(dilated) > radius)
+    out = np.zeros_like(mask, dtype=bool)
+    # the closing stays in the box: it only adds pixels between pixels of the mask
+    out[top:bottom, left:right] = closed[pad:-pad, pad:-pad]
+    return out
 
 
 def _mediastinum_column(image: np.ndarray) -> float:
@@ -129,6 +166,9 @@ def robust_lungs(
     closing_fraction: float = 0.05,
     completion_ratio: float = 0.6,
     brighten: bool = True,
+    crop_to_body: bool = True,
+    dark_level: int = 16,
+    min_body_fraction: float = 0.1,
     relaxed_test: Mapping[str, float] | None = RELAXED_TEST,
     template_centre: tuple[float, float] = (0.47, 0.29),
     template_axes: tuple[float, float] = (0.30, 0.14),
@@ -147,6 +187,8 @@ def robust_lungs(
         completion_ratio: a lung smaller than this fraction of its mirrored partner is
             completed with the partner's mirror image.
         brighten: apply the paper's border pre-step before the seed passes.
+        crop_to_body, dark_level, min_body_fraction: work on :func:`body_box` (the image
+            without its black frame) rather than the whole image.
         template_centre, template_axes: the template ellipse of the right lung (rows, columns),
             as fractions of the image; the left lung's is its mirror image.
 
@@ -155,8 +197,9 @@ def robust_lungs(
         image-left) and how each side was obtained, from :data:`LUNG_SOURCES`.
     """
     height, width = image.shape
+    top, bottom, left, right = body_box(image, dark_level, min_body_fraction) if crop_to_body else (0, height, 0, width)
     work = (max(16, int(round(height * work_fraction))), max(16, int(round(width * work_fraction))))
-    small = resize_bilinear_uint8(equalize_central(image, equalize_margin), work)
+    small = resize_bilinear_uint8(equalize_central(image[top:bottom, left:right], equalize_margin), work)
     if brighten:
         small = brighten_border(small)
     seeds = list(pbtseg_lungs(small, thresholds=thresholds, max_area_fraction=max_area_fraction))
@@ -186,5 +229,9 @@ def robust_lungs(
     for i in (0, 1):
         if lungs[i] is None:
             lungs[i], sources[i] = _template(work, i, template_centre, template_axes), "template"
-    right, left = (resize_nearest(m.astype(np.uint8), (height, width)).astype(bool) for m in lungs)
-    return right, left, (sources[0], sources[1])
+    out = []
+    for m in lungs:
+        full = np.zeros((height, width), dtype=bool)
+        full[top:bottom, left:right] = resize_nearest(m.astype(np.uint8), (bottom - top, right - left)) > 0
+        out.append(full)
+    return out[0], out[1], (sources[0], sources[1])
