@@ -23,7 +23,10 @@ progressive thresholding and shape test as the seed finder and adds, step by ste
    (:data:`RELAXED_TEST`: larger area, lower solidity, more border contact, wider band).
 4. **Lung field envelope.** Each seed is closed with a disk of radius ``closing_fraction`` of
    the width and its holes are filled: ribs, vessels and bright opacities enclosed by dark lung
-   join the lung; the concavity of the heart border (wider than the disk) is kept.
+   join the lung; the concavity of the heart border (wider than the disk) is kept. Then the
+   seed's convex hull is added on the lateral side of that envelope (:func:`lateral_hull`, a
+   convex prior cut at the envelope's medial edge row by row): opacities that bite into the
+   lateral or lower lung come in, the heart does not.
 5. **Symmetry completion.** A lung whose envelope is less than ``completion_ratio`` of its
    mirrored partner's area (typical of a consolidated lower lobe that PBTSeg leaves out) is
    completed with the mirror image of the other lung, on its own side of the midline.
@@ -56,7 +59,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from scipy import ndimage as ndi
 
-from .pbtseg import brighten_border, pbtseg_lungs, resize_bilinear_uint8, resize_nearest
+from .pbtseg import _convex_hull_rows, brighten_border, pbtseg_lungs, resize_bilinear_uint8, resize_nearest
 
 __all__ = [
     "LUNG_SOURCES",
@@ -65,6 +68,7 @@ __all__ = [
     "body_box",
     "close_and_fill",
     "equalize_central",
+    "lateral_hull",
     "robust_lungs",
 ]
 
@@ -134,6 +138,33 @@ def close_and_fill(mask: np.ndarray, radius: float) -> np.ndarray:
     out = np.zeros_like(mask, dtype=bool)
     # the closing stays in the box: it only adds pixels between pixels of the mask
     out[top:bottom, left:right] = closed[pad:-pad, pad:-pad]
+    return out
+
+
+def lateral_hull(seed: np.ndarray, envelope: np.ndarray, side: int) -> np.ndarray:
+    """``envelope`` plus the convex hull of ``seed`` on its lateral side (step 4).
+
+    The hull (scikit-image ``convex_hull_image`` semantics, row by row) of the seed, one
+    8-connected component, is cut in each row at the envelope's medial edge (its right-most
+    column for the image-left lung, ``side`` 0; its left-most for ``side`` 1): concavities
+    that opacities bite into the lateral and lower lung come in, the heart border stays out.
+    """
+    width = seed.shape[1]
+    rows = np.flatnonzero(seed.any(axis=1))
+    top, bottom = int(rows[0]), int(rows[-1]) + 1
+    crop = seed[top:bottom]
+    first = np.argmax(crop, axis=1)
+    last = width - 1 - np.argmax(crop[:, ::-1], axis=1)
+    lo, hi = _convex_hull_rows(first, last)
+    env = envelope[top:bottom]
+    has = env.any(axis=1)
+    if side == 0:
+        hi = np.minimum(hi, np.where(has, width - 1 - np.argmax(env[:, ::-1], axis=1), -1))
+    else:
+        lo = np.maximum(lo, np.where(has, np.argmax(env, axis=1), width))
+    cols = np.arange(width)[None, :]
+    out = envelope.copy()
+    out[top:bottom] |= (cols >= lo[:, None]) & (cols <= hi[:, None])
     return out
 
 
@@ -207,7 +238,7 @@ def robust_lungs(
         again = pbtseg_lungs(small, thresholds=thresholds, **relaxed_test)
         seeds = [s if s is not None else a for s, a in zip(seeds, again)]
     radius = closing_fraction * work[1]
-    lungs = [None if s is None else close_and_fill(s, radius) for s in seeds]
+    lungs = [None if s is None else lateral_hull(s, close_and_fill(s, radius), i) for i, s in enumerate(seeds)]
     sources = ["threshold" if s is not None else "" for s in seeds]
     cols = np.arange(work[1])
     if lungs[0] is not None and lungs[1] is not None:
