@@ -7,7 +7,9 @@ lowest Dice against the ground-truth lungs: two of ``covidquex_noncovid_lung``, 
 lowest Dice where ground truth exists, else the first images by sorted name with a lung missing).
 Each row: the image, the paper's map, the robust map (right lung red, left lung green; the
 ground-truth lung outline in blue, the COVID infection outline in yellow where they exist),
-with the Dice in the corner. Written to ``bundle/docs/images/pbtseg_modes_panel.png``.
+with the Dice in the corner; for the robust mode the caption says which step gave each lung
+(``thresh``: found by the seeds; ``mirror``: the other lung mirrored; ``templa``: template).
+Written to ``bundle/docs/images/pbtseg_modes_panel.png``.
 
     OMP_NUM_THREADS=1 python bench/make_pbtseg_panel.py
 """
@@ -19,6 +21,8 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from monai.data import MetaTensor  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 from scipy import ndimage as ndi  # noqa: E402
 
@@ -121,8 +125,11 @@ def main() -> None:
         row = Image.new("RGB", (3 * TILE, TILE))
         row.paste(tile(img, None, None, None, name.replace("covidquex_", "cqx_")), (0, 0))
         for i, seg in enumerate((paper, robust), start=1):
-            lung = seg(img[None])[0]
-            caption = "no lung missing" if {1, 2} <= set(np.unique(lung).tolist()) else "lung missing"
+            out = seg(MetaTensor(torch.as_tensor(img[None].copy())))
+            lung = out[0].numpy()
+            caption = "both lungs" if {1, 2} <= set(np.unique(lung).tolist()) else "lung missing"
+            if seg.mode == "robust":  # which step gave each side (threshold, mirror, template)
+                caption = f"R {out.meta['pbtseg_right_lung_source'][:6]}, L {out.meta['pbtseg_left_lung_source'][:6]}"
             if gt is not None:
                 caption += f", Dice {dice(lung > 0, gt):.2f}"
             row.paste(tile(img, lung, gt, inf, caption), (i * TILE, 0))
