@@ -9,8 +9,8 @@ progressive thresholding and shape test as the seed finder and adds, step by ste
 0. **Body box.** The black frame around some radiographs (padding, collimation) is cut off
    (:func:`body_box`), so that the fractions below are of the body, not of the frame.
 1. **Exposure normalisation.** The image is histogram-equalised with the grey-level
-   distribution of its central box (``equalize_margin`` of each side left out, so that
-   collimator borders and labels don't count): the same anatomy gets the same grey levels
+   distribution of the body box less a thin margin (``equalize_margin``, 5% of each side,
+   so that borders and labels count little): the same anatomy gets the same grey levels
    whatever the exposure, window or pediatric/adult contrast.
 2. **Reduced working size.** Everything below runs at ``work_fraction`` of the working size
    (128 x 128 for 256 x 256); the label map is brought back with nearest neighbours.
@@ -87,7 +87,7 @@ RELAXED_TEST: dict[str, float] = {
 LUNG_SOURCES = ("threshold", "mirror", "template")
 
 
-def equalize_central(image: np.ndarray, margin: float = 1 / 8) -> np.ndarray:
+def equalize_central(image: np.ndarray, margin: float = 0.05) -> np.ndarray:
     """Histogram equalisation of a 2-D uint8 image by the grey levels of its central box.
 
     The box leaves out ``margin`` of the height and of the width on each side. Each grey level
@@ -191,7 +191,7 @@ def _template(shape: tuple[int, int], side: int, centre: tuple[float, float], ax
 def robust_lungs(
     image: np.ndarray,
     thresholds: Sequence[float] = ROBUST_THRESHOLDS,
-    equalize_margin: float = 1 / 8,
+    equalize_margin: float = 0.05,
     work_fraction: float = 0.5,
     max_area_fraction: float = 10000 / 65536,
     closing_fraction: float = 0.05,
