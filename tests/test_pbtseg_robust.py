@@ -11,7 +11,7 @@ from PIL import Image
 
 from artasyn.intensity import ToGrayscale
 from artasyn.pbtseg import PBTSeg, PBTSegd
-from artasyn.pbtseg_robust import close_and_fill, equalize_central, robust_lungs
+from artasyn.pbtseg_robust import blank_outside, close_and_fill, equalize_central, robust_lungs
 
 
 def phantom(size: int = 256, left_lung: bool = True) -> np.ndarray:
@@ -104,6 +104,14 @@ def test_close_and_fill_takes_in_a_bright_opacity_enclosed_by_lung():
     lung[40:42, 20:30] = False  # a slit open to the outside, narrower than the disk
     out = close_and_fill(lung, 4.0)
     assert out[30, 20] and out[41, 25] and not out[5, 5] and not out[30, 40]
+
+
+def test_blank_outside_whitens_dark_air_at_the_border_but_not_the_lungs():
+    img = phantom()[0].copy()
+    img[:, :20] = 10  # dark air at the image-left border
+    out = blank_outside(img, 35)
+    assert (out[:, :20] == 255).all() and out[120, 75] == 30 and out[120, 180] == 40
+    assert blank_outside(img, None) is img
 
 
 # -------------------------------------------------------------------------------------------

@@ -20,7 +20,9 @@ progressive thresholding and shape test as the seed finder and adds, step by ste
    :data:`ROBUST_THRESHOLDS` (20, 30, ..., 140 on the equalised scale) and the paper's shape
    test (area, upright box, solidity, central centroid, border touch, side of the image). A
    side that this pass does not find gets a second pass with a relaxed shape test
-   (:data:`RELAXED_TEST`: larger area, lower solidity, more border contact, wider band).
+   (:data:`RELAXED_TEST`: larger area, lower solidity, more border contact, wider band), on
+   the image whose dark regions connected to the border (air around the body) are whitened
+   (:func:`blank_outside`).
 4. **Lung field envelope.** Each seed is closed with a disk of radius ``closing_fraction`` of
    the width and its holes are filled: ribs, vessels and bright opacities enclosed by dark lung
    join the lung; the concavity of the heart border (wider than the disk) is kept. Then the
@@ -65,6 +67,7 @@ __all__ = [
     "LUNG_SOURCES",
     "RELAXED_TEST",
     "ROBUST_THRESHOLDS",
+    "blank_outside",
     "body_box",
     "close_and_fill",
     "equalize_central",
@@ -118,6 +121,25 @@ def body_box(image: np.ndarray, dark_level: int = 16, min_fraction: float = 0.1)
     if bottom - top < height // 4 or right - left < width // 4:
         return 0, height, 0, width
     return top, bottom, left, right
+
+
+def blank_outside(image: np.ndarray, level: int | None = 35) -> np.ndarray:
+    """``image`` with its dark regions connected to the image border set to 255.
+
+    The air around the body (and dark labels or padding at the edge) is the part of the
+    ``image <= level`` mask 8-connected to the outermost rows and columns; whitening it keeps
+    a relaxed shape test from taking it for a lung. ``level=None`` returns ``image``.
+    """
+    if level is None:
+        return image
+    labels, _ = ndi.label(image <= level, structure=np.ones((3, 3), dtype=bool))
+    edge = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    edge = edge[edge > 0]
+    if edge.size == 0:
+        return image
+    out = image.copy()
+    out[np.isin(labels, edge)] = 255
+    return out
 
 
 def close_and_fill(mask: np.ndarray, radius: float) -> np.ndarray:
@@ -201,6 +223,7 @@ def robust_lungs(
     dark_level: int = 16,
     min_body_fraction: float = 0.1,
     relaxed_test: Mapping[str, float] | None = RELAXED_TEST,
+    outside_level: int | None = 35,
     template_centre: tuple[float, float] = (0.47, 0.29),
     template_axes: tuple[float, float] = (0.30, 0.14),
 ) -> tuple[np.ndarray, np.ndarray, tuple[str, str]]:
@@ -214,6 +237,8 @@ def robust_lungs(
         max_area_fraction: largest seed, as a fraction of the image (the paper's 10000 / 65536).
         relaxed_test: :func:`pbtseg_lungs` arguments of the second pass, for a side the first
             pass did not find (``None``: no second pass).
+        outside_level: before the second pass, the dark regions (``<=`` this, equalised
+            scale) connected to the border are whitened (:func:`blank_outside`; ``None``: not).
         closing_fraction: radius of the closing disk, as a fraction of the width.
         completion_ratio: a lung smaller than this fraction of its mirrored partner is
             completed with the partner's mirror image.
@@ -235,7 +260,7 @@ def robust_lungs(
         small = brighten_border(small)
     seeds = list(pbtseg_lungs(small, thresholds=thresholds, max_area_fraction=max_area_fraction))
     if relaxed_test and (seeds[0] is None or seeds[1] is None):
-        again = pbtseg_lungs(small, thresholds=thresholds, **relaxed_test)
+        again = pbtseg_lungs(blank_outside(small, outside_level), thresholds=thresholds, **relaxed_test)
         seeds = [s if s is not None else a for s, a in zip(seeds, again)]
     radius = closing_fraction * work[1]
     lungs = [None if s is None else lateral_hull(s, close_and_fill(s, radius), i) for i, s in enumerate(seeds)]
