@@ -6,6 +6,7 @@ Each stage of the method lives in its own module (sections of ``docs/method.md``
 - :mod:`artasyn.base`: what the steps share (LA layers, size scaling, conversions, input checks).
 - :mod:`artasyn.intensity`: input helpers (grayscale, 0..255 range).
 - :mod:`artasyn.pbtseg`: PBTSeg, progressive binary thresholding lung segmentation (section 1).
+- :mod:`artasyn.pbtseg_robust`: the robust lung segmentation of ``PBTSeg(mode="robust")``.
 - :mod:`artasyn.brush`, :mod:`artasyn.strokes`: the brush and the painted layer A_base (2.1).
 - :mod:`artasyn.effects`: T_blur, T_cryst and the layer composition (2.2, 2.3).
 - :mod:`artasyn.anatomy`: T_rib, rib-intensity and lung scaling (2.4).
@@ -65,6 +66,7 @@ from .losses import (
 )  # noqa: E402
 from .networks import AnomalyUNet  # noqa: E402
 from .pbtseg import PBTSeg, PBTSegD, PBTSegd, PBTSegDict, brighten_border, pbtseg_lungs  # noqa: E402
+from .pbtseg_robust import robust_lungs  # noqa: E402
 from .perlin import RandPerlinAnomaly, RandPerlinAnomalyd  # noqa: E402
 from .phantom import generate_phantom_dataset, make_phantom  # noqa: E402
 from .scoring import AnomalyScored, anomaly_map, anomaly_masks, anomaly_scores, image_score  # noqa: E402

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Hashable, Mapping, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -59,6 +59,7 @@ from .constants import (
 )
 
 __all__ = [
+    "PBTSEG_MODES",
     "PBTSeg",
     "PBTSegd",
     "PBTSegD",
@@ -77,6 +78,13 @@ PAPER_THRESHOLDS = PBTSEG_THRESHOLDS
 #: metadata keys written into the output MetaTensor's ``meta``
 META_RIGHT_FOUND = "pbtseg_right_lung_found"
 META_LEFT_FOUND = "pbtseg_left_lung_found"
+META_MODE = "pbtseg_mode"
+#: robust mode: how each lung was obtained (``artasyn.pbtseg_robust.LUNG_SOURCES``)
+META_RIGHT_SOURCE = "pbtseg_right_lung_source"
+META_LEFT_SOURCE = "pbtseg_left_lung_source"
+
+#: ``PBTSeg(mode=...)``: the authors' algorithm, or the robust one of ``pbtseg_robust``
+PBTSEG_MODES = ("paper", "robust")
 
 _FOUR_CONNECTED = ndi.generate_binary_structure(2, 1)
 # scikit-image ``perimeter(image, neighborhood=4)``: the boundary pixels are convolved with this
@@ -548,6 +556,12 @@ class PBTSeg(Transform):
     fraction of the image (areas of ``H * W``, sixths and thirds), so 256 x 256 gives the same
     result either way.
 
+    ``mode="robust"`` replaces the segmentation at the working size by
+    :func:`artasyn.pbtseg_robust.robust_lungs` (exposure normalisation, per-side fallbacks,
+    lung-field envelopes that take bright opacities in); the output format is the same, both
+    lungs are always present, and a MetaTensor also gets ``meta["pbtseg_right_lung_source"]``
+    and ``meta["pbtseg_left_lung_source"]`` (``"threshold"``, ``"mirror"`` or ``"template"``).
+
     Output: label map ``1 x H x W``, 0 background, 1 right lung (image-left), 2 left lung
     (image-right; wins where the two overlap), of type ``dtype`` (default uint8 /
     ``torch.uint8``), same container as the input. A MetaTensor keeps its metadata and gets
@@ -574,6 +588,8 @@ class PBTSeg(Transform):
         side_divisor: int = SIDE_DIVISOR,
         early_stop_threshold: float = EARLY_STOP_THRESHOLD,
         dtype: DtypeLike | torch.dtype = np.uint8,
+        mode: str = "paper",
+        robust_kwargs: Mapping[str, Any] | None = None,
     ) -> None:
         """
         Args:
@@ -590,7 +606,19 @@ class PBTSeg(Transform):
             early_stop_threshold: stop at the first threshold above this that keeps no
                 component (paper: 130).
             dtype: dtype of the label map.
+            mode: ``"paper"`` (default): the authors' PBTSeg, label maps identical to theirs;
+                ``"robust"``: :func:`artasyn.pbtseg_robust.robust_lungs` (exposure
+                normalisation, per-side fallbacks, lung-field envelopes; both lungs always
+                present). The threshold and shape arguments above apply to ``"paper"`` only.
+            robust_kwargs: arguments of :func:`~artasyn.pbtseg_robust.robust_lungs`
+                (``"robust"`` only).
         """
+        if mode not in PBTSEG_MODES:
+            raise ValueError(f"PBTSeg mode must be one of {PBTSEG_MODES}, got {mode!r}")
+        if mode == "robust" and brighten_border:
+            raise ValueError("PBTSeg(mode='robust') brightens the border itself: leave brighten_border=False")
+        self.mode = mode
+        self.robust_kwargs = dict(robust_kwargs or {})
         if spatial_size is not None:
             spatial_size = tuple(int(s) for s in ensure_tuple_rep(spatial_size, 2))
         self.spatial_size = spatial_size
@@ -618,9 +646,15 @@ class PBTSeg(Transform):
         height, width = plane.shape
         work_size = self.spatial_size or (height, width)
         work = resize_bilinear_uint8(plane, work_size)
-        if self.brighten_border:
-            work = brighten_border(work)
-        right, left = pbtseg_lungs(work, **self.params)
+        sources = None
+        if self.mode == "robust":
+            from .pbtseg_robust import robust_lungs  # that module builds on this one
+
+            right, left, sources = robust_lungs(work, **self.robust_kwargs)
+        else:
+            if self.brighten_border:
+                work = brighten_border(work)
+            right, left = pbtseg_lungs(work, **self.params)
         labels = np.zeros(work.shape, dtype=np.uint8)
         if right is not None:
             labels[right] = 1
@@ -635,6 +669,9 @@ class PBTSeg(Transform):
             out.meta = dict(out.meta)  # never write into the input's dictionary
             out.meta[META_RIGHT_FOUND] = found[0]
             out.meta[META_LEFT_FOUND] = found[1]
+            out.meta[META_MODE] = self.mode
+            if sources is not None:
+                out.meta[META_RIGHT_SOURCE], out.meta[META_LEFT_SOURCE] = sources
         return out, found
 
     @staticmethod

@@ -1,0 +1,293 @@
+"""Robust PBTSeg: a label-free lung segmentation in PBTSeg's spirit (``ALGORITHM.md`` sections 1, 8).
+
+The paper's PBTSeg (:func:`artasyn.pbtseg.pbtseg_lungs`) thresholds raw grey levels, so its
+result depends on exposure and on dark air at the border; it keeps only the dark part of a lung
+(bright consolidations fall outside), and it leaves a lung out when no dark component passes its
+shape test. ``PBTSeg(mode="robust")`` runs :func:`robust_lungs`, which keeps PBTSeg's
+progressive thresholding and shape test as the seed finder and adds, step by step:
+
+0. **Body box.** The black frame around some radiographs (padding, collimation) is cut off
+   (:func:`body_box`), so that the fractions below are of the body, not of the frame.
+1. **Exposure normalisation.** The image is histogram-equalised with the grey-level
+   distribution of the body box less a thin margin (``equalize_margin``, 5% of each side,
+   so that borders and labels count little): the same anatomy gets the same grey levels
+   whatever the exposure, window or pediatric/adult contrast.
+2. **Reduced working size.** Everything below runs at ``work_fraction`` of the working size
+   (128 x 128 for 256 x 256); the label map is brought back with nearest neighbours.
+3. **Seeds: PBTSeg's thresholding on the equalised, border-brightened image.** The paper's
+   border pre-step (:func:`artasyn.pbtseg.brighten_border`) keeps dark air outside the body
+   from passing as lung; then :func:`pbtseg_lungs` with the thresholds
+   :data:`ROBUST_THRESHOLDS` (20, 30, ..., 140 on the equalised scale) and the paper's shape
+   test (area, upright box, solidity, central centroid, border touch, side of the image). A
+   side that this pass does not find gets a second pass with a relaxed shape test
+   (:data:`RELAXED_TEST`: larger area, lower solidity, more border contact, wider band), on
+   the image whose dark regions connected to the border (air around the body) are whitened
+   (:func:`blank_outside`).
+4. **Lung field envelope.** Each seed is closed with a disk of radius ``closing_fraction`` of
+   the width and its holes are filled: ribs, vessels and bright opacities enclosed by dark lung
+   join the lung; the concavity of the heart border (wider than the disk) is kept. Then the
+   seed's convex hull is added on the lateral side of that envelope (:func:`lateral_hull`, a
+   convex prior cut at the envelope's medial edge row by row): opacities that bite into the
+   lateral or lower lung come in, the heart does not.
+5. **Symmetry completion.** A lung whose envelope is less than ``completion_ratio`` of its
+   mirrored partner's area (typical of a consolidated lower lobe that PBTSeg leaves out) is
+   completed with the mirror image of the other lung, on its own side of the midline.
+6. **Per-side fallbacks.** A side with no seed gets the mirror image of the other lung across
+   the midline (the midpoint of the two lungs' centroids when both are found, else the brightest
+   column of the mediastinum); with no seed at all both sides get a template lung (an ellipse
+   at fixed fractions of the image).
+
+The label map has PBTSeg's format: 0 background, 1 right lung (image-left), 2 left lung
+(image-right, wins where they overlap). Every lung is present in a robust map; which step
+produced each side is returned as its *source* (``"threshold"``, ``"mirror"``, ``"template"``).
+
+Measured on ``../shared/data`` (``bench/bench_pbtseg.py``): see ``bench/results/pbtseg_modes.json``.
+
+Example::
+
+    >>> import numpy as np
+    >>> from artasyn.pbtseg_robust import robust_lungs
+    >>> img = np.full((256, 256), 200, np.uint8)      # bright body
+    >>> img[60:180, 50:100] = 30                      # dark image-left lung field
+    >>> right, left, sources = robust_lungs(img)
+    >>> right.shape, bool(right[120, 75]), bool(left[120, 180]), sources
+    ((256, 256), True, True, ('threshold', 'mirror'))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from .pbtseg import _convex_hull_rows, brighten_border, pbtseg_lungs, resize_bilinear_uint8, resize_nearest
+
+__all__ = [
+    "LUNG_SOURCES",
+    "RELAXED_TEST",
+    "ROBUST_THRESHOLDS",
+    "blank_outside",
+    "body_box",
+    "close_and_fill",
+    "equalize_central",
+    "lateral_hull",
+    "robust_lungs",
+]
+
+#: seed thresholds on the equalised scale: 20, 30, ..., 140 (inclusive)
+ROBUST_THRESHOLDS: tuple[int, ...] = tuple(range(20, 141, 10))
+
+#: the shape test of the second seed pass, for a side the first pass did not find
+RELAXED_TEST: dict[str, float] = {
+    "max_area_fraction": 0.2,
+    "min_solidity": 0.5,
+    "max_border_fraction": 0.3,
+    "centroid_band_divisor": 8,
+}
+
+#: how each side of a robust map was obtained
+LUNG_SOURCES = ("threshold", "mirror", "template")
+
+
+def equalize_central(image: np.ndarray, margin: float = 0.05) -> np.ndarray:
+    """Histogram equalisation of a 2-D uint8 image by the grey levels of its central box.
+
+    The box leaves out ``margin`` of the height and of the width on each side. Each grey level
+    ``g`` becomes ``round(255 * F(g))``, ``F`` the box's cumulative distribution.
+    """
+    height, width = image.shape
+    r, c = int(height * margin), int(width * margin)
+    box = image[r : height - r, c : width - c]
+    cdf = np.cumsum(np.bincount(box.ravel(), minlength=256)).astype(np.float64)
+    lut = np.rint(255.0 * cdf / max(cdf[-1], 1.0)).astype(np.uint8)
+    return lut[image]
+
+
+def body_box(image: np.ndarray, dark_level: int = 16, min_fraction: float = 0.1) -> tuple[int, int, int, int]:
+    """``(top, bottom, left, right)`` of the image without its black frame (exclusive ends).
+
+    The frame's rows and columns have fewer than ``min_fraction`` of their pixels above
+    ``dark_level`` (a padded or collimated border; the body always has bright pixels). A box
+    under a quarter of the image along either axis is not believed: the whole image is used.
+    """
+    height, width = image.shape
+    bright = image > dark_level
+    rows = np.flatnonzero(bright.mean(axis=1) >= min_fraction)
+    cols = np.flatnonzero(bright.mean(axis=0) >= min_fraction)
+    if rows.size == 0 or cols.size == 0:
+        return 0, height, 0, width
+    top, bottom, left, right = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+    if bottom - top < height // 4 or right - left < width // 4:
+        return 0, height, 0, width
+    return top, bottom, left, right
+
+
+def blank_outside(image: np.ndarray, level: int | None = 35) -> np.ndarray:
+    """``image`` with its dark regions connected to the image border set to 255.
+
+    The air around the body (and dark labels or padding at the edge) is the part of the
+    ``image <= level`` mask 8-connected to the outermost rows and columns; whitening it keeps
+    a relaxed shape test from taking it for a lung. ``level=None`` returns ``image``.
+    """
+    if level is None:
+        return image
+    labels, _ = ndi.label(image <= level, structure=np.ones((3, 3), dtype=bool))
+    edge = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    edge = edge[edge > 0]
+    if edge.size == 0:
+        return image
+    out = image.copy()
+    out[np.isin(labels, edge)] = 255
+    return out
+
+
+def close_and_fill(mask: np.ndarray, radius: float) -> np.ndarray:
+    """Morphological closing of a 2-D bool mask with a disk of ``radius`` pixels, holes filled.
+
+    The dilation and erosion are thresholds of Euclidean distance transforms (one pass each,
+    whatever the radius), computed on the mask's bounding box padded by the radius (so that
+    neither the box nor the image border erodes it).
+    """
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        return mask.copy()
+    pad = int(np.ceil(radius)) + 1
+    top, bottom, left, right = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    padded = np.pad(mask[top:bottom, left:right], pad)
+    dilated = ndi.distance_transform_edt(~padded) <= radius
+    closed = ndi.binary_fill_holes(ndi.distance_transform_edt(dilated) > radius)
+    out = np.zeros_like(mask, dtype=bool)
+    # the closing stays in the box: it only adds pixels between pixels of the mask
+    out[top:bottom, left:right] = closed[pad:-pad, pad:-pad]
+    return out
+
+
+def lateral_hull(seed: np.ndarray, envelope: np.ndarray, side: int) -> np.ndarray:
+    """``envelope`` plus the convex hull of ``seed`` on its lateral side (step 4).
+
+    The hull (scikit-image ``convex_hull_image`` semantics, row by row) of the seed, one
+    8-connected component, is cut in each row at the envelope's medial edge (its right-most
+    column for the image-left lung, ``side`` 0; its left-most for ``side`` 1): concavities
+    that opacities bite into the lateral and lower lung come in, the heart border stays out.
+    """
+    width = seed.shape[1]
+    rows = np.flatnonzero(seed.any(axis=1))
+    top, bottom = int(rows[0]), int(rows[-1]) + 1
+    crop = seed[top:bottom]
+    first = np.argmax(crop, axis=1)
+    last = width - 1 - np.argmax(crop[:, ::-1], axis=1)
+    lo, hi = _convex_hull_rows(first, last)
+    env = envelope[top:bottom]
+    has = env.any(axis=1)
+    if side == 0:
+        hi = np.minimum(hi, np.where(has, width - 1 - np.argmax(env[:, ::-1], axis=1), -1))
+    else:
+        lo = np.maximum(lo, np.where(has, np.argmax(env, axis=1), width))
+    cols = np.arange(width)[None, :]
+    out = envelope.copy()
+    out[top:bottom] |= (cols >= lo[:, None]) & (cols <= hi[:, None])
+    return out
+
+
+def _mediastinum_column(image: np.ndarray) -> float:
+    """The brightest column of the central third (rows 1/4..3/4, smoothed): the midline.
+
+    Ties (a flat profile) go to the column nearest the image centre."""
+    height, width = image.shape
+    profile = ndi.uniform_filter1d(image[height // 4 : 3 * height // 4].mean(axis=0), max(3, width // 16))
+    cols = np.arange(width // 3, 2 * (width // 3))
+    score = profile[cols] - 1e-3 * np.abs(cols + 0.5 - width / 2)
+    return float(cols[int(np.argmax(score))])
+
+
+def _template(shape: tuple[int, int], side: int, centre: tuple[float, float], axes: tuple[float, float]) -> np.ndarray:
+    """An elliptic template lung (``side`` 0: image-left, 1: image-right), fractions of the image."""
+    height, width = shape
+    rows = (np.arange(height)[:, None] + 0.5) / height
+    cols = (np.arange(width)[None, :] + 0.5) / width
+    cx = centre[1] if side == 0 else 1.0 - centre[1]
+    return ((rows - centre[0]) / axes[0]) ** 2 + ((cols - cx) / axes[1]) ** 2 <= 1.0
+
+
+def robust_lungs(
+    image: np.ndarray,
+    thresholds: Sequence[float] = ROBUST_THRESHOLDS,
+    equalize_margin: float = 0.05,
+    work_fraction: float = 0.5,
+    max_area_fraction: float = 10000 / 65536,
+    closing_fraction: float = 0.05,
+    completion_ratio: float = 0.6,
+    brighten: bool = True,
+    crop_to_body: bool = True,
+    dark_level: int = 16,
+    min_body_fraction: float = 0.1,
+    relaxed_test: Mapping[str, float] | None = RELAXED_TEST,
+    outside_level: int | None = 35,
+    template_centre: tuple[float, float] = (0.47, 0.29),
+    template_axes: tuple[float, float] = (0.30, 0.14),
+) -> tuple[np.ndarray, np.ndarray, tuple[str, str]]:
+    """Robust lung fields of one 2-D uint8 image (steps 1 to 6 of the module docstring).
+
+    Args:
+        image: 2-D uint8 image, rows the vertical axis (the working size, e.g. 256 x 256).
+        thresholds: seed thresholds on the equalised scale (increasing).
+        equalize_margin: fraction of each side left out of the equalisation's box.
+        work_fraction: the seeds and envelopes are computed at this fraction of the size.
+        max_area_fraction: largest seed, as a fraction of the image (the paper's 10000 / 65536).
+        relaxed_test: :func:`pbtseg_lungs` arguments of the second pass, for a side the first
+            pass did not find (``None``: no second pass).
+        outside_level: before the second pass, the dark regions (``<=`` this, equalised
+            scale) connected to the border are whitened (:func:`blank_outside`; ``None``: not).
+        closing_fraction: radius of the closing disk, as a fraction of the width.
+        completion_ratio: a lung smaller than this fraction of its mirrored partner is
+            completed with the partner's mirror image.
+        brighten: apply the paper's border pre-step before the seed passes.
+        crop_to_body, dark_level, min_body_fraction: work on :func:`body_box` (the image
+            without its black frame) rather than the whole image.
+        template_centre, template_axes: the template ellipse of the right lung (rows, columns),
+            as fractions of the image; the left lung's is its mirror image.
+
+    Returns:
+        ``(right, left, sources)``: bool masks of the image's size (the right lung is
+        image-left) and how each side was obtained, from :data:`LUNG_SOURCES`.
+    """
+    height, width = image.shape
+    top, bottom, left, right = body_box(image, dark_level, min_body_fraction) if crop_to_body else (0, height, 0, width)
+    work = (max(16, int(round(height * work_fraction))), max(16, int(round(width * work_fraction))))
+    small = resize_bilinear_uint8(equalize_central(image[top:bottom, left:right], equalize_margin), work)
+    if brighten:
+        small = brighten_border(small)
+    seeds = list(pbtseg_lungs(small, thresholds=thresholds, max_area_fraction=max_area_fraction))
+    if relaxed_test and (seeds[0] is None or seeds[1] is None):
+        again = pbtseg_lungs(blank_outside(small, outside_level), thresholds=thresholds, **relaxed_test)
+        seeds = [s if s is not None else a for s, a in zip(seeds, again)]
+    radius = closing_fraction * work[1]
+    lungs = [None if s is None else lateral_hull(s, close_and_fill(s, radius), i) for i, s in enumerate(seeds)]
+    sources = ["threshold" if s is not None else "" for s in seeds]
+    cols = np.arange(work[1])
+    if lungs[0] is not None and lungs[1] is not None:
+        centroids = [float(m.sum(axis=0) @ cols) / max(int(m.sum()), 1) for m in lungs]
+        midline = 0.5 * (centroids[0] + centroids[1])
+    else:
+        midline = _mediastinum_column(small)
+    mirror_cols = np.clip(np.rint(2.0 * midline - cols).astype(np.int64), 0, work[1] - 1)
+    if lungs[0] is not None and lungs[1] is not None:
+        mirrored = [m[:, mirror_cols] for m in lungs]
+        own_side = [cols[None, :] < midline, cols[None, :] >= midline]
+        areas = [int(m.sum()) for m in lungs]
+        for i in (0, 1):
+            if areas[i] < completion_ratio * areas[1 - i]:
+                lungs[i] = close_and_fill(lungs[i] | (mirrored[1 - i] & own_side[i]), radius)
+    for i in (0, 1):
+        if lungs[i] is None and lungs[1 - i] is not None and sources[1 - i] == "threshold":
+            lungs[i], sources[i] = lungs[1 - i][:, mirror_cols], "mirror"
+    for i in (0, 1):
+        if lungs[i] is None:
+            lungs[i], sources[i] = _template(work, i, template_centre, template_axes), "template"
+    out = []
+    for m in lungs:
+        full = np.zeros((height, width), dtype=bool)
+        full[top:bottom, left:right] = resize_nearest(m.astype(np.uint8), (bottom - top, right - left)) > 0
+        out.append(full)
+    return out[0], out[1], (sources[0], sources[1])
