@@ -43,6 +43,7 @@ from scipy import ndimage as ndi
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import connected_components
 
+from .base import source_name
 from .constants import (
     BORDER_BOX_SIDE,
     BORDER_BOX_TOP,
@@ -690,11 +691,10 @@ class PBTSeg(Transform):
         return np.clip(np.rint(arr), 0, 255).astype(np.uint8)
 
     def _warn_no_lung(self, img: NdarrayOrTensor) -> None:
-        source = img.meta.get("filename_or_obj") if isinstance(img, MetaTensor) else None
+        source = source_name(img, default=None)
         if source is None:
             logger.warning("PBTSeg found no lung (source unknown): the label map is empty.")
             return
-        source = str(source)
         if source not in self._warned:
             self._warned.add(source)
             logger.warning("PBTSeg found no lung in %s: the label map is empty.", source)

@@ -55,7 +55,7 @@ from monai.utils import TransformBackends
 from monai.utils.type_conversion import convert_to_dst_type
 
 from .anatomy import rib_scale_alpha, soft_lung_mask
-from .base import REFERENCE_SIZE, check_image_and_lung, size_scale, source_name
+from .base import REFERENCE_SIZE, check_image_and_lung, float32_like, size_scale, source_name, to_uint8
 from .baselines import BASELINES
 from .composite import anomaly_mask, composite_over_image
 from .constants import (
@@ -220,7 +220,7 @@ class RandARTAnomaly(RandomizableTransform):
         return self
 
     def _scale(self, shape) -> float:
-        return size_scale(shape, self.reference_size) if self.reference_size else 1.0
+        return size_scale(shape, self.reference_size)
 
     def randomize(self, image_u8: np.ndarray, lung: np.ndarray) -> None:  # type: ignore[override]
         """Draw the strokes and the crystallization seeds (``image_u8``, ``lung``: H x W numpy)."""
@@ -259,7 +259,7 @@ class RandARTAnomaly(RandomizableTransform):
 
     def __call__(self, img, lung, randomize: bool = True, key: str = "image", lung_key: str = "lung"):
         im, lu = check_image_and_lung(img, lung, key, lung_key)
-        im_u8 = im if im.dtype == np.uint8 else np.clip(np.round(im), 0, 255).astype(np.uint8)
+        im_u8 = to_uint8(im)
         if randomize:
             self.randomize(im_u8, lu)
         self.last_no_lung = bool(self._do_transform and self._plan is None)
@@ -272,9 +272,7 @@ class RandARTAnomaly(RandomizableTransform):
         else:
             out, mask = im, np.zeros(im.shape, np.float32)
         out_t = convert_to_dst_type(out[None], img)[0]
-        mask_t = convert_to_dst_type(
-            mask[None], img, dtype=torch.float32 if isinstance(img, torch.Tensor) else np.float32
-        )[0]
+        mask_t = float32_like(mask[None], img)
         for t in (out_t, mask_t):
             if isinstance(t, MetaTensor):
                 t.meta["artasyn_variant"] = self.variant
@@ -299,7 +297,7 @@ def _tag(d: dict, keys: Sequence[Hashable], variant: str, base_lung_mask: bool, 
 
 def _empty_mask(img: Any) -> Any:
     zeros = np.zeros(tuple(img.shape), np.float32)
-    return convert_to_dst_type(zeros, img, dtype=torch.float32 if isinstance(img, torch.Tensor) else np.float32)[0]
+    return float32_like(zeros, img)
 
 
 def _copy(x: Any) -> Any:
