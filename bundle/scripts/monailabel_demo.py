@@ -284,11 +284,15 @@ def monailabel_command() -> list[str]:
     return [str(exe)] if exe.is_file() else [sys.executable, "-m", "monailabel.main"]
 
 
-def monailabel_env() -> dict:
+def monailabel_env(tmp: Path | None = None) -> dict:
     """This environment, as an activated one: the ``monailabel`` script runs ``$MONAILABEL_PYEXE`` (else
-    ``python`` from ``PATH``), which must be this interpreter even when the venv is not activated."""
+    ``python`` from ``PATH``), which must be this interpreter even when the venv is not activated.
+    ``tmp``: the server's ``TMPDIR`` (it leaves its logging config and uploads there)."""
     env = dict(os.environ, MONAILABEL_PYEXE=sys.executable)
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    if tmp is not None:
+        tmp.mkdir(parents=True, exist_ok=True)
+        env["TMPDIR"] = str(tmp)
     return env
 
 
@@ -389,7 +393,12 @@ def main() -> int:
         print(f"[demo] starting: {' '.join(cmd)}")
         with open(log_path, "w") as log:
             proc = subprocess.Popen(
-                cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=work, env=monailabel_env()
+                cmd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                cwd=work,
+                env=monailabel_env(work / "tmp"),
             )
         seconds = wait_for_server(base, proc, args.startup_timeout)
         print(f"[demo] server answered /info/ after {seconds:.1f} s (pid {proc.pid}, {base})")
