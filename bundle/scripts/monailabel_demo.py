@@ -76,6 +76,8 @@ LOG_KEYS = (
     "Infer Request",
     "Result ext",
     "++ Latencies",
+    "Shutting down",
+    "Finished server process",
     "Traceback",
     "Error",
 )
