@@ -364,7 +364,7 @@ def main() -> int:
     work = Path(args.work).resolve() if args.work else Path(tempfile.mkdtemp(prefix="artasyn_monailabel_"))
     work.mkdir(parents=True, exist_ok=True)
     print(f"[demo] work folder: {work}")
-    proc = None
+    proc, ok = None, False
     log_path = work / "server.log"
     try:
         apps = work / "apps"
@@ -405,7 +405,7 @@ def main() -> int:
         seconds = wait_for_server(base, proc, args.startup_timeout)
         print(f"[demo] server answered /info/ after {seconds:.1f} s (pid {proc.pid}, {base})")
         ok = run_client(base, studies, expected)
-    except Exception as e:  # noqa: BLE001 - any failure is reported with the server's log below
+    except (Exception, KeyboardInterrupt) as e:  # noqa: BLE001 - reported with the server's log below
         print(f"[demo] FAILED: {type(e).__name__}: {e}")
         ok = False
     finally:
