@@ -8,10 +8,15 @@ bundle (``inference.json`` as it is, packaged with its weights by
 phantom PNG) into a binary mask of the same size. Always tested: ``inference.json`` alone has
 every id ``BundleInferTask`` reads, and its post-processing gives ``pred`` in the layout MONAI
 Label's writer expects.
+
+With a server (``integration`` marker, also needs ``monailabel``):
+``bundle/scripts/monailabel_demo.py`` starts a real ``monailabel start_server`` with the
+packaged bundle and a client sends radiographs to ``/infer`` over HTTP.
 """
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -115,4 +120,31 @@ def test_bundle_infer_task_runs_the_inference_config(tmp_path):
     assert pred.shape == (96, 80), (label_file, pred.shape)  # rows stay rows
     assert set(np.unique(pred)) <= {0, 1}
     assert result["label_names"] == {"opacity": 1}
+    Path(label_file).unlink()  # MONAI Label writes it to the system's temporary folder
     sys.modules.pop("scripts", None)  # MONAI Label imported the copy's scripts: let the tests see ours again
+
+
+@pytest.mark.integration
+def test_live_server_round_trip(tmp_path):
+    """``monailabel_demo.py``: a real server, an HTTP client, PNG labels of each radiograph's size in {0, 1}.
+
+    The demo packages a freshly initialised small network (the round trip is checked, not the
+    detector), serves two phantoms written here plus its own 200 x 160 one, and exits 0 only when
+    every check passed; the server is stopped in any case.
+    """
+    pytest.importorskip("monailabel", reason="MONAI Label is the optional 'label' extra (its own environment)")
+    from PIL import Image
+
+    from artasyn.phantom import make_phantom
+
+    studies = tmp_path / "studies"
+    studies.mkdir()
+    Image.fromarray(make_phantom(128, diseased=True, seed=1)["image"]).save(studies / "phantom_a.png")
+    Image.fromarray(make_phantom(160, seed=2)["image"][16:144, :]).save(studies / "phantom_b.png")  # 128 x 160
+    cmd = [sys.executable, str(REPO / "bundle" / "scripts" / "monailabel_demo.py")]
+    cmd += ["--studies", str(studies), "--work", str(tmp_path / "work")]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=REPO)
+    out = run.stdout + run.stderr
+    assert run.returncode == 0, out[-6000:]
+    assert "[demo] PASS" in out and "server stopped" in out, out[-6000:]
+    assert out.count("-> ok") == 5, out[-6000:]  # /info/, 3 studies by id, 1 upload
