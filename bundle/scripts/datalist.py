@@ -113,7 +113,7 @@ def find_images(folder: str | Path) -> list[str]:
     found = [p for p in sorted(folder.iterdir()) if _is_image(p)]
     outputs = [p for p in found if is_inference_output(p)]
     if outputs:
-        logger.info("%s: %d outputs of an earlier inference run skipped (*%s*)", folder, len(outputs), INFERENCE_OUTPUT_TAG)
+        logger.info("%s: %d outputs of an inference run skipped (*%s*)", folder, len(outputs), INFERENCE_OUTPUT_TAG)
     return [str(p) for p in found if not is_inference_output(p)]
 
 
@@ -246,9 +246,7 @@ class DataReport:
             logger.info("data report: %s", self.path)
 
 
-def _checked(
-    items: list[dict], report: DataReport | None, section: str, min_size: int = MIN_IMAGE_SIZE
-) -> list[dict]:
+def _checked(items: list[dict], report: DataReport | None, section: str, min_size: int = MIN_IMAGE_SIZE) -> list[dict]:
     """Drop the items whose image cannot be used (reported); a bad or empty mask only loses the mask."""
     report = report if report is not None else DataReport()
     out = []

@@ -80,20 +80,20 @@ class LungCacheDataset(PersistentDataset):
         skip_failed: bool = False,
         **kwargs,
     ) -> None:
-        super().__init__(
-            data=data, transform=transform, cache_dir=cache_dir, hash_func=hash_func, hash_transform=hash_transform, **kwargs
-        )
+        super().__init__(data, transform, cache_dir, hash_func=hash_func, hash_transform=hash_transform, **kwargs)
         self.image_key = image_key
         self.skip_failed = bool(skip_failed)
 
     def _path_of(self, item) -> str:
-        return str(item.get(f"{self.image_key}_path") or item.get(self.image_key, "")) if isinstance(item, dict) else str(item)
+        if not isinstance(item, dict):
+            return str(item)
+        return str(item.get(f"{self.image_key}_path") or item.get(self.image_key, ""))
 
     def _index_file(self, path: str) -> Path:
         return Path(self.cache_dir) / "index" / f"{hashlib.md5(path.encode('utf-8')).hexdigest()}.{self.transform_hash}"
 
     def cache_item(self, item) -> tuple[dict, str]:
-        """``(deterministic part of item, status)`` from the cache or computed (``status`` in :data:`CACHE_STATUSES`)."""
+        """``(deterministic part of item, status)``, from the cache or computed; ``status``: :data:`CACHE_STATUSES`."""
         if self.cache_dir is None:
             return self._pre_transform(deepcopy(item)), "computed"
         key = self.hash_func(item).decode("utf-8")
@@ -107,9 +107,7 @@ class LungCacheDataset(PersistentDataset):
                     raise ValueError(f"not a cache entry of this dataset (keys: {sorted(cached)[:8]})")
                 return cached, "reused"
             except Exception as e:  # a damaged entry is recomputed, never fatal
-                logger.warning(
-                    "lung cache: damaged entry %s of %s (%s): recomputed", hashfile, path, root_cause(e)
-                )
+                logger.warning("lung cache: damaged entry %s of %s (%s): recomputed", hashfile, path, root_cause(e))
                 status = "recomputed_damaged"
         index = self._index_file(path) if path else None
         if status == "computed" and index is not None and index.is_file():
@@ -121,9 +119,7 @@ class LungCacheDataset(PersistentDataset):
                 stale.unlink(missing_ok=True)
         computed = self._pre_transform(deepcopy(item))
         try:
-            atomic_torch_save(
-                convert_to_tensor(computed, convert_numeric=False, track_meta=self.track_meta), hashfile
-            )
+            atomic_torch_save(convert_to_tensor(computed, convert_numeric=False, track_meta=self.track_meta), hashfile)
             if index is not None:
                 atomic_write(index, key)
         except OSError as e:  # a read-only or full cache folder costs time, not the run
