@@ -46,6 +46,7 @@ import io
 import logging
 import os
 import time
+import uuid
 from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
 
@@ -417,7 +418,7 @@ class AnomalyOutputWriter:
         csv_name: the CSV file name (shared by the runs into ``output_dir``).
         tau: the relative threshold of the masks (recorded in the log).
         save_heatmap, save_overlay, save_mask: which files to write.
-        run_id: names this run's rows (default: UTC time and process id).
+        run_id: names this run's rows (default: the UTC start time and a random suffix).
 
     Per image ``<stem>.artasyn-heatmap.nii.gz``, ``<stem>.artasyn-overlay.png`` and
     ``<stem>.artasyn-mask.png`` (:data:`OUTPUT_SUFFIXES`; ``<stem>_1`` ... when another input,
@@ -470,7 +471,8 @@ class AnomalyOutputWriter:
         self.save_heatmap, self.save_overlay, self.save_mask = bool(save_heatmap), bool(save_overlay), bool(save_mask)
         self.image_key, self.map_key, self.mask_key = image_key, map_key, mask_key
         self.score_key, self.found_key = score_key, found_key
-        self.run_id = run_id or time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + f"-{os.getpid()}"
+        self._run_id = run_id
+        self.run_id = run_id or ""
         self.rows: list[dict] = []
         self._stems: dict[str, str] = {}
         self._t0 = 0.0
@@ -485,6 +487,7 @@ class AnomalyOutputWriter:
     def _start(self, engine) -> None:
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self.rows, self._t0 = [], time.perf_counter()
+        self.run_id = self._run_id or f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{uuid.uuid4().hex[:8]}"
         # stems that earlier runs into this folder gave to other inputs stay theirs
         self._stems = {}
         for row in _read_csv(self.output_dir / self.csv_name)[1]:

@@ -108,8 +108,10 @@ _NIFTI_LOADER = LoadImage(reader=NibabelReader(), image_only=True, ensure_channe
 def read_radiograph(path: str | os.PathLike) -> MetaTensor:
     """Read a 2-D image file as a channel-first ``C x H x W`` MetaTensor (rows first), values as stored.
 
-    Raises ``ValueError`` naming the file when it is not a 2-D image.
+    Raises ``FileNotFoundError`` / ``ValueError`` naming the file when it is absent / not a 2-D image.
     """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no such file: {path}")
     name = str(path).lower()
     img = (_NIFTI_LOADER if name.endswith(NIFTI_SUFFIXES) else _PNG_LOADER)(path)
     if img.ndim == 4 and img.shape[-1] == 1:  # a 2-D NIfTI stored as H x W x 1
