@@ -579,11 +579,13 @@ def test_kill_at_random_moments_then_resume(small_data, tmp_path):
             if (models / "last.pt").is_file()
             else 0
         )
+        temps = 0
         if models.is_dir():
             _check_models(models)
+            temps = sum(1 for p in models.iterdir() if p.name.startswith("."))  # a kill during a save
         # the resume line is the trainer's first act; a kill during start-up comes before it
         started = resumed is not None or "starting a new training" in text or "no saved state" in text
-        table.append((trial, round(delay, 1), started, resumed, saved))
+        table.append((trial, round(delay, 1), started, resumed, saved, temps))
         if started and last > 0:
             assert resumed == last, (trial, resumed, last, text[-2000:])  # continues from the saved state
         assert saved >= last, (trial, saved, last)  # never back to an earlier state
@@ -594,6 +596,9 @@ def test_kill_at_random_moments_then_resume(small_data, tmp_path):
     _check_models(models)
     assert not [p for p in models.iterdir() if p.name.startswith(".")]
     assert any(row[3] for row in table[1:]) or trials < 3, table  # some resumed run got going
-    print("\ntrial, kill after (s), trainer started, resumed from iteration, saved iteration after the kill")
+    print(
+        "\ntrial, kill after (s), trainer started, resumed from iteration, saved iteration after the kill, "
+        "temporary files left by the kill"
+    )
     for row in table:
         print(*row, sep=", ")
