@@ -77,7 +77,7 @@ def test_two_process_gloo_training(tmp_path):
     out = proc.stdout + proc.stderr
     assert "shard 0/2" in out and "shard 1/2" in out, log  # PBTSeg split across the ranks
     models = tmp_path / "bundle" / "models"
-    assert sorted(p.name for p in models.iterdir()) == ["model.pt", "model_final.pt"]
+    assert sorted(p.name for p in models.iterdir()) == ["last.pt", "model.pt", "model_final.pt"]
     ckpt = torch.load(models / "model.pt", map_location="cpu", weights_only=True)
     assert {"model", "model_raw", "optimizer"} <= set(ckpt)
     assert set(ckpt["model_raw"]) == set(ckpt["model"]), "DDP checkpoints carry the one-process parameter names"

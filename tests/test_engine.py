@@ -21,6 +21,7 @@ from scripts.transforms import LoadMaskd
 def _png(path: Path, value: int = 100, size: int = 32, mode: str = "L") -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     arr = np.full((size, size), value, np.uint8)
+    arr[0, 0] = value - 1  # not constant: a constant image is rejected by the pre-check
     if mode == "RGB":
         arr = np.stack([arr] * 3, -1)
     Image.fromarray(arr).save(path)

@@ -159,11 +159,11 @@ def test_folder_inference_writes_maps_masks_and_csv(ckpt, inputs, tmp_path):
         assert r["lungs_found"] in {"both", "right", "left", "none"}
     out = tmp_path / "out"
     for stem, shape in {"ph1": (64, 64), "rgb": (96, 80), "vol": (64, 64)}.items():
-        heat = nib.load(str(out / f"{stem}_heatmap.nii.gz"))
+        heat = nib.load(str(out / f"{stem}.artasyn-heatmap.nii.gz"))
         assert heat.get_data_dtype() == np.float32 and heat.shape == shape
-        mask = np.asarray(Image.open(out / f"{stem}_mask.png"))
+        mask = np.asarray(Image.open(out / f"{stem}.artasyn-mask.png"))
         assert mask.shape == shape and set(np.unique(mask)) <= {0, 255}
-        overlay = Image.open(out / f"{stem}_overlay.png")
+        overlay = Image.open(out / f"{stem}.artasyn-overlay.png")
         assert overlay.mode == "RGB" and overlay.size == (shape[1], shape[0])
         row = by_name[f"{stem}.png" if stem.startswith("ph") else {"rgb": "rgb.jpg", "vol": "vol.nii.gz"}[stem]]
         assert int(row["anomaly_area_px"]) == int((mask > 0).sum())
@@ -178,7 +178,7 @@ def test_heatmap_is_the_squared_error_and_mask_follows_tau(ckpt, inputs, tmp_pat
     for tau in (0.2, 0.8):
         _, rows = _run(ckpt, tmp_path / f"t{tau}", input_files=[str(inputs / "ph1.png")], tau=tau)
         areas[tau] = int(rows[0]["anomaly_area_px"])
-        heat = np.asarray(nib.load(str(tmp_path / f"t{tau}" / "ph1_heatmap.nii.gz")).dataobj)
+        heat = np.asarray(nib.load(str(tmp_path / f"t{tau}" / "ph1.artasyn-heatmap.nii.gz")).dataobj)
         assert float(rows[0]["score"]) == pytest.approx(float(heat.mean()), rel=1e-3)  # 64 px: no resampling
     assert areas[0.8] <= areas[0.2]
 
@@ -234,7 +234,7 @@ def test_command_line_inference(ckpt, inputs, tmp_path):
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "inference: 6 images, 5 written, 1 failed" in proc.stdout
-    assert len(list(out.glob("*_heatmap.nii.gz"))) == 5 and (out / "anomaly_scores.csv").is_file()
+    assert len(list(out.glob("*.artasyn-heatmap.nii.gz"))) == 5 and (out / "anomaly_scores.csv").is_file()
 
 
 def test_12bit_png_scores_the_same_in_evaluation_and_inference(ckpt, tmp_path):

@@ -6,18 +6,22 @@ the first entry of ``initialize``) and refers to this code by ``_target_`` (e.g.
 installable library ``artasyn`` holds what other pipelines reuse (transforms, network, losses,
 phantoms, scoring); what only this bundle needs lives here, one concern a module:
 
-- :mod:`.loading`: the one loading chain of every workflow (file -> ``1 x H x W`` in 0..255);
+- :mod:`.loading`: the one loading chain of every workflow (file -> ``1 x H x W`` in 0..255)
+  and the pre-check that decodes a file in full;
 - :mod:`.datalist`: datalists from the authors' folder layout or a MONAI datalist JSON, the
-  data report, the embedded phantom default;
+  data report (rejected and converted files), the embedded phantom default;
 - :mod:`.transforms`: optional lesion masks and image labels of the evaluation data;
-- :mod:`.lungs`: the cached PBTSeg pass that lists the images where no lung was found;
+- :mod:`.lungs`: the lung cache (keyed by file stamps and settings, damaged entries
+  recomputed) and the cached PBTSeg pass that lists no-lung and failing images;
 - :mod:`.training`: the eq.-1 training iteration and its one-forward network view;
 - :mod:`.ema`: EMA weights and their ignite handler;
+- :mod:`.checkpoint`: checkpoints written atomically and checked on load, resumable training;
 - :mod:`.metrics`: micro (pooled) Dice and the evaluator's metric dictionaries;
 - :mod:`.handlers`: image panels, the per-image score CSV and the metrics JSON;
 - :mod:`.inference`: inference inputs, output writers and the run summary;
 - :mod:`.ddp`: multi-GPU training;
-- :mod:`.utils`: the cache hash of ``PersistentDataset`` and an event filter.
+- :mod:`.utils`: atomic file writes (the user's umask), root causes of errors, the cache
+  keys of ``PersistentDataset`` and an event filter.
 
 ``make_panel.py`` (a figure) and ``monailabel_bundle.py`` (a MONAI Label copy of the bundle)
 are command-line entry points.

@@ -1,9 +1,14 @@
 """Datalists for the bundle: the authors' folder layout or a MONAI datalist JSON.
 
-Every image is checked before training (opened and its header or its compressed stream
-verified, which is cheap); a file that cannot be read is listed by path in the log and in
-the JSON data report, and counted, never dropped silently. PBTSeg's no-lung images are added
-to the same report by :class:`scripts.lungs.LungCheck`.
+Every image is checked before a workflow starts, by decoding it in full through the loading
+chain the workflow uses (:func:`scripts.loading.check_radiograph`); a file that cannot be used
+(unreadable, truncated, NaN / infinite values, not 2-D, smaller than ``min_size``, constant)
+is left out and listed by path with its reason in the log and in the JSON data report
+(``rejected``), never dropped silently; a file accepted with a conversion (alpha dropped,
+palette, values rescaled to 0..255) is listed under ``converted``. A file that still fails
+later (in the lung cache, in a DataLoader worker) is added to ``rejected`` by
+:class:`scripts.lungs.LungCheck` and left out. PBTSeg's no-lung images are added to the same
+report.
 
 Items:
 
@@ -50,14 +55,21 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
+
+from .loading import MIN_IMAGE_SIZE, check_radiograph, read_radiograph
+
 __all__ = [
     "IMAGE_SUFFIXES",
     "DataReport",
     "build_datalist",
     "check_image_file",
+    "check_mask_file",
+    "inspect_image_file",
     "data_source",
     "ensure_dataset",
     "find_images",
+    "is_inference_output",
     "load_datalist_json",
     "split_validation",
 ]
@@ -68,6 +80,8 @@ logger = logging.getLogger("artasyn.bundle")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".nii", ".nii.gz")
 MASK_DIRS = ("{split}/diseased_mask", "{split}/masks", "ground_truth/diseased")
 SECTIONS = ("training", "validation", "test")
+#: what names the outputs of ``run inference`` (``<stem>.artasyn-mask.png``, ...): never read as inputs
+INFERENCE_OUTPUT_TAG = ".artasyn-"
 
 
 def _stem(path: str | Path) -> str:
@@ -78,49 +92,64 @@ def _stem(path: str | Path) -> str:
     return Path(name).stem
 
 
+def is_inference_output(path: str | Path) -> bool:
+    """Whether ``path`` is named as an output of ``run inference`` (``<stem>.artasyn-<kind>.<ext>``)."""
+    return INFERENCE_OUTPUT_TAG in Path(path).name
+
+
 def _is_image(path: Path) -> bool:
     return path.is_file() and path.name.lower().endswith(IMAGE_SUFFIXES) and not path.name.startswith(".")
 
 
 def find_images(folder: str | Path) -> list[str]:
-    """Image files of ``folder`` (not recursive), sorted by name; ``[]`` if it doesn't exist."""
+    """Image files of ``folder`` (not recursive), sorted by name; ``[]`` if it doesn't exist.
+
+    Outputs of an earlier inference run (:func:`is_inference_output`) are not images to read:
+    they are skipped, and counted in the log.
+    """
     folder = Path(folder)
     if not folder.is_dir():
         return []
-    return [str(p) for p in sorted(folder.iterdir()) if _is_image(p)]
+    found = [p for p in sorted(folder.iterdir()) if _is_image(p)]
+    outputs = [p for p in found if is_inference_output(p)]
+    if outputs:
+        logger.info("%s: %d outputs of an inference run skipped (*%s*)", folder, len(outputs), INFERENCE_OUTPUT_TAG)
+    return [str(p) for p in found if not is_inference_output(p)]
 
 
-def check_image_file(path: str | Path) -> str | None:
-    """``None`` if ``path`` looks readable, else the reason it is not.
+def inspect_image_file(path: str | Path, min_size: int = MIN_IMAGE_SIZE) -> tuple[str | None, list[str]]:
+    """``(reason, notes)`` of :func:`scripts.loading.check_radiograph`: the file decoded in full.
 
-    PNG / JPEG: PIL opens it and verifies the stream (PNG chunk CRCs; a truncated file
-    fails); NIfTI: nibabel reads the header and checks the data block's size.
+    ``reason`` is ``None`` when the image can be used, else why not; ``notes`` name the
+    conversions an accepted image goes through (alpha dropped, palette, values rescaled).
     """
+    return check_radiograph(path, min_size=min_size)
+
+
+def check_image_file(path: str | Path, min_size: int = MIN_IMAGE_SIZE) -> str | None:
+    """``None`` if ``path`` can be used as an image, else the reason it cannot.
+
+    Every pixel is decoded through the workflows' own loading chain (PNG / JPEG / NIfTI), so a
+    truncated stream, an unsupported layout, NaN / infinite values, an image smaller than
+    ``min_size`` or a constant image are found here, before any workflow starts.
+    """
+    return inspect_image_file(path, min_size)[0]
+
+
+def check_mask_file(path: str | Path) -> tuple[str | None, bool]:
+    """``(reason, empty)`` of a lesion mask: decoded in full; ``empty`` when it marks no pixel."""
+    from .utils import root_cause
+
     path = Path(path)
     if not path.is_file():
-        return "file not found"
-    name = path.name.lower()
+        return "file not found", False
     try:
-        if name.endswith((".nii", ".nii.gz")):
-            import nibabel as nib
-
-            img = nib.load(str(path))
-            if len(img.shape) not in (2, 3) or (len(img.shape) == 3 and img.shape[2] not in (1, 3, 4)):
-                return f"NIfTI of shape {img.shape} is not a 2-D image"
-            if not name.endswith(".gz"):
-                need = int(img.header.get_data_offset()) + int(
-                    img.header.get_data_dtype().itemsize * int(_prod(img.shape))
-                )
-                if path.stat().st_size < need:
-                    return f"truncated NIfTI ({path.stat().st_size} of {need} bytes)"
-        else:
-            from PIL import Image
-
-            with Image.open(path) as im:
-                im.verify()
-    except Exception as e:  # every reader error is a reason, reported by path
-        return f"{type(e).__name__}: {e}"
-    return None
+        m = read_radiograph(path).as_tensor().float()
+        if not bool(torch.isfinite(m).all()):
+            return "non-finite values in the mask", False
+        return None, not bool((m > 0.5 * float(m.max())).any()) if float(m.max()) > 0 else True
+    except Exception as e:
+        return root_cause(e), False
 
 
 def _prod(shape: Sequence[int]) -> int:
@@ -131,90 +160,116 @@ def _prod(shape: Sequence[int]) -> int:
 
 
 class DataReport:
-    """What the data preparation found wrong, by path: logged, counted and saved as JSON.
+    """What the data preparation found, by path: logged, counted and saved as JSON (atomically).
 
-    ``unreadable``: images (or masks) that cannot be opened, with the reason; they are left
-    out of the datalist and listed here. ``no_lung``: images where PBTSeg found no lung (kept:
-    the network still learns to reconstruct them, but they get no synthetic anomaly).
-    ``missing_mask``: diseased images without a lesion mask (AP / AUC only).
+    ``rejected``: files left out, each ``{"path", "reason", "stage"}`` (``stage``: ``pre-check``,
+    or ``lung cache`` for a file that failed later); the JSON also carries them under their
+    former name ``unreadable``. ``converted``: accepted images read with a conversion
+    (``{"path", "note"}``). ``no_lung`` / ``one_lung``: images where PBTSeg found no lung / one
+    lung only (kept: the network still learns to reconstruct them, but they get no synthetic
+    anomaly). ``missing_mask``: diseased images without a usable lesion mask (AP / AUC only).
+    ``cache``: what the lung cache did (``reused``, ``computed``, ``recomputed_changed``,
+    ``recomputed_damaged``).
     """
 
     def __init__(self, path: str | Path | None = None) -> None:
         self.path = Path(path) if path is not None else None
-        self.unreadable: list[dict] = []
+        self.rejected: list[dict] = []
+        self.converted: list[dict] = []
         self.no_lung: list[str] = []
         self.one_lung: list[str] = []
         self.missing_mask: list[str] = []
         self.counts: dict[str, int] = {}
+        self.cache: dict[str, int] = {}
 
-    def add_unreadable(self, path: str, reason: str) -> None:
-        self.unreadable.append({"path": str(path), "reason": reason})
-        logger.warning("unreadable image left out: %s (%s)", path, reason)
+    @property
+    def unreadable(self) -> list[dict]:
+        """The former name of :attr:`rejected`."""
+        return self.rejected
+
+    def add_rejected(self, path: str, reason: str, stage: str = "pre-check") -> None:
+        """Record a file left out (logged as a warning naming it and the reason)."""
+        self.rejected.append({"path": str(path), "reason": str(reason), "stage": stage})
+        logger.warning("image left out (%s): %s (%s)", stage, path, reason)
+
+    add_unreadable = add_rejected
+
+    def add_converted(self, path: str, note: str) -> None:
+        """Record an accepted image read with a conversion (logged once, naming it)."""
+        self.converted.append({"path": str(path), "note": str(note)})
+        logger.info("image converted on reading: %s (%s)", path, note)
 
     def to_dict(self) -> dict:
         return {
             "counts": dict(self.counts),
-            "n_unreadable": len(self.unreadable),
+            "n_rejected": len(self.rejected),
+            "n_converted": len(self.converted),
+            "n_unreadable": len(self.rejected),
             "n_no_lung": len(self.no_lung),
             "n_one_lung": len(self.one_lung),
             "n_missing_mask": len(self.missing_mask),
-            "unreadable": self.unreadable,
+            "rejected": self.rejected,
+            "converted": self.converted,
+            "unreadable": self.rejected,
             "no_lung": self.no_lung,
             "one_lung": self.one_lung,
             "missing_mask": self.missing_mask,
+            "cache": dict(self.cache),
         }
 
     def summary(self) -> str:
         counts = ", ".join(f"{k}: {v}" for k, v in self.counts.items())
         return (
-            f"data: {counts}; unreadable: {len(self.unreadable)}, no lung found: {len(self.no_lung)}, "
-            f"one lung only: {len(self.one_lung)}, diseased without mask: {len(self.missing_mask)}"
+            f"data: {counts}; rejected: {len(self.rejected)}, converted: {len(self.converted)}, "
+            f"no lung found: {len(self.no_lung)}, one lung only: {len(self.one_lung)}, "
+            f"diseased without mask: {len(self.missing_mask)}"
         )
 
     def save(self, path: str | Path | None = None) -> Path | None:
         """Write the report as JSON (atomically) to ``path`` or the report's own path."""
+        from .utils import atomic_write
+
         path = Path(path) if path is not None else self.path
         if path is None:
             return None
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2))
-        os.replace(tmp, path)
-        return path
+        return atomic_write(path, json.dumps(self.to_dict(), indent=2))
 
     def log(self) -> None:
         logger.info(self.summary())
-        for item in self.unreadable:
-            logger.warning("  unreadable: %s (%s)", item["path"], item["reason"])
+        for item in self.rejected:
+            logger.warning("  rejected (%s): %s (%s)", item["stage"], item["path"], item["reason"])
+        for item in self.converted:
+            logger.info("  converted: %s (%s)", item["path"], item["note"])
         for p in self.no_lung:
             logger.warning("  no lung found: %s", p)
         if self.path is not None:
             logger.info("data report: %s", self.path)
 
 
-def _checked(items: list[dict], report: DataReport | None, section: str) -> list[dict]:
-    """Drop the items whose image cannot be read (reported); a bad mask only loses the mask."""
+def _checked(items: list[dict], report: DataReport | None, section: str, min_size: int = MIN_IMAGE_SIZE) -> list[dict]:
+    """Drop the items whose image cannot be used (reported); a bad or empty mask only loses the mask."""
+    report = report if report is not None else DataReport()
     out = []
     for item in items:
-        reason = check_image_file(item["image"])
+        reason, notes = inspect_image_file(item["image"], min_size)
         if reason is not None:
-            if report is not None:
-                report.add_unreadable(item["image"], reason)
-            else:
-                logger.warning("unreadable image left out: %s (%s)", item["image"], reason)
+            report.add_rejected(item["image"], reason)
             continue
+        for note in notes:
+            report.add_converted(item["image"], note)
         mask = item.get("mask", "")
         if mask:
-            reason = check_image_file(mask)
+            reason, empty = check_mask_file(mask)
             if reason is not None:
-                if report is not None:
-                    report.add_unreadable(mask, f"lesion mask of {item['image']}: {reason}")
+                report.add_rejected(mask, f"lesion mask of {item['image']}: {reason}")
                 item = {**item, "mask": ""}
-        if item.get("label", 0) and not item.get("mask", "") and report is not None:
+            elif empty and item.get("label", 0):
+                report.add_converted(mask, f"lesion mask of {item['image']} marks no pixel: AP / AUC only")
+                item = {**item, "mask": ""}
+        if item.get("label", 0) and not item.get("mask", ""):
             report.missing_mask.append(item["image"])
         out.append(item)
-    if report is not None:
-        report.counts[section] = len(out)
+    report.counts[section] = len(out)
     return out
 
 
@@ -290,6 +345,7 @@ def build_datalist(
     report: DataReport | None = None,
     base_dir: str | Path | None = None,
     max_items: int | None = None,
+    min_size: int = MIN_IMAGE_SIZE,
 ) -> list[dict]:
     """The checked items of ``section`` (``training``, ``validation`` or ``test``).
 
@@ -302,6 +358,7 @@ def build_datalist(
         base_dir: base of relative paths in a datalist JSON (default: the JSON's folder).
         max_items: keep at most ``max_items`` items (after the split; for smoke runs): the
             first ones for training, an even share of each label otherwise.
+        min_size: images smaller than ``min_size`` x ``min_size`` pixels are rejected.
     """
     if section not in SECTIONS:
         raise ValueError(f"section must be one of {SECTIONS}, got {section!r}")
@@ -334,7 +391,7 @@ def build_datalist(
             items = items[: int(max_items)]
         else:  # the same share of each label, spread over the sorted names
             items = split_validation(items, int(max_items) / len(items))[0]
-    items = _checked(items, report, section)
+    items = _checked(items, report, section, min_size)
     for item in items:  # the path survives loading (cached items carry no metadata)
         item["image_path"] = item["image"]
     if section == "training" and not items:

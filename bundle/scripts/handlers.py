@@ -9,16 +9,17 @@
 
 All attach to an evaluator (``SupervisedEvaluator``) and read its decollated output items,
 which :class:`artasyn.scoring.AnomalyScored` completes with ``score``, ``pred_mask``,
-``gt_mask`` and ``gt_available``.
+``gt_mask`` and ``gt_available``. Every file is written atomically
+(:func:`scripts.utils.atomic_write`, the user's umask).
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import math
-import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -27,6 +28,7 @@ import numpy as np
 import torch
 
 from .metrics import tau_name
+from .utils import atomic_write
 
 __all__ = ["AnomalyPanelHandler", "ImageScoreSaver", "MetricsJSONSaver", "panel_rows"]
 
@@ -155,8 +157,8 @@ class AnomalyPanelHandler:
         if self.png_path:
             from PIL import Image
 
-            Path(self.png_path).parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray((panel * 255).round().astype(np.uint8)).save(self.png_path)
+            image = Image.fromarray((panel * 255).round().astype(np.uint8))
+            atomic_write(self.png_path, lambda f: image.save(f, format="PNG"))
 
 
 class ImageScoreSaver:
@@ -205,14 +207,12 @@ class ImageScoreSaver:
 
     def _write(self, engine) -> None:
         path = Path(self.output_dir) / self.filename
-        path.parent.mkdir(parents=True, exist_ok=True)
         fields = ["filename", "label", "score", "has_mask", *(f"dice_tau{tau_name(t)}" for t in self.taus)]
-        tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-        with open(tmp, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=fields)
-            w.writeheader()
-            w.writerows(self.rows)
-        os.replace(tmp, path)
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\r\n")
+        w.writeheader()
+        w.writerows(self.rows)
+        atomic_write(path, buf.getvalue())
 
 
 def _jsonable(v):
@@ -296,11 +296,7 @@ class MetricsJSONSaver:
         if best is not None and best != -1:
             content["best_metric"] = _jsonable(best)
             content["best_metric_epoch"] = int(getattr(engine.state, "best_metric_epoch", -1))
-        path = Path(self.output_dir) / self.filename
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(content, indent=2))
-        os.replace(tmp, path)
+        path = atomic_write(Path(self.output_dir) / self.filename, json.dumps(content, indent=2))
         line = summary_line(engine.state.metrics, self.prefix, self.tau)
         logger.info("%s (%d images) -> %s", line, self._n, path)
         if self.print_summary:

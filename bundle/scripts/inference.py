@@ -2,15 +2,20 @@
 
 What runs, in order (the ids of ``inference.json``):
 
+- :func:`check_output_dir` (``initialize``): the output folder is refused when it is an input
+  folder or inside one (inference never writes among its inputs);
 - :func:`inference_datalist`: the images to read, from a folder, a list of files (or a text
-  file of paths, one a line) or a MONAI datalist JSON; every file is checked first, and a
-  missing or unreadable one is recorded in the :class:`InferenceReport` (logged, and a
-  ``failed`` row of the CSV), never fatal.
+  file of paths, one a line) or a MONAI datalist JSON; outputs of an earlier run
+  (``*.artasyn-*``) are never read as inputs; every file is decoded in full first
+  (:func:`scripts.datalist.inspect_image_file`), and a missing or unusable one is recorded in
+  the :class:`InferenceReport` (logged, and a ``failed`` row of the CSV, with the reason),
+  never fatal.
 - ``preprocessing``: :class:`scripts.loading.LoadChestXRayd` (the loading chain of training
   and evaluation too: rows first, grey, 0..255 with 16-bit images scaled by their bit depth),
   :class:`RecordSpatialShaped` (the original size), resize to ``spatial_size``, PBTSeg lungs,
   [0, 1] scaling. :class:`SafeDataset` turns a file that still fails while loading into a
-  placeholder item marked ``failed``, so one bad file does not stop the run.
+  placeholder item marked ``failed`` (the reason is the innermost error and the file), so one
+  bad file does not stop the run.
 - the network (EMA weights of ``models/model.pt``) reconstructs the healthy image;
 - ``postprocessing``: :class:`artasyn.scoring.AnomalyScored` (anomaly map ``(x - r)^2``,
   image score = its mean, mask ``|x - r| >= max(0.03, tau * max |x - r|)`` per image,
@@ -20,10 +25,13 @@ What runs, in order (the ids of ``inference.json``):
   is the binary mask as a ``uint8`` ``W x H`` array: MONAI's default (column-first) layout of a
   2-D image, which MONAI's and MONAI Label's image writers expect.
 - :class:`AnomalyOutputWriter` (an evaluator handler) writes per image
-  ``<stem>_heatmap.nii.gz`` (float32 map at the original size), ``<stem>_overlay.png`` (the
-  map in colour over the radiograph), ``<stem>_mask.png`` ({0, 255}), one row of
-  ``anomaly_scores.csv`` (file, score, anomaly area in pixels and as a fraction, lungs found,
-  status), all written atomically (temporary file, then rename), and logs a summary line.
+  ``<stem>.artasyn-heatmap.nii.gz`` (float32 map at the original size),
+  ``<stem>.artasyn-overlay.png`` (the map in colour over the radiograph),
+  ``<stem>.artasyn-mask.png`` ({0, 255}), all written atomically (temporary file, then
+  rename, the user's umask), appends this run's rows to ``anomaly_scores.csv`` (run id,
+  input file, status, score, anomaly area in pixels and as a fraction, lungs found, the names
+  of the three outputs, notes; under a file lock, rewritten atomically, so runs into one
+  folder keep every row), and logs a summary line.
 
 Example (a checkpoint trained by the bundle in ``bundle/models/model.pt``)::
 
@@ -37,8 +45,8 @@ import csv
 import io
 import logging
 import os
-import tempfile
 import time
+import uuid
 from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
 
@@ -49,7 +57,17 @@ from monai.data import Dataset, MetaTensor
 from monai.transforms import MapTransform, Resize
 from monai.transforms.transform import apply_transform
 
-from .datalist import IMAGE_SUFFIXES, _stem, check_image_file, find_images, load_datalist_json
+from .datalist import (
+    IMAGE_SUFFIXES,
+    INFERENCE_OUTPUT_TAG,
+    _stem,
+    find_images,
+    inspect_image_file,
+    is_inference_output,
+    load_datalist_json,
+)
+from .loading import MIN_IMAGE_SIZE
+from .utils import atomic_write, root_cause
 
 __all__ = [
     "AnomalyOutputWriter",
@@ -57,6 +75,7 @@ __all__ = [
     "RecordSpatialShaped",
     "ResizeToShaped",
     "SafeDataset",
+    "check_output_dir",
     "colorize",
     "inference_datalist",
     "overlay_heatmap",
@@ -69,11 +88,20 @@ logger = logging.getLogger("artasyn.bundle")
 _CMAP_ANCHORS = np.array([[0, 0, 4], [87, 16, 110], [188, 55, 84], [249, 142, 9], [252, 255, 164]], dtype=np.float32)
 
 
+#: the outputs of one input image: kind -> file name ending (``<stem>`` + ending)
+OUTPUT_SUFFIXES = {
+    "heatmap": f"{INFERENCE_OUTPUT_TAG}heatmap.nii.gz",
+    "overlay": f"{INFERENCE_OUTPUT_TAG}overlay.png",
+    "mask": f"{INFERENCE_OUTPUT_TAG}mask.png",
+}
+
+
 class InferenceReport:
-    """The files an inference run could not use, by path and reason, and its counts."""
+    """The files an inference run could not use (by path and reason), the conversion notes, its counts."""
 
     def __init__(self) -> None:
         self.failed: list[dict] = []
+        self.notes: dict[str, list[str]] = {}
         self.n_input = 0
 
     def add_failed(self, path: str, reason: str) -> None:
@@ -101,27 +129,7 @@ def _file_list(input_files) -> list[str]:
     return [str(f) for f in input_files]
 
 
-def inference_datalist(
-    input_dir: str | os.PathLike | None = None,
-    input_files: str | Sequence[str] | None = None,
-    datalist: str | os.PathLike | None = None,
-    sections: Sequence[str] = ("training", "validation", "test"),
-    report: InferenceReport | None = None,
-) -> list[dict]:
-    """Items ``{"image": path, "image_path": path}`` of every readable input image.
-
-    Args:
-        input_dir: a folder; its PNG / JPEG / NIfTI files (not recursive), sorted by name.
-        input_files: paths (a list, a comma-separated string, or a text file with one path a
-            line, relative to the text file).
-        datalist: a MONAI datalist JSON; the ``image`` of every item of ``sections``.
-        sections: the datalist sections to read.
-        report: receives the missing and unreadable files (with the reason).
-
-    At least one of ``input_dir``, ``input_files`` and ``datalist`` must be given. Duplicates
-    are read once. Raises ``ValueError`` when nothing was asked for.
-    """
-    report = report if report is not None else InferenceReport()
+def _input_paths(input_dir, input_files, datalist, sections) -> list[str]:
     paths: list[str] = []
     if input_dir:
         folder = Path(os.path.expanduser(str(input_dir)))
@@ -135,6 +143,73 @@ def inference_datalist(
     if datalist:
         for section in sections:
             paths += [it["image"] for it in load_datalist_json(Path(os.path.expanduser(str(datalist))), section)]
+    return paths
+
+
+def check_output_dir(
+    output_dir: str | os.PathLike,
+    input_dir: str | os.PathLike | None = None,
+    input_files: str | Sequence[str] | None = None,
+    datalist: str | os.PathLike | None = None,
+    sections: Sequence[str] = ("training", "validation", "test"),
+) -> str:
+    """``output_dir`` if inference may write there, else a ``ValueError`` saying why and what to do.
+
+    Refused: ``output_dir`` equal to ``input_dir`` or inside it, and ``output_dir`` equal to the
+    folder of an input file (from ``input_files`` or the datalist). So no output is written
+    among the inputs (or over one), and no later run of the same command reads outputs as
+    radiographs. (A sub-folder of an input file's folder is allowed: folders are not read
+    recursively.)
+    """
+    out = Path(os.path.expanduser(str(output_dir))).resolve()
+
+    def refuse(folder: Path, where: str) -> None:
+        raise ValueError(
+            f"output_dir {out} {where}: inference never writes among its inputs; "
+            f"pass another --output_dir (e.g. {folder.parent / (folder.name + '_artasyn')})"
+        )
+
+    if input_dir:
+        folder = Path(os.path.expanduser(str(input_dir))).resolve()
+        if out == folder:
+            refuse(folder, "is the input folder (--input_dir)")
+        if folder in out.parents:
+            refuse(folder, f"is inside the input folder {folder} (--input_dir)")
+    try:
+        paths = _input_paths(None, input_files, datalist, sections)
+    except FileNotFoundError:
+        paths = []
+    for folder in dict.fromkeys(Path(p).resolve().parent for p in paths):
+        if out == folder:
+            refuse(folder, "is the folder of input files")
+    return str(out)
+
+
+def inference_datalist(
+    input_dir: str | os.PathLike | None = None,
+    input_files: str | Sequence[str] | None = None,
+    datalist: str | os.PathLike | None = None,
+    sections: Sequence[str] = ("training", "validation", "test"),
+    report: InferenceReport | None = None,
+    min_size: int = MIN_IMAGE_SIZE,
+) -> list[dict]:
+    """Items ``{"image": path, "image_path": path}`` of every readable input image.
+
+    Args:
+        input_dir: a folder; its PNG / JPEG / NIfTI files (not recursive), sorted by name.
+        input_files: paths (a list, a comma-separated string, or a text file with one path a
+            line, relative to the text file).
+        datalist: a MONAI datalist JSON; the ``image`` of every item of ``sections``.
+        sections: the datalist sections to read.
+        report: receives the missing and unusable files (with the reason) and conversion notes.
+        min_size: images smaller than ``min_size`` x ``min_size`` pixels are refused.
+
+    At least one of ``input_dir``, ``input_files`` and ``datalist`` must be given. Duplicates
+    are read once; outputs of an inference run (``*.artasyn-*``) are skipped. Raises
+    ``ValueError`` when nothing was asked for.
+    """
+    report = report if report is not None else InferenceReport()
+    paths = _input_paths(input_dir, input_files, datalist, sections)
     if not (input_dir or input_files or datalist):
         raise ValueError(
             "inference needs an input: --input_dir <folder>, --input_files <list or file> or --input_datalist <json>"
@@ -144,10 +219,16 @@ def inference_datalist(
         if p in seen:
             continue
         seen.add(p)
-        reason = check_image_file(p)
+        if is_inference_output(p):
+            logger.warning("inference: %s is an output of an inference run, not an input: skipped", p)
+            continue
+        reason, notes = inspect_image_file(p, min_size)
         if reason is not None:
             report.add_failed(p, reason)
             continue
+        if notes:
+            report.notes[p] = notes
+            logger.info("inference: %s converted on reading (%s)", p, "; ".join(notes))
         items.append({"image": p, "image_path": p})
     report.n_input = len(seen)
     logger.info("inference: %d images to process, %d unreadable", len(items), len(report.failed))
@@ -224,8 +305,7 @@ class SafeDataset(Dataset):
             out["failed"] = ""
             return out
         except Exception as e:  # reported per file, the run goes on
-            cause = e.__cause__ or e
-            reason = f"{type(cause).__name__}: {cause}".splitlines()[0][:300]
+            reason = root_cause(e, item.get(self.image_key))
             logger.warning("inference: failed to load %s (%s); listed as failed", item.get(self.image_key), reason)
             blank = dict(item)
             blank[self.image_key] = MetaTensor(torch.zeros((1, *self.spatial_size)))
@@ -263,17 +343,6 @@ def overlay_heatmap(
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def _png_bytes(array: np.ndarray) -> bytes:
     from PIL import Image
 
@@ -305,8 +374,39 @@ def _lungs_found(found) -> str:
     return {(True, True): "both", (True, False): "right", (False, True): "left", (False, False): "none"}[(right, left)]
 
 
+def _lock(path: Path):
+    """An exclusive advisory lock on ``path`` (a context manager; POSIX ``flock``, else none)."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def held():
+        try:
+            import fcntl
+        except ImportError:  # no flock (Windows): runs into one folder must not overlap
+            yield
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    return held()
+
+
+def _read_csv(path: Path) -> tuple[list[str], list[dict]]:
+    if not path.is_file():
+        return [], []
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        return list(reader.fieldnames or []), list(reader)
+
+
 class AnomalyOutputWriter:
-    """Evaluator handler writing the per-image outputs and the CSV of an inference run.
+    """Evaluator handler writing the per-image outputs and the CSV rows of an inference run.
 
     Args:
         output_dir: where to write (created).
@@ -315,18 +415,36 @@ class AnomalyOutputWriter:
             :class:`scripts.loading.LoadChestXRayd`); ``None``: the overlay uses the network
             input resized back.
         report: the :class:`InferenceReport` of the datalist (files that were never loaded).
-        csv_name: the CSV file name.
+        csv_name: the CSV file name (shared by the runs into ``output_dir``).
         tau: the relative threshold of the masks (recorded in the log).
         save_heatmap, save_overlay, save_mask: which files to write.
+        run_id: names this run's rows (default: the UTC start time and a random suffix).
 
-    Per image ``<stem>_heatmap.nii.gz``, ``<stem>_overlay.png`` and ``<stem>_mask.png``
-    (``<stem>_1`` ... when two inputs share a stem). ``anomaly_scores.csv`` columns: ``file``,
-    ``score`` (mean squared error), ``anomaly_area_px``, ``anomaly_area_fraction`` (of the image),
-    ``lungs_found`` (``both``, ``right``, ``left``, ``none``), ``status`` (``ok`` or
-    ``failed: reason``).
+    Per image ``<stem>.artasyn-heatmap.nii.gz``, ``<stem>.artasyn-overlay.png`` and
+    ``<stem>.artasyn-mask.png`` (:data:`OUTPUT_SUFFIXES`; ``<stem>_1`` ... when another input,
+    of this run or of an earlier one in the CSV, has the stem). Names with ``.artasyn-`` are
+    never read as inputs. The CSV gets this run's rows appended at the end, under a lock and
+    rewritten atomically, so several runs into one folder keep all their rows. Columns:
+    ``run_id``, ``file`` (the input), ``status`` (``ok`` or ``failed: reason``), ``score`` (mean
+    squared error), ``anomaly_area_px``, ``anomaly_area_fraction`` (of the image),
+    ``lungs_found`` (``both``, ``right``, ``left``, ``none``), ``heatmap``, ``overlay``,
+    ``mask`` (the output file names in ``output_dir``, empty when not written) and ``notes``
+    (conversions on reading).
     """
 
-    COLUMNS = ("file", "score", "anomaly_area_px", "anomaly_area_fraction", "lungs_found", "status")
+    COLUMNS = (
+        "run_id",
+        "file",
+        "status",
+        "score",
+        "anomaly_area_px",
+        "anomaly_area_fraction",
+        "lungs_found",
+        "heatmap",
+        "overlay",
+        "mask",
+        "notes",
+    )
 
     def __init__(
         self,
@@ -343,6 +461,7 @@ class AnomalyOutputWriter:
         mask_key: str = "anomaly_mask",
         score_key: str = "score",
         found_key: str = "image_lungs_found",
+        run_id: str | None = None,
     ) -> None:
         self.output_dir = Path(os.path.expanduser(str(output_dir)))
         self.loader = loader
@@ -352,8 +471,10 @@ class AnomalyOutputWriter:
         self.save_heatmap, self.save_overlay, self.save_mask = bool(save_heatmap), bool(save_overlay), bool(save_mask)
         self.image_key, self.map_key, self.mask_key = image_key, map_key, mask_key
         self.score_key, self.found_key = score_key, found_key
+        self._run_id = run_id
+        self.run_id = run_id or ""
         self.rows: list[dict] = []
-        self._stems: set[str] = set()
+        self._stems: dict[str, str] = {}
         self._t0 = 0.0
 
     def attach(self, engine) -> None:
@@ -365,23 +486,37 @@ class AnomalyOutputWriter:
 
     def _start(self, engine) -> None:
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        self.rows, self._stems, self._t0 = [], set(), time.perf_counter()
+        self.rows, self._t0 = [], time.perf_counter()
+        self.run_id = self._run_id or f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{uuid.uuid4().hex[:8]}"
+        # stems that earlier runs into this folder gave to other inputs stay theirs
+        self._stems = {}
+        for row in _read_csv(self.output_dir / self.csv_name)[1]:
+            for kind in OUTPUT_SUFFIXES:
+                name = row.get(kind) or ""
+                if name.endswith(OUTPUT_SUFFIXES[kind]):
+                    self._stems.setdefault(name[: -len(OUTPUT_SUFFIXES[kind])], row.get("file", ""))
 
     def _unique_stem(self, path: str) -> str:
         stem = _stem(path) or "image"
         name, i = stem, 0
-        while name in self._stems:
+        while self._stems.get(name, path) != path:
             i += 1
             name = f"{stem}_{i}"
-        self._stems.add(name)
+        self._stems[name] = path
         return name
+
+    def _target(self, stem: str, kind: str, inputs: set) -> Path:
+        path = self.output_dir / f"{stem}{OUTPUT_SUFFIXES[kind]}"
+        if str(path.resolve()) in inputs:
+            raise ValueError(f"output {path} would overwrite an input of this run: refused")
+        return path
 
     def _original(self, path: str, item: dict, shape: tuple[int, int]) -> np.ndarray:
         if self.loader is not None:
             try:
                 return _plane(self.loader({self.image_key: path})[self.image_key])
             except Exception as e:  # the overlay falls back to the network input
-                logger.warning("inference: overlay of %s drawn on the resized input (%s)", path, e)
+                logger.warning("inference: overlay of %s drawn on the resized input (%s)", path, root_cause(e))
         img = torch.as_tensor(item[self.image_key]).float()[:1] * 255.0
         return _plane(Resize(spatial_size=shape, mode="bilinear")(img))
 
@@ -398,60 +533,75 @@ class AnomalyOutputWriter:
             try:
                 self.rows.append(self._write_one(path, item))
             except Exception as e:  # a write error is one failed row, not a failed run
-                reason = f"{type(e).__name__}: {e}"
+                reason = root_cause(e, path)
                 logger.warning("inference: could not write the outputs of %s (%s)", path, reason)
                 self.rows.append(self._failed_row(path, reason))
 
     def _failed_row(self, path: str, reason: str) -> dict:
-        return {
-            "file": path,
-            "score": "",
-            "anomaly_area_px": "",
-            "anomaly_area_fraction": "",
-            "lungs_found": "",
-            "status": f"failed: {reason}",
-        }
+        row = dict.fromkeys(self.COLUMNS, "")
+        row.update(run_id=self.run_id, file=path, status=f"failed: {reason}")
+        return row
 
     def _write_one(self, path: str, item: dict) -> dict:
         heat = _plane(item[self.map_key]).astype(np.float32)
         mask = _plane(item[self.mask_key]) > 0.5
         stem = self._unique_stem(path)
+        inputs = {str(Path(path).resolve())}
         affine = np.eye(4)
         meta = getattr(item.get(self.image_key), "meta", None) or {}
         if str(path).lower().endswith((".nii", ".nii.gz")) and "original_affine" in meta:
             affine = np.asarray(meta["original_affine"], dtype=np.float64)
+        names = dict.fromkeys(OUTPUT_SUFFIXES, "")
         if self.save_heatmap:
-            _atomic_write_bytes(self.output_dir / f"{stem}_heatmap.nii.gz", _nifti_gz_bytes(heat, affine))
+            names["heatmap"] = atomic_write(self._target(stem, "heatmap", inputs), _nifti_gz_bytes(heat, affine)).name
         if self.save_mask:
-            _atomic_write_bytes(self.output_dir / f"{stem}_mask.png", _png_bytes(mask.astype(np.uint8) * np.uint8(255)))
+            names["mask"] = atomic_write(
+                self._target(stem, "mask", inputs), _png_bytes(mask.astype(np.uint8) * np.uint8(255))
+            ).name
         if self.save_overlay:
             gray = self._original(path, item, heat.shape)
             if gray.shape != heat.shape:
                 gray = _plane(Resize(spatial_size=heat.shape, mode="bilinear")(torch.as_tensor(gray)[None].float()))
-            _atomic_write_bytes(self.output_dir / f"{stem}_overlay.png", _png_bytes(overlay_heatmap(gray, heat)))
+            names["overlay"] = atomic_write(
+                self._target(stem, "overlay", inputs), _png_bytes(overlay_heatmap(gray, heat))
+            ).name
         area = int(mask.sum())
         return {
+            "run_id": self.run_id,
             "file": path,
+            "status": "ok",
             "score": f"{float(torch.as_tensor(item[self.score_key]).reshape(-1)[0]):.9g}",
             "anomaly_area_px": area,
             "anomaly_area_fraction": f"{area / mask.size:.6f}",
             "lungs_found": _lungs_found(item.get(self.found_key)),
-            "status": "ok",
+            **names,
+            "notes": "; ".join(self.report.notes.get(path, [])),
         }
+
+    def append_rows(self, rows: list[dict]) -> Path:
+        """Append ``rows`` to the CSV of ``output_dir``: under a lock, the whole file rewritten atomically."""
+        path = self.output_dir / self.csv_name
+        with _lock(self.output_dir / f".{self.csv_name}.lock"):
+            fields, old = _read_csv(path)
+            columns = list(self.COLUMNS) + [f for f in fields if f not in self.COLUMNS]
+            buf = io.StringIO()
+            writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n", restval="")
+            writer.writeheader()
+            writer.writerows(old)
+            writer.writerows(rows)
+            atomic_write(path, buf.getvalue())
+        return path
 
     def _finish(self, engine) -> None:
         rows = self.rows + [self._failed_row(f["path"], f["reason"]) for f in self.report.failed]
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=list(self.COLUMNS), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-        _atomic_write_bytes(self.output_dir / self.csv_name, buf.getvalue().encode("utf-8"))
+        self.append_rows(rows)
         ok = [r for r in rows if r["status"] == "ok"]
         failed = len(rows) - len(ok)
         with_anomaly = sum(1 for r in ok if int(r["anomaly_area_px"]) > 0)
         no_lung = sum(1 for r in ok if r["lungs_found"] == "none")
         elapsed = time.perf_counter() - self._t0
         self.summary = {
+            "run_id": self.run_id,
             "images": len(rows),
             "written": len(ok),
             "failed": failed,
@@ -463,7 +613,7 @@ class AnomalyOutputWriter:
         line = (
             f"inference: {len(rows)} images, {len(ok)} written, {failed} failed, {no_lung} without lungs found; "
             f"tau {self.tau:g}; {elapsed:.1f} s ({self.summary['images_per_second']:.2f} images/s); "
-            f"outputs in {self.output_dir} (CSV: {self.csv_name})"
+            f"outputs in {self.output_dir} (CSV: {self.csv_name}, run {self.run_id})"
         )
         logger.info(line)
         print(line, flush=True)

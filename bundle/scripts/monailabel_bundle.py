@@ -30,12 +30,17 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import shutil
-import tempfile
+import sys
 from pathlib import Path
 
 BUNDLE = Path(__file__).resolve().parents[1]
+if str(BUNDLE) not in sys.path:  # run as a script: ``scripts`` is the bundle's package
+    sys.path.insert(0, str(BUNDLE))
+
+from scripts.checkpoint import load_checkpoint  # noqa: E402
+from scripts.utils import atomic_write  # noqa: E402
+
 CONFIGS = BUNDLE / "configs"
 #: what MONAI Label's task type detection must not find in the folder name
 _OTHER_TASKS = ("classification", "detection", "deepedit", "deepgrow")
@@ -67,45 +72,39 @@ def inference_config(presets: list[str] | tuple[str, ...] = (), overrides: dict 
     return config
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def make_monailabel_bundle(
     out: str | Path,
     ckpt: str | Path | None = None,
     presets: list[str] | tuple[str, ...] = (),
     overrides: dict | None = None,
 ) -> Path:
-    """Write a copy of the bundle to ``out`` (configs, scripts, docs; ``models/model.pt`` from ``ckpt``)."""
+    """Write a copy of the bundle to ``out`` (configs, scripts, docs; ``models/model.pt`` from ``ckpt``).
+
+    ``ckpt`` is checked first (:func:`scripts.checkpoint.load_checkpoint`: it must be readable and
+    hold the ``model`` weights): a missing, empty or damaged checkpoint is refused with an error
+    naming it, before anything is written. Every file is written atomically.
+    """
     out = Path(out).expanduser()
     if any(word in out.name.lower() for word in _OTHER_TASKS):
         raise ValueError(
             f"MONAI Label reads the task type from the folder name; {out.name!r} names another task "
             f"({', '.join(_OTHER_TASKS)}): choose e.g. 'artasyn_cxr_anomaly_segmentation'"
         )
-    if ckpt is not None and not Path(ckpt).is_file():
-        raise FileNotFoundError(f"checkpoint not found: {ckpt} (train the bundle first)")
+    if ckpt is not None:
+        load_checkpoint(ckpt, keys=("model",))  # refuses a missing, empty or unreadable checkpoint, naming it
     out.mkdir(parents=True, exist_ok=True)
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     for sub in ("scripts", "docs"):
         shutil.copytree(BUNDLE / sub, out / sub, ignore=ignore, dirs_exist_ok=True)
     (out / "configs").mkdir(exist_ok=True)
     for name in ("metadata.json", "logging.conf"):
-        shutil.copy2(CONFIGS / name, out / "configs" / name)
-    _atomic_write(out / "configs" / "inference.json", json.dumps(inference_config(presets, overrides), indent=4))
+        atomic_write(out / "configs" / name, (CONFIGS / name).read_bytes())
+    atomic_write(out / "configs" / "inference.json", json.dumps(inference_config(presets, overrides), indent=4))
     if ckpt is not None:
-        (out / "models").mkdir(exist_ok=True)
-        tmp = out / "models" / ".model.pt.tmp"
-        shutil.copy2(ckpt, tmp)
-        os.replace(tmp, out / "models" / "model.pt")
+        with open(ckpt, "rb") as src:
+            atomic_write(out / "models" / "model.pt", lambda f: shutil.copyfileobj(src, f))
+    elif not (out / "models" / "model.pt").is_file():
+        logger.warning("no checkpoint given and none in %s: MONAI Label will not load this bundle", out / "models")
     return out
 
 
@@ -114,7 +113,9 @@ def main() -> None:
     ap.add_argument(
         "--out", required=True, help="bundle folder to write (e.g. <app>/model/artasyn_cxr_anomaly_segmentation)"
     )
-    ap.add_argument("--ckpt", help="checkpoint to copy to models/model.pt (the training's models/model.pt)")
+    ap.add_argument(
+        "--ckpt", required=True, help="checkpoint to copy to models/model.pt (the training's models/model.pt)"
+    )
     ap.add_argument(
         "--preset", action="append", default=[], help="preset the checkpoint was trained with (e.g. small.json)"
     )
