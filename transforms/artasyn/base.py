@@ -33,7 +33,7 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from typing import Any
 
 import numpy as np
@@ -53,6 +53,10 @@ __all__ = [
     "to_uint8",
     "clip_uint8",
     "float32_like",
+    "synthesis_outputs",
+    "empty_mask_like",
+    "tag_synthesis",
+    "anomaly_label",
     "check_image_and_lung",
     "source_name",
 ]
@@ -108,6 +112,39 @@ def float32_like(arr: np.ndarray, dst: Any) -> Any:
     """``arr`` as float32 in the container type of ``dst`` (numpy, torch or MetaTensor, whose
     metadata it keeps)."""
     return convert_to_dst_type(arr, dst, dtype=torch.float32 if isinstance(dst, torch.Tensor) else np.float32)[0]
+
+
+def synthesis_outputs(out: np.ndarray, mask: np.ndarray, img: Any, **meta: Any) -> tuple[Any, Any]:
+    """The ``(image, mask)`` pair a synthesis transform returns: the H x W synthetic image as
+    ``1 x H x W`` in ``img``'s type and dtype, the mask as ``1 x H x W`` float32 in ``img``'s
+    container type; MetaTensor outputs get ``meta`` (e.g. ``artasyn_variant``) in their metadata."""
+    out_t = convert_to_dst_type(out[None], img)[0]
+    mask_t = float32_like(mask[None], img)
+    for t in (out_t, mask_t):
+        if isinstance(t, MetaTensor):
+            t.meta.update(meta)
+    return out_t, mask_t
+
+
+def empty_mask_like(img: Any) -> Any:
+    """An all-zero anomaly mask of ``img``'s shape, float32, in ``img``'s container type."""
+    return float32_like(np.zeros(tuple(img.shape), np.float32), img)
+
+
+def tag_synthesis(d: dict, keys: Sequence[Hashable], variant: str, base_lung_mask: bool, no_lung: bool) -> None:
+    """Record the synthesis settings in ``d["artasyn_variant"]`` and in the metadata of every
+    MetaTensor under ``keys`` (``artasyn_variant``, ``artasyn_base_lung_mask``, ``artasyn_no_lung``)."""
+    d["artasyn_variant"] = variant
+    for k in keys:
+        t = d.get(k)
+        if isinstance(t, MetaTensor):
+            t.meta.update(artasyn_variant=variant, artasyn_base_lung_mask=base_lung_mask, artasyn_no_lung=no_lung)
+
+
+def anomaly_label(painted: bool) -> torch.Tensor:
+    """The image label a synthesis dictionary transform writes: float32 tensor ``[1.0]`` when an
+    anomaly was painted, ``[0.0]`` otherwise (the same type for every item, so batches collate)."""
+    return torch.tensor([1.0 if painted else 0.0], dtype=torch.float32)
 
 
 def check_image_and_lung(

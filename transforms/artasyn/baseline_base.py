@@ -42,15 +42,21 @@ from collections.abc import Hashable, Mapping
 from typing import Any
 
 import numpy as np
-import torch
 from monai.config import KeysCollection
-from monai.data import MetaTensor
 from monai.transforms import MapTransform, RandomizableTransform
 from monai.utils import TransformBackends
-from monai.utils.type_conversion import convert_to_dst_type
 from PIL import Image, ImageEnhance
 
-from .base import REFERENCE_SIZE, check_image_and_lung, size_scale, source_name
+from .base import (
+    REFERENCE_SIZE,
+    anomaly_label,
+    check_image_and_lung,
+    empty_mask_like,
+    size_scale,
+    source_name,
+    synthesis_outputs,
+    tag_synthesis,
+)
 from .constants import MASK_THRESHOLD
 
 __all__ = [
@@ -198,20 +204,14 @@ class RandLungAnomaly(RandomizableTransform):
                     out = np.clip(np.round(drawn), 0, 255).astype(im.dtype)
                 else:
                     out = drawn.astype(im.dtype, copy=False)
-        out_t = convert_to_dst_type(out[None], img)[0]
-        mask_t = convert_to_dst_type(
-            mask[None], img, dtype=torch.float32 if isinstance(img, torch.Tensor) else np.float32
-        )[0]
-        for t in (out_t, mask_t):
-            if isinstance(t, MetaTensor):
-                t.meta["artasyn_variant"] = self.variant
-                t.meta["artasyn_base_lung_mask"] = self.base_lung_mask
-                t.meta["artasyn_no_lung"] = self.last_no_lung
-        return out_t, mask_t
-
-
-def _label(value: float) -> torch.Tensor:
-    return torch.tensor([value], dtype=torch.float32)
+        return synthesis_outputs(
+            out,
+            mask,
+            img,
+            artasyn_variant=self.variant,
+            artasyn_base_lung_mask=self.base_lung_mask,
+            artasyn_no_lung=self.last_no_lung,
+        )
 
 
 class RandLungAnomalyd(RandomizableTransform, MapTransform):
@@ -268,17 +268,9 @@ class RandLungAnomalyd(RandomizableTransform, MapTransform):
                 painted = self.synth.last_painted
             else:
                 check_image_and_lung(img, d[self.lung_key], str(key), self.lung_key)
-                d[self.mask_key] = convert_to_dst_type(
-                    np.zeros(tuple(img.shape), np.float32),
-                    img,
-                    dtype=torch.float32 if isinstance(img, torch.Tensor) else np.float32,
-                )[0]
+                d[self.mask_key] = empty_mask_like(img)
                 painted = False
-            d[self.label_key] = _label(1.0 if painted else 0.0)
-            for k in (key, self.mask_key):
-                if isinstance(d[k], MetaTensor):
-                    d[k].meta["artasyn_variant"] = self.synth.variant
-                    d[k].meta["artasyn_base_lung_mask"] = self.synth.base_lung_mask
-                    d[k].meta["artasyn_no_lung"] = bool(self._do_transform and self.synth.last_no_lung)
-            d["artasyn_variant"] = self.synth.variant
+            d[self.label_key] = anomaly_label(painted)
+            no_lung = bool(self._do_transform and self.synth.last_no_lung)
+            tag_synthesis(d, (key, self.mask_key), self.synth.variant, self.synth.base_lung_mask, no_lung)
         return d

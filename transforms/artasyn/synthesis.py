@@ -49,13 +49,21 @@ from typing import Any
 import numpy as np
 import torch
 from monai.config import KeysCollection
-from monai.data import MetaTensor
 from monai.transforms import MapTransform, RandomizableTransform
 from monai.utils import TransformBackends
-from monai.utils.type_conversion import convert_to_dst_type
 
 from .anatomy import rib_scale_alpha, soft_lung_mask
-from .base import REFERENCE_SIZE, check_image_and_lung, float32_like, size_scale, source_name, to_uint8
+from .base import (
+    REFERENCE_SIZE,
+    anomaly_label,
+    check_image_and_lung,
+    empty_mask_like,
+    size_scale,
+    source_name,
+    synthesis_outputs,
+    tag_synthesis,
+    to_uint8,
+)
 from .baselines import BASELINES
 from .composite import anomaly_mask, composite_over_image
 from .constants import (
@@ -271,33 +279,14 @@ class RandARTAnomaly(RandomizableTransform):
             out, mask = self.synthesize(im, im_u8, lu)
         else:
             out, mask = im, np.zeros(im.shape, np.float32)
-        out_t = convert_to_dst_type(out[None], img)[0]
-        mask_t = float32_like(mask[None], img)
-        for t in (out_t, mask_t):
-            if isinstance(t, MetaTensor):
-                t.meta["artasyn_variant"] = self.variant
-                t.meta["artasyn_base_lung_mask"] = self.base_lung_mask
-                t.meta["artasyn_no_lung"] = self.last_no_lung
-        return out_t, mask_t
-
-
-def _label(value: float) -> torch.Tensor:
-    return torch.tensor([value], dtype=torch.float32)
-
-
-def _tag(d: dict, keys: Sequence[Hashable], variant: str, base_lung_mask: bool, no_lung: bool) -> None:
-    d["artasyn_variant"] = variant
-    for k in keys:
-        t = d.get(k)
-        if isinstance(t, MetaTensor):
-            t.meta["artasyn_variant"] = variant
-            t.meta["artasyn_base_lung_mask"] = base_lung_mask
-            t.meta["artasyn_no_lung"] = no_lung
-
-
-def _empty_mask(img: Any) -> Any:
-    zeros = np.zeros(tuple(img.shape), np.float32)
-    return float32_like(zeros, img)
+        return synthesis_outputs(
+            out,
+            mask,
+            img,
+            artasyn_variant=self.variant,
+            artasyn_base_lung_mask=self.base_lung_mask,
+            artasyn_no_lung=self.last_no_lung,
+        )
 
 
 def _copy(x: Any) -> Any:
@@ -387,9 +376,9 @@ class RandARTAnomalyd(_SynthesisMapTransform):
                 d[key], d[self.mask_key] = self.synth(img, lung, key=str(key), lung_key=self.lung_key)
                 painted, no_lung = self.synth.last_painted, self.synth.last_no_lung
             else:
-                d[key], d[self.mask_key], painted = _copy(img), _empty_mask(img), False
-            d[self.label_key] = _label(1.0 if painted else 0.0)
-        _tag(d, [*keys, self.mask_key], self.variant, self.synth.base_lung_mask, no_lung)
+                d[key], d[self.mask_key], painted = _copy(img), empty_mask_like(img), False
+            d[self.label_key] = anomaly_label(painted)
+        tag_synthesis(d, [*keys, self.mask_key], self.variant, self.synth.base_lung_mask, no_lung)
         return d
 
 
@@ -447,9 +436,9 @@ class RandARTTwinsd(_SynthesisMapTransform):
         def healthy() -> dict:
             h = {k: _copy(v) for k, v in d.items()}
             h[self.target_key] = _copy(img)
-            h[self.mask_key] = _empty_mask(img)
-            h[self.label_key] = _label(0.0)
-            _tag(h, [key, self.mask_key, self.target_key], self.variant, blm, False)
+            h[self.mask_key] = empty_mask_like(img)
+            h[self.label_key] = anomaly_label(False)
+            tag_synthesis(h, [key, self.mask_key, self.target_key], self.variant, blm, False)
             return h
 
         if self.variant == "none":
@@ -459,8 +448,8 @@ class RandARTTwinsd(_SynthesisMapTransform):
             t = {k: _copy(v) for k, v in d.items()}
             t[key], t[self.mask_key] = self.synth(img, lung, key=str(key), lung_key=self.lung_key)
             t[self.target_key] = _copy(img)
-            t[self.label_key] = _label(1.0 if self.synth.last_painted else 0.0)
-            _tag(t, [key, self.mask_key, self.target_key], self.variant, blm, self.synth.last_no_lung)
+            t[self.label_key] = anomaly_label(self.synth.last_painted)
+            tag_synthesis(t, [key, self.mask_key, self.target_key], self.variant, blm, self.synth.last_no_lung)
             out.append(t)
         if not out:  # include_healthy=False and k == 0
             out.append(healthy())
