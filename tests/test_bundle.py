@@ -364,3 +364,18 @@ def test_12bit_real_radiograph_reads_like_its_8bit_original(shared_data, tmp_pat
     for name, item in out.items():
         lung = torch.as_tensor(item["lung"])
         assert bool((lung == 1).any()) and bool((lung == 2).any()), f"{name}: PBTSeg lost a lung"
+
+
+@pytest.mark.parametrize("mode", ["paper", "robust"])
+def test_pbtseg_mode_reaches_every_lung_segmentation(mode, tmp_path):
+    """``--pbtseg_mode`` switches PBTSeg in training, validation and the standalone inference."""
+    from artasyn.pbtseg import PBTSegd
+
+    def modes(parser, ids):
+        return [t.pbtseg.mode for i in ids for t in parser.get_parsed_content(i) if isinstance(t, PBTSegd)]
+
+    train = _workflow(TRAIN, **outputs(tmp_path), pbtseg_mode=mode, **TINY)
+    found = modes(train.parser, ["train#preprocessing_lungs", "validate#preprocessing_tail"])
+    infer = _workflow(str(CONFIGS / "inference.json"), "infer", pbtseg_mode=mode)
+    found += modes(infer.parser, ["preprocessing_tail"])
+    assert found == [mode] * 3

@@ -166,8 +166,9 @@ class DataReport:
     or ``lung cache`` for a file that failed later); the JSON also carries them under their
     former name ``unreadable``. ``converted``: accepted images read with a conversion
     (``{"path", "note"}``). ``no_lung`` / ``one_lung``: images where PBTSeg found no lung / one
-    lung only (kept: the network still learns to reconstruct them, but they get no synthetic
-    anomaly). ``missing_mask``: diseased images without a usable lesion mask (AP / AUC only).
+    lung only (kept: the network still learns to reconstruct them; a no-lung image gets no
+    synthetic anomaly, a one-lung image gets its anomalies in the lung found). ``missing_mask``:
+    diseased images without a usable lesion mask (AP / AUC only).
     ``cache``: what the lung cache did (``reused``, ``computed``, ``recomputed_changed``,
     ``recomputed_damaged``).
     """
