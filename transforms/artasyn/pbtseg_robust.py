@@ -190,6 +190,14 @@ def lateral_hull(seed: np.ndarray, envelope: np.ndarray, side: int) -> np.ndarra
     return out
 
 
+def _largest(mask: np.ndarray) -> np.ndarray | None:
+    """The largest 8-connected component of ``mask`` (``None`` when empty)."""
+    labels, n = ndi.label(mask, structure=np.ones((3, 3), dtype=bool))
+    if n == 0:
+        return None
+    return labels == (int(np.argmax(np.bincount(labels.ravel())[1:])) + 1)
+
+
 def _mediastinum_column(image: np.ndarray) -> float:
     """The brightest column of the central third (rows 1/4..3/4, smoothed): the midline.
 
@@ -226,6 +234,7 @@ def robust_lungs(
     outside_level: int | None = 35,
     template_centre: tuple[float, float] = (0.47, 0.29),
     template_axes: tuple[float, float] = (0.30, 0.14),
+    air_level: int | None = 30,
 ) -> tuple[np.ndarray, np.ndarray, tuple[str, str]]:
     """Robust lung fields of one 2-D uint8 image (steps 1 to 6 of the module docstring).
 
@@ -245,6 +254,8 @@ def robust_lungs(
         brighten: apply the paper's border pre-step before the seed passes.
         crop_to_body, dark_level, min_body_fraction: work on :func:`body_box` (the image
             without its black frame) rather than the whole image.
+        air_level: step 3b: equalised grey level of the outside air removed from the seeds
+            (``None``: not removed).
         template_centre, template_axes: the template ellipse of the right lung (rows, columns),
             as fractions of the image; the left lung's is its mirror image.
 
@@ -256,12 +267,16 @@ def robust_lungs(
     top, bottom, left, right = body_box(image, dark_level, min_body_fraction) if crop_to_body else (0, height, 0, width)
     work = (max(16, int(round(height * work_fraction))), max(16, int(round(width * work_fraction))))
     small = resize_bilinear_uint8(equalize_central(image[top:bottom, left:right], equalize_margin), work)
+    plain = small
     if brighten:
         small = brighten_border(small)
     seeds = list(pbtseg_lungs(small, thresholds=thresholds, max_area_fraction=max_area_fraction))
     if relaxed_test and (seeds[0] is None or seeds[1] is None):
         again = pbtseg_lungs(blank_outside(small, outside_level), thresholds=thresholds, **relaxed_test)
         seeds = [s if s is not None else a for s, a in zip(seeds, again)]
+    if air_level is not None:
+        air = (blank_outside(plain, air_level) == 255) & (plain <= air_level)
+        seeds = [s if s is None else _largest(s & ~air) for s in seeds]
     radius = closing_fraction * work[1]
     lungs = [None if s is None else lateral_hull(s, close_and_fill(s, radius), i) for i, s in enumerate(seeds)]
     sources = ["threshold" if s is not None else "" for s in seeds]
