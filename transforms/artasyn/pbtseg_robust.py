@@ -57,6 +57,8 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -64,6 +66,7 @@ from scipy import ndimage as ndi
 from .pbtseg import _convex_hull_rows, brighten_border, pbtseg_lungs, resize_bilinear_uint8, resize_nearest
 
 __all__ = [
+    "ATLAS_PATH",
     "LUNG_SOURCES",
     "RELAXED_TEST",
     "ROBUST_THRESHOLDS",
@@ -71,7 +74,9 @@ __all__ = [
     "body_box",
     "close_and_fill",
     "equalize_central",
+    "grow_in_atlas",
     "lateral_hull",
+    "load_atlas",
     "robust_lungs",
 ]
 
@@ -190,6 +195,27 @@ def lateral_hull(seed: np.ndarray, envelope: np.ndarray, side: int) -> np.ndarra
     return out
 
 
+#: the packaged lung atlas (``bench/make_pbtseg_atlas.py``)
+ATLAS_PATH = Path(__file__).resolve().parent / "data" / "pbtseg_atlas.npz"
+
+
+@lru_cache(maxsize=1)
+def load_atlas() -> np.ndarray:
+    """The packaged atlas: ``2 x 64 x 64`` uint8, per lung the fraction (of 255) of healthy
+    images where the pixel is lung, in the frame of :func:`body_box` (read once, cached)."""
+    with np.load(ATLAS_PATH) as f:
+        atlas = f["atlas"]
+    atlas.setflags(write=False)
+    return atlas
+
+
+def grow_in_atlas(seed: np.ndarray, allowed: np.ndarray) -> np.ndarray:
+    """``seed`` plus the 8-connected components of ``allowed`` that it touches."""
+    labels, _ = ndi.label(allowed | seed, structure=np.ones((3, 3), dtype=bool))
+    hit = np.unique(labels[seed])
+    return np.isin(labels, hit[hit > 0])
+
+
 def _largest(mask: np.ndarray) -> np.ndarray | None:
     """The largest 8-connected component of ``mask`` (``None`` when empty)."""
     labels, n = ndi.label(mask, structure=np.ones((3, 3), dtype=bool))
@@ -235,6 +261,10 @@ def robust_lungs(
     template_centre: tuple[float, float] = (0.47, 0.29),
     template_axes: tuple[float, float] = (0.30, 0.14),
     air_level: int | None = 30,
+    atlas: np.ndarray | None | str = "packaged",
+    atlas_min: float = 0.4,
+    grow_level: int = 120,
+    atlas_clip: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray, tuple[str, str]]:
     """Robust lung fields of one 2-D uint8 image (steps 1 to 6 of the module docstring).
 
@@ -256,6 +286,13 @@ def robust_lungs(
             without its black frame) rather than the whole image.
         air_level: step 3b: equalised grey level of the outside air removed from the seeds
             (``None``: not removed).
+        atlas: step 3c: ``2 x h x w`` uint8 lung atlas (right, left; 255 = lung in every
+            healthy image) in the body box's frame; ``"packaged"``: :func:`load_atlas`;
+            ``None``: no atlas step.
+        atlas_min: the atlas region of a lung is where the atlas is at least this fraction.
+        grow_level: equalised grey level up to which a seed grows inside its atlas region.
+        atlas_clip: if set, the final lungs are cut to where the atlas (either lung) exceeds
+            this fraction (``None``: not cut).
         template_centre, template_axes: the template ellipse of the right lung (rows, columns),
             as fractions of the image; the left lung's is its mirror image.
 
@@ -277,6 +314,14 @@ def robust_lungs(
     if air_level is not None:
         air = (blank_outside(plain, air_level) == 255) & (plain <= air_level)
         seeds = [s if s is None else _largest(s & ~air) for s in seeds]
+    if isinstance(atlas, str):
+        atlas = load_atlas()
+    if atlas is not None:
+        prob = [resize_bilinear_uint8(a, work) >= 255.0 * atlas_min for a in atlas]
+        dark = small <= grow_level
+        if air_level is not None:
+            dark &= ~air
+        seeds = [s if s is None else grow_in_atlas(s, dark & prob[i]) for i, s in enumerate(seeds)]
     radius = closing_fraction * work[1]
     lungs = [None if s is None else lateral_hull(s, close_and_fill(s, radius), i) for i, s in enumerate(seeds)]
     sources = ["threshold" if s is not None else "" for s in seeds]
@@ -300,6 +345,9 @@ def robust_lungs(
     for i in (0, 1):
         if lungs[i] is None:
             lungs[i], sources[i] = _template(work, i, template_centre, template_axes), "template"
+    if atlas is not None and atlas_clip is not None:
+        inside = resize_bilinear_uint8(np.maximum(atlas[0], atlas[1]), work) > 255.0 * atlas_clip
+        lungs = [m & inside if (m & inside).any() else m for m in lungs]
     out = []
     for m in lungs:
         full = np.zeros((height, width), dtype=bool)
