@@ -34,8 +34,9 @@ progressive thresholding and shape test as the seed finder and adds, step by ste
    completed with the mirror image of the other lung, on its own side of the midline.
 6. **Per-side fallbacks.** A side with no seed gets the mirror image of the other lung across
    the midline (the midpoint of the two lungs' centroids when both are found, else the brightest
-   column of the mediastinum); with no seed at all both sides get a template lung (an ellipse
-   at fixed fractions of the image).
+   column of the mediastinum); with no seed at all both sides get a template lung: the
+   atlas's half-probability region (step 3c), or without an atlas an ellipse at fixed
+   fractions of the image.
 
 The label map has PBTSeg's format: 0 background, 1 right lung (image-left), 2 left lung
 (image-right, wins where they overlap). Every lung is present in a robust map; which step
@@ -265,6 +266,7 @@ def robust_lungs(
     atlas_min: float = 0.4,
     grow_level: int = 120,
     atlas_clip: float | None = None,
+    atlas_pass: float | None = 0.1,
 ) -> tuple[np.ndarray, np.ndarray, tuple[str, str]]:
     """Robust lung fields of one 2-D uint8 image (steps 1 to 6 of the module docstring).
 
@@ -291,6 +293,8 @@ def robust_lungs(
             ``None``: no atlas step.
         atlas_min: the atlas region of a lung is where the atlas is at least this fraction.
         grow_level: equalised grey level up to which a seed grows inside its atlas region.
+        atlas_pass: the third seed pass (step 3) keeps the image where the atlas (either lung)
+            is at least this fraction (``None``: no third pass).
         atlas_clip: if set, the final lungs are cut to where the atlas (either lung) exceeds
             this fraction (``None``: not cut).
         template_centre, template_axes: the template ellipse of the right lung (rows, columns),
@@ -317,7 +321,14 @@ def robust_lungs(
     if isinstance(atlas, str):
         atlas = load_atlas()
     if atlas is not None:
-        prob = [resize_bilinear_uint8(a, work) >= 255.0 * atlas_min for a in atlas]
+        atlas = [resize_bilinear_uint8(a, work) for a in atlas]
+    if atlas is not None and atlas_pass is not None and relaxed_test and (seeds[0] is None or seeds[1] is None):
+        where = np.maximum(atlas[0], atlas[1]) >= 255.0 * atlas_pass
+        masked = np.where(where & ~air if air_level is not None else where, small, np.uint8(255))
+        again = pbtseg_lungs(masked, thresholds=thresholds, **relaxed_test)
+        seeds = [s if s is not None else a for s, a in zip(seeds, again)]
+    if atlas is not None:
+        prob = [a >= 255.0 * atlas_min for a in atlas]
         dark = small <= grow_level
         if air_level is not None:
             dark &= ~air
@@ -344,9 +355,10 @@ def robust_lungs(
             lungs[i], sources[i] = lungs[1 - i][:, mirror_cols], "mirror"
     for i in (0, 1):
         if lungs[i] is None:
-            lungs[i], sources[i] = _template(work, i, template_centre, template_axes), "template"
+            template = _template(work, i, template_centre, template_axes) if atlas is None else atlas[i] >= 128
+            lungs[i], sources[i] = template, "template"
     if atlas is not None and atlas_clip is not None:
-        inside = resize_bilinear_uint8(np.maximum(atlas[0], atlas[1]), work) > 255.0 * atlas_clip
+        inside = np.maximum(atlas[0], atlas[1]) > 255.0 * atlas_clip
         lungs = [m & inside if (m & inside).any() else m for m in lungs]
     out = []
     for m in lungs:
