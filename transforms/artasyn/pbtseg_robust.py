@@ -23,6 +23,22 @@ progressive thresholding and shape test as the seed finder and adds, step by ste
    (:data:`RELAXED_TEST`: larger area, lower solidity, more border contact, wider band), on
    the image whose dark regions connected to the border (air around the body) are whitened
    (:func:`blank_outside`).
+   A side still not found gets a third pass, with the relaxed test, on the image whitened
+   outside the atlas region of step 3c (either lung ``>= atlas_pass``, 0.3 of the healthy
+   images) and in the outside air of step 3b: the dark components left lie where healthy
+   lungs lie, and the shape test still applies (source ``"threshold"``).
+3b. **Outside air out of the seeds.** The air around the body is the darkest part of the
+   equalised image (``<= air_level``, 30 of 255) connected to its border (before the border
+   pre-step); it is removed from each seed, and the seed's largest 8-connected component
+   kept: a seed that leaked into the air at a corner or above a shoulder loses the leak.
+3c. **Growth inside a label-free lung atlas.** The atlas (:func:`load_atlas`, 64 x 64 per
+   lung, made by ``bench/make_pbtseg_atlas.py`` from our own robust maps, without this step,
+   of the healthy development images; no ground truth) gives, in the frame of the body box,
+   the fraction of healthy images where a pixel is lung. Each seed takes in the components
+   of ``equalised <= grow_level`` (120 of 255; outside air excluded) inside its side's atlas
+   region (``>= atlas_min``, 0.4) that it touches (:func:`grow_in_atlas`): hazy lower and
+   lateral zones that the seed's threshold left out come in, and a seed can only grow where
+   healthy lungs lie.
 4. **Lung field envelope.** Each seed is closed with a disk of radius ``closing_fraction`` of
    the width and its holes are filled: ribs, vessels and bright opacities enclosed by dark lung
    join the lung; the concavity of the heart border (wider than the disk) is kept. Then the
@@ -266,7 +282,7 @@ def robust_lungs(
     atlas_min: float = 0.4,
     grow_level: int = 120,
     atlas_clip: float | None = None,
-    atlas_pass: float | None = 0.1,
+    atlas_pass: float | None = 0.3,
 ) -> tuple[np.ndarray, np.ndarray, tuple[str, str]]:
     """Robust lung fields of one 2-D uint8 image (steps 1 to 6 of the module docstring).
 
