@@ -154,13 +154,14 @@ def blank_outside(image: np.ndarray, level: int | None = 35) -> np.ndarray:
     """
     if level is None:
         return image
-    labels, _ = ndi.label(image <= level, structure=np.ones((3, 3), dtype=bool))
-    edge = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
-    edge = edge[edge > 0]
-    if edge.size == 0:
+    labels, n = ndi.label(image <= level, structure=np.ones((3, 3), dtype=bool))
+    edge = np.zeros(n + 1, dtype=bool)
+    edge[np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])] = True
+    edge[0] = False
+    if not edge.any():
         return image
     out = image.copy()
-    out[np.isin(labels, edge)] = 255
+    out[edge[labels]] = 255
     return out
 
 
@@ -226,11 +227,22 @@ def load_atlas() -> np.ndarray:
     return atlas
 
 
+@lru_cache(maxsize=8)
+def _packaged_atlas_at(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """The packaged atlas resized to ``shape`` (bilinear), cached per shape."""
+    out = tuple(resize_bilinear_uint8(a, shape) for a in load_atlas())
+    for a in out:
+        a.setflags(write=False)
+    return out
+
+
 def grow_in_atlas(seed: np.ndarray, allowed: np.ndarray) -> np.ndarray:
     """``seed`` plus the 8-connected components of ``allowed`` that it touches."""
-    labels, _ = ndi.label(allowed | seed, structure=np.ones((3, 3), dtype=bool))
-    hit = np.unique(labels[seed])
-    return np.isin(labels, hit[hit > 0])
+    labels, n = ndi.label(allowed | seed, structure=np.ones((3, 3), dtype=bool))
+    hit = np.zeros(n + 1, dtype=bool)
+    hit[labels[seed]] = True
+    hit[0] = False
+    return hit[labels]
 
 
 def _largest(mask: np.ndarray) -> np.ndarray | None:
@@ -335,9 +347,9 @@ def robust_lungs(
         air = (blank_outside(plain, air_level) == 255) & (plain <= air_level)
         seeds = [s if s is None else _largest(s & ~air) for s in seeds]
     if isinstance(atlas, str):
-        atlas = load_atlas()
-    if atlas is not None:
-        atlas = [resize_bilinear_uint8(a, work) for a in atlas]
+        atlas = _packaged_atlas_at(work)
+    elif atlas is not None:
+        atlas = [resize_bilinear_uint8(np.asarray(a, dtype=np.uint8), work) for a in atlas]
     if atlas is not None and atlas_pass is not None and relaxed_test and (seeds[0] is None or seeds[1] is None):
         where = np.maximum(atlas[0], atlas[1]) >= 255.0 * atlas_pass
         masked = np.where(where & ~air if air_level is not None else where, small, np.uint8(255))
