@@ -11,7 +11,14 @@ from PIL import Image
 
 from artasyn.intensity import ToGrayscale
 from artasyn.pbtseg import PBTSeg, PBTSegd
-from artasyn.pbtseg_robust import blank_outside, close_and_fill, equalize_central, robust_lungs
+from artasyn.pbtseg_robust import (
+    blank_outside,
+    close_and_fill,
+    equalize_central,
+    grow_in_atlas,
+    load_atlas,
+    robust_lungs,
+)
 
 
 def phantom(size: int = 256, left_lung: bool = True) -> np.ndarray:
@@ -112,6 +119,30 @@ def test_blank_outside_whitens_dark_air_at_the_border_but_not_the_lungs():
     out = blank_outside(img, 35)
     assert (out[:, :20] == 255).all() and out[120, 75] == 30 and out[120, 180] == 40
     assert blank_outside(img, None) is img
+
+
+def test_packaged_atlas_has_one_lung_per_side():
+    atlas = load_atlas()
+    assert atlas.shape == (2, 64, 64) and atlas.dtype == np.uint8 and not atlas.flags.writeable
+    right, left = atlas >= 128
+    assert right.any() and left.any()
+    assert centre_column(right) < 32 < centre_column(left)
+    assert not (right & left).any() and atlas[:, :, 30:34].max() < 128  # the mediastinum stays out
+
+
+def test_grow_in_atlas_takes_only_the_touched_components():
+    seed = np.zeros((32, 32), bool)
+    seed[5:10, 5:10] = True
+    allowed = np.zeros_like(seed)
+    allowed[9:20, 6:9] = True  # touches the seed
+    allowed[25:30, 25:30] = True  # does not
+    out = grow_in_atlas(seed, allowed)
+    assert out[5:10, 5:10].all() and out[9:20, 6:9].all() and not out[25:30, 25:30].any()
+
+
+def test_robust_without_atlas_still_runs():
+    right, left, sources = robust_lungs(phantom()[0], atlas=None)
+    assert right[120, 75] and left[120, 180] and sources == ("threshold", "threshold")
 
 
 # -------------------------------------------------------------------------------------------

@@ -92,6 +92,7 @@ __all__ = [
     "close_and_fill",
     "equalize_central",
     "grow_in_atlas",
+    "outside_dark",
     "lateral_hull",
     "load_atlas",
     "robust_lungs",
@@ -154,15 +155,21 @@ def blank_outside(image: np.ndarray, level: int | None = 35) -> np.ndarray:
     """
     if level is None:
         return image
+    outside = outside_dark(image, level)
+    if not outside.any():
+        return image
+    out = image.copy()
+    out[outside] = 255
+    return out
+
+
+def outside_dark(image: np.ndarray, level: int) -> np.ndarray:
+    """The part of ``image <= level`` 8-connected to the outermost rows and columns (bool)."""
     labels, n = ndi.label(image <= level, structure=np.ones((3, 3), dtype=bool))
     edge = np.zeros(n + 1, dtype=bool)
     edge[np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])] = True
     edge[0] = False
-    if not edge.any():
-        return image
-    out = image.copy()
-    out[edge[labels]] = 255
-    return out
+    return edge[labels]
 
 
 def close_and_fill(mask: np.ndarray, radius: float) -> np.ndarray:
@@ -344,8 +351,8 @@ def robust_lungs(
         again = pbtseg_lungs(blank_outside(small, outside_level), thresholds=thresholds, **relaxed_test)
         seeds = [s if s is not None else a for s, a in zip(seeds, again)]
     if air_level is not None:
-        air = (blank_outside(plain, air_level) == 255) & (plain <= air_level)
-        seeds = [s if s is None else _largest(s & ~air) for s in seeds]
+        air = outside_dark(plain, air_level)
+        seeds = [s if s is None or not (s & air).any() else _largest(s & ~air) for s in seeds]
     if isinstance(atlas, str):
         atlas = _packaged_atlas_at(work)
     elif atlas is not None:
