@@ -11,7 +11,14 @@ from PIL import Image
 
 from artasyn.intensity import ToGrayscale
 from artasyn.pbtseg import PBTSeg, PBTSegd
-from artasyn.pbtseg_robust import blank_outside, close_and_fill, equalize_central, robust_lungs
+from artasyn.pbtseg_robust import (
+    blank_outside,
+    close_and_fill,
+    equalize_central,
+    grow_in_atlas,
+    load_atlas,
+    robust_lungs,
+)
 
 
 def phantom(size: int = 256, left_lung: bool = True) -> np.ndarray:
@@ -114,6 +121,30 @@ def test_blank_outside_whitens_dark_air_at_the_border_but_not_the_lungs():
     assert blank_outside(img, None) is img
 
 
+def test_packaged_atlas_has_one_lung_per_side():
+    atlas = load_atlas()
+    assert atlas.shape == (2, 64, 64) and atlas.dtype == np.uint8 and not atlas.flags.writeable
+    right, left = atlas >= 128
+    assert right.any() and left.any()
+    assert centre_column(right) < 32 < centre_column(left)
+    assert not (right & left).any() and atlas[:, :, 30:34].max() < 128  # the mediastinum stays out
+
+
+def test_grow_in_atlas_takes_only_the_touched_components():
+    seed = np.zeros((32, 32), bool)
+    seed[5:10, 5:10] = True
+    allowed = np.zeros_like(seed)
+    allowed[9:20, 6:9] = True  # touches the seed
+    allowed[25:30, 25:30] = True  # does not
+    out = grow_in_atlas(seed, allowed)
+    assert out[5:10, 5:10].all() and out[9:20, 6:9].all() and not out[25:30, 25:30].any()
+
+
+def test_robust_without_atlas_still_runs():
+    right, left, sources = robust_lungs(phantom()[0], atlas=None)
+    assert right[120, 75] and left[120, 180] and sources == ("threshold", "threshold")
+
+
 # -------------------------------------------------------------------------------------------
 # real images
 # -------------------------------------------------------------------------------------------
@@ -151,26 +182,28 @@ def _measure(shared_data, name: str, lung_masks: str = "masks") -> dict:
 
 
 def test_robust_on_covidquex_normal_finds_both_lungs_and_beats_the_paper(shared_data):
-    """covidquex_normal_lung, every 4th image (100): no lung missing, Dice above the paper's."""
+    """covidquex_normal_lung, every 4th image (100): no lung missing, Dice above the paper's
+    (measured: robust 0.881, paper 0.824)."""
     m = _measure(shared_data, "covidquex_normal_lung")
     assert m["robust"]["missing"] == 0.0
-    assert m["robust"]["dice"] >= 0.86 and m["robust"]["dice"] > m["paper"]["dice"] + 0.03
+    assert m["robust"]["dice"] >= 0.87 and m["robust"]["dice"] > m["paper"]["dice"] + 0.04
 
 
 def test_robust_on_covidquex_noncovid_finds_both_lungs_and_beats_the_paper(shared_data):
-    """covidquex_noncovid_lung, every 4th image (30)."""
+    """covidquex_noncovid_lung, every 4th image (30; measured: robust 0.826, paper 0.725)."""
     m = _measure(shared_data, "covidquex_noncovid_lung")
     assert m["robust"]["missing"] == 0.0
-    assert m["robust"]["dice"] >= 0.80 and m["robust"]["dice"] > m["paper"]["dice"] + 0.05
+    assert m["robust"]["dice"] >= 0.81 and m["robust"]["dice"] > m["paper"]["dice"] + 0.08
 
 
 def test_robust_takes_in_more_of_the_covid_infection(shared_data):
     """covidquex_covid_infection, every 4th image (100): Dice against masks_lung, and the share of
-    the infection-mask pixels inside the lung map."""
+    the infection-mask pixels inside the lung map (measured: robust 0.823 and 83.4%, paper 0.711
+    and 57.7%)."""
     m = _measure(shared_data, "covidquex_covid_infection", lung_masks="masks_lung")
     assert m["robust"]["missing"] == 0.0
-    assert m["robust"]["dice"] >= 0.80 and m["robust"]["dice"] > m["paper"]["dice"] + 0.05
-    assert m["robust"]["inside"] >= 0.75 and m["robust"]["inside"] > m["paper"]["inside"] + 0.15
+    assert m["robust"]["dice"] >= 0.81 and m["robust"]["dice"] > m["paper"]["dice"] + 0.09
+    assert m["robust"]["inside"] >= 0.80 and m["robust"]["inside"] > m["paper"]["inside"] + 0.2
 
 
 def test_robust_on_a_1024_nih_image(shared_data):

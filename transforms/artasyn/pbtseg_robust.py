@@ -23,6 +23,22 @@ progressive thresholding and shape test as the seed finder and adds, step by ste
    (:data:`RELAXED_TEST`: larger area, lower solidity, more border contact, wider band), on
    the image whose dark regions connected to the border (air around the body) are whitened
    (:func:`blank_outside`).
+   A side still not found gets a third pass, with the relaxed test, on the image whitened
+   outside the atlas region of step 3c (either lung ``>= atlas_pass``, 0.3 of the healthy
+   images) and in the outside air of step 3b: the dark components left lie where healthy
+   lungs lie, and the shape test still applies (source ``"threshold"``).
+3b. **Outside air out of the seeds.** The air around the body is the darkest part of the
+   equalised image (``<= air_level``, 30 of 255) connected to its border (before the border
+   pre-step); it is removed from each seed, and the seed's largest 8-connected component
+   kept: a seed that leaked into the air at a corner or above a shoulder loses the leak.
+3c. **Growth inside a label-free lung atlas.** The atlas (:func:`load_atlas`, 64 x 64 per
+   lung, made by ``bench/make_pbtseg_atlas.py`` from our own robust maps, without this step,
+   of the healthy development images; no ground truth) gives, in the frame of the body box,
+   the fraction of healthy images where a pixel is lung. Each seed takes in the components
+   of ``equalised <= grow_level`` (120 of 255; outside air excluded) inside its side's atlas
+   region (``>= atlas_min``, 0.4) that it touches (:func:`grow_in_atlas`): hazy lower and
+   lateral zones that the seed's threshold left out come in, and a seed can only grow where
+   healthy lungs lie.
 4. **Lung field envelope.** Each seed is closed with a disk of radius ``closing_fraction`` of
    the width and its holes are filled: ribs, vessels and bright opacities enclosed by dark lung
    join the lung; the concavity of the heart border (wider than the disk) is kept. Then the
@@ -34,8 +50,9 @@ progressive thresholding and shape test as the seed finder and adds, step by ste
    completed with the mirror image of the other lung, on its own side of the midline.
 6. **Per-side fallbacks.** A side with no seed gets the mirror image of the other lung across
    the midline (the midpoint of the two lungs' centroids when both are found, else the brightest
-   column of the mediastinum); with no seed at all both sides get a template lung (an ellipse
-   at fixed fractions of the image).
+   column of the mediastinum); with no seed at all both sides get a template lung: the
+   atlas's half-probability region (step 3c), or without an atlas an ellipse at fixed
+   fractions of the image.
 
 The label map has PBTSeg's format: 0 background, 1 right lung (image-left), 2 left lung
 (image-right, wins where they overlap). Every lung is present in a robust map; which step
@@ -57,6 +74,8 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -64,6 +83,7 @@ from scipy import ndimage as ndi
 from .pbtseg import _convex_hull_rows, brighten_border, pbtseg_lungs, resize_bilinear_uint8, resize_nearest
 
 __all__ = [
+    "ATLAS_PATH",
     "LUNG_SOURCES",
     "RELAXED_TEST",
     "ROBUST_THRESHOLDS",
@@ -71,7 +91,10 @@ __all__ = [
     "body_box",
     "close_and_fill",
     "equalize_central",
+    "grow_in_atlas",
+    "outside_dark",
     "lateral_hull",
+    "load_atlas",
     "robust_lungs",
 ]
 
@@ -132,14 +155,21 @@ def blank_outside(image: np.ndarray, level: int | None = 35) -> np.ndarray:
     """
     if level is None:
         return image
-    labels, _ = ndi.label(image <= level, structure=np.ones((3, 3), dtype=bool))
-    edge = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
-    edge = edge[edge > 0]
-    if edge.size == 0:
+    outside = outside_dark(image, level)
+    if not outside.any():
         return image
     out = image.copy()
-    out[np.isin(labels, edge)] = 255
+    out[outside] = 255
     return out
+
+
+def outside_dark(image: np.ndarray, level: int) -> np.ndarray:
+    """The part of ``image <= level`` 8-connected to the outermost rows and columns (bool)."""
+    labels, n = ndi.label(image <= level, structure=np.ones((3, 3), dtype=bool))
+    edge = np.zeros(n + 1, dtype=bool)
+    edge[np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])] = True
+    edge[0] = False
+    return edge[labels]
 
 
 def close_and_fill(mask: np.ndarray, radius: float) -> np.ndarray:
@@ -190,6 +220,46 @@ def lateral_hull(seed: np.ndarray, envelope: np.ndarray, side: int) -> np.ndarra
     return out
 
 
+#: the packaged lung atlas (``bench/make_pbtseg_atlas.py``)
+ATLAS_PATH = Path(__file__).resolve().parent / "data" / "pbtseg_atlas.npz"
+
+
+@lru_cache(maxsize=1)
+def load_atlas() -> np.ndarray:
+    """The packaged atlas: ``2 x 64 x 64`` uint8, per lung the fraction (of 255) of healthy
+    images where the pixel is lung, in the frame of :func:`body_box` (read once, cached)."""
+    with np.load(ATLAS_PATH) as f:
+        atlas = f["atlas"]
+    atlas.setflags(write=False)
+    return atlas
+
+
+@lru_cache(maxsize=8)
+def _packaged_atlas_at(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """The packaged atlas resized to ``shape`` (bilinear), cached per shape."""
+    out = tuple(resize_bilinear_uint8(a, shape) for a in load_atlas())
+    for a in out:
+        a.setflags(write=False)
+    return out
+
+
+def grow_in_atlas(seed: np.ndarray, allowed: np.ndarray) -> np.ndarray:
+    """``seed`` plus the 8-connected components of ``allowed`` that it touches."""
+    labels, n = ndi.label(allowed | seed, structure=np.ones((3, 3), dtype=bool))
+    hit = np.zeros(n + 1, dtype=bool)
+    hit[labels[seed]] = True
+    hit[0] = False
+    return hit[labels]
+
+
+def _largest(mask: np.ndarray) -> np.ndarray | None:
+    """The largest 8-connected component of ``mask`` (``None`` when empty)."""
+    labels, n = ndi.label(mask, structure=np.ones((3, 3), dtype=bool))
+    if n == 0:
+        return None
+    return labels == (int(np.argmax(np.bincount(labels.ravel())[1:])) + 1)
+
+
 def _mediastinum_column(image: np.ndarray) -> float:
     """The brightest column of the central third (rows 1/4..3/4, smoothed): the midline.
 
@@ -226,6 +296,12 @@ def robust_lungs(
     outside_level: int | None = 35,
     template_centre: tuple[float, float] = (0.47, 0.29),
     template_axes: tuple[float, float] = (0.30, 0.14),
+    air_level: int | None = 30,
+    atlas: np.ndarray | None | str = "packaged",
+    atlas_min: float = 0.4,
+    grow_level: int = 120,
+    atlas_clip: float | None = None,
+    atlas_pass: float | None = 0.3,
 ) -> tuple[np.ndarray, np.ndarray, tuple[str, str]]:
     """Robust lung fields of one 2-D uint8 image (steps 1 to 6 of the module docstring).
 
@@ -245,6 +321,17 @@ def robust_lungs(
         brighten: apply the paper's border pre-step before the seed passes.
         crop_to_body, dark_level, min_body_fraction: work on :func:`body_box` (the image
             without its black frame) rather than the whole image.
+        air_level: step 3b: equalised grey level of the outside air removed from the seeds
+            (``None``: not removed).
+        atlas: step 3c: ``2 x h x w`` uint8 lung atlas (right, left; 255 = lung in every
+            healthy image) in the body box's frame; ``"packaged"``: :func:`load_atlas`;
+            ``None``: no atlas step.
+        atlas_min: the atlas region of a lung is where the atlas is at least this fraction.
+        grow_level: equalised grey level up to which a seed grows inside its atlas region.
+        atlas_pass: the third seed pass (step 3) keeps the image where the atlas (either lung)
+            is at least this fraction (``None``: no third pass).
+        atlas_clip: if set, the final lungs are cut to where the atlas (either lung) exceeds
+            this fraction (``None``: not cut).
         template_centre, template_axes: the template ellipse of the right lung (rows, columns),
             as fractions of the image; the left lung's is its mirror image.
 
@@ -256,12 +343,31 @@ def robust_lungs(
     top, bottom, left, right = body_box(image, dark_level, min_body_fraction) if crop_to_body else (0, height, 0, width)
     work = (max(16, int(round(height * work_fraction))), max(16, int(round(width * work_fraction))))
     small = resize_bilinear_uint8(equalize_central(image[top:bottom, left:right], equalize_margin), work)
+    plain = small
     if brighten:
         small = brighten_border(small)
     seeds = list(pbtseg_lungs(small, thresholds=thresholds, max_area_fraction=max_area_fraction))
     if relaxed_test and (seeds[0] is None or seeds[1] is None):
         again = pbtseg_lungs(blank_outside(small, outside_level), thresholds=thresholds, **relaxed_test)
         seeds = [s if s is not None else a for s, a in zip(seeds, again)]
+    if air_level is not None:
+        air = outside_dark(plain, air_level)
+        seeds = [s if s is None or not (s & air).any() else _largest(s & ~air) for s in seeds]
+    if isinstance(atlas, str):
+        atlas = _packaged_atlas_at(work)
+    elif atlas is not None:
+        atlas = [resize_bilinear_uint8(np.asarray(a, dtype=np.uint8), work) for a in atlas]
+    if atlas is not None and atlas_pass is not None and relaxed_test and (seeds[0] is None or seeds[1] is None):
+        where = np.maximum(atlas[0], atlas[1]) >= 255.0 * atlas_pass
+        masked = np.where(where & ~air if air_level is not None else where, small, np.uint8(255))
+        again = pbtseg_lungs(masked, thresholds=thresholds, **relaxed_test)
+        seeds = [s if s is not None else a for s, a in zip(seeds, again)]
+    if atlas is not None:
+        prob = [a >= 255.0 * atlas_min for a in atlas]
+        dark = small <= grow_level
+        if air_level is not None:
+            dark &= ~air
+        seeds = [s if s is None else grow_in_atlas(s, dark & prob[i]) for i, s in enumerate(seeds)]
     radius = closing_fraction * work[1]
     lungs = [None if s is None else lateral_hull(s, close_and_fill(s, radius), i) for i, s in enumerate(seeds)]
     sources = ["threshold" if s is not None else "" for s in seeds]
@@ -284,7 +390,11 @@ def robust_lungs(
             lungs[i], sources[i] = lungs[1 - i][:, mirror_cols], "mirror"
     for i in (0, 1):
         if lungs[i] is None:
-            lungs[i], sources[i] = _template(work, i, template_centre, template_axes), "template"
+            template = _template(work, i, template_centre, template_axes) if atlas is None else atlas[i] >= 128
+            lungs[i], sources[i] = template, "template"
+    if atlas is not None and atlas_clip is not None:
+        inside = np.maximum(atlas[0], atlas[1]) > 255.0 * atlas_clip
+        lungs = [m & inside if (m & inside).any() else m for m in lungs]
     out = []
     for m in lungs:
         full = np.zeros((height, width), dtype=bool)
