@@ -131,10 +131,11 @@ def make_checkpoint(path: Path, presets: list[str]) -> None:
     from monai.bundle import ConfigParser
 
     from scripts.monailabel_bundle import inference_config
+    from scripts.utils import atomic_torch_save
 
     torch.manual_seed(0)
     parser = ConfigParser(inference_config(presets))
-    torch.save({"model": parser.get_parsed_content("network_def").state_dict()}, path)
+    atomic_torch_save({"model": parser.get_parsed_content("network_def").state_dict()}, path)
 
 
 def free_port() -> int:
