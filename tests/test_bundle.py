@@ -379,3 +379,18 @@ def test_pbtseg_mode_reaches_every_lung_segmentation(mode, tmp_path):
     infer = _workflow(str(CONFIGS / "inference.json"), "infer", pbtseg_mode=mode)
     found += modes(infer.parser, ["preprocessing_tail"])
     assert found == [mode] * 3
+
+
+def test_boolean_settings_from_the_command_line_are_read_strictly(tmp_path):
+    """``--resume false`` reaches the config as the string "false" (python-fire), not False."""
+    import torch
+
+    from scripts.checkpoint import TrainingCheckpoint
+    from scripts.utils import as_bool
+
+    assert [as_bool(v) for v in ("false", "False", "0", "no", "true", "TRUE", "1", "on")] == [False] * 4 + [True] * 4
+    with pytest.raises(ValueError, match="resume must be true or false, got 'maybe'"):
+        as_bool("maybe", "resume")
+    net = torch.nn.Linear(2, 2)
+    handler = TrainingCheckpoint(tmp_path, net, net, torch.optim.SGD(net.parameters(), lr=0.1), resume="false")
+    assert handler.resume is False

@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .utils import atomic_torch_save, remove_stale_temporaries, root_cause
+from .utils import as_bool, atomic_torch_save, remove_stale_temporaries, root_cause
 
 __all__ = [
     "BestModelSaver",
@@ -218,7 +218,7 @@ class TrainingCheckpoint:
     ) -> None:
         self.save_dir = Path(save_dir)
         self.network, self.ema_network, self.optimizer, self.validator = network, ema_network, optimizer, validator
-        self.resume = bool(resume)
+        self.resume = as_bool(resume, "resume")
         self.filename, self.final_filename, self.save_every = filename, final_filename, int(save_every or 0)
         self.resumed_from: int | None = None
         self._saved_at: int | None = None

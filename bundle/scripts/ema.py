@@ -23,6 +23,8 @@ from __future__ import annotations
 import torch
 from torch.optim.swa_utils import AveragedModel
 
+from .utils import as_bool
+
 __all__ = ["EMAHandler", "create_ema_model", "ema_decay"]
 
 
@@ -40,7 +42,7 @@ class _EMAUpdate:
     """
 
     def __init__(self, decay: float, warmup: bool) -> None:
-        self.decay, self.warmup = float(decay), bool(warmup)
+        self.decay, self.warmup = float(decay), as_bool(warmup, "ema_warmup")
 
     def __call__(self, ema_params, current_params, num_averaged) -> None:
         d = ema_decay(self.decay, int(num_averaged), self.warmup)

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from .metrics import tau_name
-from .utils import atomic_write
+from .utils import as_bool, atomic_write
 
 __all__ = ["AnomalyPanelHandler", "ImageScoreSaver", "MetricsJSONSaver", "panel_rows"]
 
@@ -267,7 +267,7 @@ class MetricsJSONSaver:
     ) -> None:
         self.output_dir, self.filename, self.prefix, self.tau = output_dir, filename, prefix, float(tau)
         self.info = info or {}
-        self.print_summary = bool(print_summary)
+        self.print_summary = as_bool(print_summary, "print_summary")
         self._n = 0
 
     def attach(self, engine) -> None:

@@ -67,7 +67,7 @@ from .datalist import (
     load_datalist_json,
 )
 from .loading import MIN_IMAGE_SIZE
-from .utils import atomic_write, root_cause
+from .utils import as_bool, atomic_write, root_cause
 
 __all__ = [
     "AnomalyOutputWriter",
@@ -468,7 +468,9 @@ class AnomalyOutputWriter:
         self.report = report if report is not None else InferenceReport()
         self.csv_name = csv_name
         self.tau = float(tau)
-        self.save_heatmap, self.save_overlay, self.save_mask = bool(save_heatmap), bool(save_overlay), bool(save_mask)
+        self.save_heatmap = as_bool(save_heatmap, "save_heatmap")
+        self.save_overlay = as_bool(save_overlay, "save_overlay")
+        self.save_mask = as_bool(save_mask, "save_mask")
         self.image_key, self.map_key, self.mask_key = image_key, map_key, mask_key
         self.score_key, self.found_key = score_key, found_key
         self._run_id = run_id

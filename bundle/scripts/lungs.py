@@ -36,7 +36,7 @@ from monai.transforms import Compose, RandomizableTrait, Transform
 from monai.utils import convert_to_tensor
 
 from .datalist import DataReport
-from .utils import atomic_torch_save, atomic_write, file_item_hash, root_cause, stable_transform_hash
+from .utils import as_bool, atomic_torch_save, atomic_write, file_item_hash, root_cause, stable_transform_hash
 
 __all__ = ["CACHE_STATUSES", "LungCacheDataset", "LungCheck", "deterministic_prefix"]
 
@@ -82,7 +82,7 @@ class LungCacheDataset(PersistentDataset):
     ) -> None:
         super().__init__(data, transform, cache_dir, hash_func=hash_func, hash_transform=hash_transform, **kwargs)
         self.image_key = image_key
-        self.skip_failed = bool(skip_failed)
+        self.skip_failed = as_bool(skip_failed, "skip_failed")
 
     def _path_of(self, item) -> str:
         if not isinstance(item, dict):

@@ -31,6 +31,8 @@ from monai.engines.utils import IterationEvents
 from monai.utils import CommonKeys as Keys
 from torch import nn
 
+from .utils import as_bool
+
 __all__ = ["ARTASynTrainingStep", "TrainingTimeLimit", "TwinReconstruction", "loss_terms", "prepare_network"]
 
 LOSS_TERMS = ("global", "local", "feat", "dice")
@@ -106,7 +108,7 @@ class ARTASynTrainingStep:
         channels_last: bool = False,
     ) -> None:
         self.image_key, self.target_key, self.mask_key = image_key, target_key, mask_key
-        self.channels_last = bool(channels_last)
+        self.channels_last = as_bool(channels_last, "channels_last")
 
     def _to(self, engine, x) -> torch.Tensor:
         if isinstance(x, MetaTensor):
