@@ -15,8 +15,9 @@ Data (``../shared/data`` or ``$ARTASYN_SHARED_DATA``, see its README; nothing is
   AUC per image; the same set monitors training (the reported figures are those of the final
   EMA weights, ``model_final.pt``, not of a checkpoint chosen on it). The official ZhangLab
   test split stays apart (data README).
-- trivial baselines on the same images, reported beside (``docs/method.md`` section 8): AUC of
-  the mean intensity of the central region and of the image standard deviation.
+- trivial baselines on the same images, reported beside (``docs/method.md`` section 8):
+  AUC / AP of the image mean, the central mean, the image standard deviation and the
+  high-frequency energy (``bench/trivial_baselines.py``).
 
 Usage::
 
@@ -35,15 +36,12 @@ import os
 import sys
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
-from scipy.stats import rankdata
-
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "bundle" / "configs"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_train_real import _images, _overrides, _run  # noqa: E402
+from trivial_baselines import trivial_baselines  # noqa: E402
 
 VARIANTS = ("none", "base", "base_blur_cryst", "final", "anatpaste", "cutpaste", "perlin")
 #: seed Table S1, ZhangLab (AP, AUC); AnatPaste: AUC only
@@ -71,27 +69,6 @@ def build_zhanglab_datalist(data_root: Path) -> dict:
         "test": test,
         "counts": {"training": len(train), "val_normal": len(normal), "val_pneumonia": len(pneumonia)},
     }
-
-
-def auc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """ROC AUC from ranks (Mann-Whitney U), ties averaged."""
-    r = rankdata(scores)
-    pos = labels == 1
-    n1, n0 = int(pos.sum()), int((~pos).sum())
-    return float((r[pos].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
-
-
-def trivial_baselines(test: list[dict]) -> dict:
-    """AUC of two statistics that need no learning (what an image-level result must beat)."""
-    central, std, labels = [], [], []
-    for item in test:
-        img = np.asarray(Image.open(item["image"]).convert("L"), np.float64)
-        h, w = img.shape
-        central.append(img[h // 4 : 3 * h // 4, w // 4 : 3 * w // 4].mean())
-        std.append(img.std())
-        labels.append(item["label"])
-    y = np.asarray(labels)
-    return {"auc_central_mean_intensity": auc(np.asarray(central), y), "auc_image_std": auc(np.asarray(std), y)}
 
 
 def main(argv=None) -> int:
