@@ -87,6 +87,14 @@ def main(argv=None) -> int:
     ap.add_argument("--presets", nargs="+", default=["cpu.json"])
     ap.add_argument("--set", nargs=2, action="append", default=[], metavar=("ID", "JSON"))
     ap.add_argument("--note", default="")
+    ap.add_argument(
+        "--evaluate",
+        nargs="*",
+        default=["model_final.pt:false", "model_final.pt:true", "model.pt:false"],
+        metavar="CKPT:SCORE_IN_LUNGS",
+        help="after training, `run evaluating` (evaluate.json) on <root>/test = zhanglab_val for each",
+    )
+    ap.add_argument("--eval-only", action="store_true", help="no training: read the log, evaluate, record")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "zhanglab_probes.json")
     args = ap.parse_args(argv)
 
@@ -109,10 +117,13 @@ def main(argv=None) -> int:
     log = args.workdir / "train.log"
     load0 = os.getloadavg()
     t0 = time.perf_counter()
-    with open(log, "w") as f:
-        f.write(" ".join(cmd) + "\n")
-        f.flush()
-        rc = subprocess.run(cmd, cwd=REPO, stdout=f, stderr=subprocess.STDOUT).returncode
+    if args.eval_only:
+        rc = 0
+    else:
+        with open(log, "w") as f:
+            f.write(" ".join(cmd) + "\n")
+            f.flush()
+            rc = subprocess.run(cmd, cwd=REPO, stdout=f, stderr=subprocess.STDOUT).returncode
     wall = time.perf_counter() - t0
     text = log.read_text(errors="replace")
     curve = parse_curve(text)
@@ -135,6 +146,33 @@ def main(argv=None) -> int:
         "log": str(log),
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+    entry["evaluations"] = []
+    cfg_e = "[" + ",".join(f"'{c}'" for c in [*configs, str(CONFIGS / "evaluate.json")]) + "]"
+    for spec in args.evaluate if rc == 0 else []:
+        ckpt, in_lungs = spec.split(":")
+        out_dir = w / f"eval_{Path(ckpt).stem}_lungs{in_lungs}"
+        e_over = {**over, "output_dir": str(out_dir), "ckpt_path": str(w / "models" / ckpt)}
+        e_over["score_in_lungs"] = in_lungs.lower() == "true"
+        e_cmd = [sys.executable, "-m", "monai.bundle", "run", "evaluating", "--config_file", cfg_e]
+        for k, v in e_over.items():
+            e_cmd += [f"--{k}", v if isinstance(v, str) else json.dumps(v)]
+        t1 = time.perf_counter()
+        with open(w / f"{out_dir.name}.log", "w") as f:
+            rc_e = subprocess.run(e_cmd, cwd=REPO, stdout=f, stderr=subprocess.STDOUT).returncode
+        mfile = out_dir / "metrics.json"
+        m = json.loads(mfile.read_text()) if rc_e == 0 and mfile.is_file() else {}
+        met = m.get("metrics", {})
+        entry["evaluations"].append(
+            {
+                "checkpoint": ckpt,
+                "score_in_lungs": e_over["score_in_lungs"],
+                "rc": rc_e,
+                "wall_s": round(time.perf_counter() - t1, 1),
+                "auc": met.get("auc"),
+                "ap": met.get("ap"),
+                "n_images": m.get("n_images"),
+            }
+        )
     record(args.out, entry)
     print(json.dumps({k: entry[k] for k in ("name", "rc", "wall_s", "last", "best")}), flush=True)
     return rc
