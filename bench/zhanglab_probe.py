@@ -90,8 +90,13 @@ def main(argv=None) -> int:
     ap.add_argument(
         "--evaluate",
         nargs="*",
-        default=["model_final.pt:false", "model_final.pt:true", "model.pt:false"],
-        metavar="CKPT:SCORE_IN_LUNGS",
+        default=[
+            "model_final.pt",
+            'model_final.pt;score_map_mode="positive";score_map_sigma=2',
+            "model.pt",
+            'model.pt;score_map_mode="positive";score_map_sigma=2',
+        ],
+        metavar="CKPT[;ID=JSON...]",
         help="after training, `run evaluating` (evaluate.json) on <root>/test = zhanglab_val for each",
     )
     ap.add_argument("--eval-only", action="store_true", help="no training: read the log, evaluate, record")
@@ -149,10 +154,11 @@ def main(argv=None) -> int:
     entry["evaluations"] = []
     cfg_e = "[" + ",".join(f"'{c}'" for c in [*configs, str(CONFIGS / "evaluate.json")]) + "]"
     for spec in args.evaluate if rc == 0 else []:
-        ckpt, in_lungs = spec.split(":")
-        out_dir = w / f"eval_{Path(ckpt).stem}_lungs{in_lungs}"
-        e_over = {**over, "output_dir": str(out_dir), "ckpt_path": str(w / "models" / ckpt)}
-        e_over["score_in_lungs"] = in_lungs.lower() == "true"
+        ckpt, *pairs = spec.split(";")
+        extra = {k: json.loads(v) for k, v in (x.split("=", 1) for x in pairs)}
+        tag = "_".join(f"{k}-{v}" for k, v in extra.items())
+        out_dir = w / f"eval_{Path(ckpt).stem}{'_' + tag if tag else ''}"
+        e_over = {**over, "output_dir": str(out_dir), "ckpt_path": str(w / "models" / ckpt), **extra}
         e_cmd = [sys.executable, "-m", "monai.bundle", "run", "evaluating", "--config_file", cfg_e]
         for k, v in e_over.items():
             e_cmd += [f"--{k}", v if isinstance(v, str) else json.dumps(v)]
@@ -165,7 +171,7 @@ def main(argv=None) -> int:
         entry["evaluations"].append(
             {
                 "checkpoint": ckpt,
-                "score_in_lungs": e_over["score_in_lungs"],
+                "overrides": extra,
                 "rc": rc_e,
                 "wall_s": round(time.perf_counter() - t1, 1),
                 "auc": met.get("auc"),
