@@ -10,10 +10,12 @@ load of a shared machine hits both alike. The batch is random images and masks: 
 cost does not depend on the content.
 
 - ``ours``: the bundle's step as it trains (``scripts.training.ARTASynTrainingStep`` in a MONAI
-  ``SupervisedTrainer``, ``TwinReconstruction`` of ``artasyn.networks.AnomalyUNet``,
+  ``SupervisedTrainer``, ``TwinReconstruction`` of ``artasyn.networks.AnomalyUNet`` (variant
+  ``ours_noreuse``: with a separate encoder pass of the targets, as before the reuse of the
+  healthy rows' features),
   ``artasyn.losses.ARTASynLoss``, ``scripts.ema.EMAHandler``): one encoder-decoder pass of the
   input and one encoder pass of its healthy target; with ``--channels-last`` and
-  ``--bf16`` variants (CPU autocast);
+  ``bf16`` variants (the step's ``cpu_bf16``: bfloat16 autocast of the forward and loss);
 - ``authors``: their ``TrainLoop.run_step`` (``utils/train_util.py``) on their ``UNetModel``
   (``models/unet.py``): two encoder passes for the feature term plus a full pass, a hard-threshold
   Dice. Their code is *not* part of this project: export it yourself and pass its folder
@@ -77,7 +79,9 @@ def our_network(args):
 class OurStep:
     """The bundle's training iteration, driven by MONAI's ``SupervisedTrainer``."""
 
-    def __init__(self, args, batch: dict, steps: int, channels_last: bool = False, bf16: bool = False) -> None:
+    def __init__(
+        self, args, batch: dict, steps: int, channels_last: bool = False, bf16: bool = False, reuse: bool = True
+    ) -> None:
         from monai.engines import SupervisedTrainer
 
         from artasyn.losses import ARTASynLoss
@@ -93,13 +97,13 @@ class OurStep:
         self.bf16 = bf16
         self.n_params = sum(p.numel() for p in net.parameters())
         opt = torch.optim.AdamW(net.parameters(), lr=1e-4, weight_decay=0.0)
-        step = ARTASynTrainingStep()
+        step = ARTASynTrainingStep(cpu_bf16=bf16)
         self.trainer = SupervisedTrainer(
             device=torch.device("cpu"),
             max_epochs=0,
             epoch_length=steps,
             train_data_loader=[batch] * steps,
-            network=TwinReconstruction(net),
+            network=TwinReconstruction(net, reuse_healthy_features=reuse),
             optimizer=opt,
             loss_function=ARTASynLoss(w_global=1.0, w_local=2.0, w_feat=1.0, w_dice=1.0),
             iteration_update=step,
@@ -113,8 +117,7 @@ class OurStep:
         """One more epoch of ``steps`` iterations (the trainer continues from its state); seconds."""
         self.trainer.state.max_epochs += 1
         t0 = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
-            self.trainer.run()
+        self.trainer.run()
         return time.perf_counter() - t0
 
 
@@ -231,7 +234,9 @@ def main(argv=None) -> int:
 
     steps: dict = {}
     for v in args.variants:
-        steps[v] = OurStep(args, batch, args.steps, channels_last="channels_last" in v, bf16="bf16" in v)
+        steps[v] = OurStep(
+            args, batch, args.steps, channels_last="channels_last" in v, bf16="bf16" in v, reuse="noreuse" not in v
+        )
     notes = []
     if args.authors_dir and (args.authors_dir / "utils" / "train_util.py").is_file():
         steps["authors"] = AuthorsStep(args, batch, args.steps, args.authors_dir)

@@ -49,3 +49,28 @@ def test_gradients_flow_through_reused_features():
     _, f_in, f_t = TwinReconstruction(net)(inputs, target)
     (1 - torch.nn.functional.cosine_similarity(f_in.flatten(1), f_t.flatten(1))).mean().backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in net.parameters())
+
+
+def test_cpu_bf16_step_trains():
+    """``ARTASynTrainingStep(cpu_bf16=True)``: one step on a CPU, finite float32 loss, float32 weights."""
+    from monai.engines import SupervisedTrainer
+
+    from artasyn.losses import ARTASynLoss
+    from scripts.training import ARTASynTrainingStep, TwinReconstruction
+
+    net = _net()
+    inputs, target = _batch()
+    batch = {"image": inputs, "target": target, "anomaly_mask": (inputs != target).float()}
+    trainer = SupervisedTrainer(
+        device=torch.device("cpu"),
+        max_epochs=1,
+        train_data_loader=[batch],
+        network=TwinReconstruction(net),
+        optimizer=torch.optim.AdamW(net.parameters(), lr=1e-3),
+        loss_function=ARTASynLoss(),
+        iteration_update=ARTASynTrainingStep(cpu_bf16=True),
+        decollate=False,
+    )
+    trainer.run()
+    loss = trainer.state.output["loss"]
+    assert torch.isfinite(loss) and all(p.dtype == torch.float32 for p in net.parameters())

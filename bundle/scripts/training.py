@@ -135,6 +135,9 @@ class ARTASynTrainingStep:
         mask_key: the anomaly mask, same shape, {0, 1}.
         channels_last: feed channels-last tensors (CUDA; put the network in that format with
             :func:`prepare_network`).
+        cpu_bf16: on a CPU, run the forward and the loss under bfloat16 autocast (weights,
+            gradients and the optimizer stay float32); faster where the CPU has bfloat16
+            instructions (``bench/bench_train_step.py`` measures it).
 
     ``engine.loss_function`` is :class:`artasyn.losses.ARTASynLoss` (or anything with its
     call signature returning a dict with ``total``). ``engine.network`` is a
@@ -149,9 +152,11 @@ class ARTASynTrainingStep:
         target_key: str = "target",
         mask_key: str = "anomaly_mask",
         channels_last: bool = False,
+        cpu_bf16: bool = False,
     ) -> None:
         self.image_key, self.target_key, self.mask_key = image_key, target_key, mask_key
         self.channels_last = bool(channels_last)
+        self.cpu_bf16 = bool(cpu_bf16)
 
     def _to(self, engine, x) -> torch.Tensor:
         if isinstance(x, MetaTensor):
@@ -211,7 +216,9 @@ class ARTASynTrainingStep:
             engine.scaler.step(engine.optimizer)
             engine.scaler.update()
         else:
-            loss = _forward_loss()
+            bf16 = self.cpu_bf16 and inputs.device.type == "cpu"
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                loss = _forward_loss()
             loss.backward()
             engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
             engine.optimizer.step()
