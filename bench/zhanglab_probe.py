@@ -49,6 +49,13 @@ def make_root(data_root: Path, root: Path) -> Path:
     return root
 
 
+def _cli(v) -> str:
+    """A command-line value for ``python -m monai.bundle`` (fire): Python literals for booleans."""
+    if isinstance(v, bool):
+        return str(v)  # fire reads "false" as a string, which is truthy
+    return v if isinstance(v, str) else json.dumps(v)
+
+
 def parse_curve(log_text: str) -> list[dict]:
     """``[{"epoch", "ap", "auc"}]`` from the ``[epoch N] AP=... AUC=...`` lines of a training log."""
 
@@ -117,7 +124,7 @@ def main(argv=None) -> int:
     over.update({k: json.loads(v) for k, v in args.set})
     cmd = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", cfg]
     for k, v in over.items():
-        cmd += [f"--{k}", v if isinstance(v, str) else json.dumps(v)]
+        cmd += [f"--{k}", _cli(v)]
     args.workdir.mkdir(parents=True, exist_ok=True)
     log = args.workdir / "train.log"
     load0 = os.getloadavg()
@@ -161,7 +168,7 @@ def main(argv=None) -> int:
         e_over = {**over, "output_dir": str(out_dir), "ckpt_path": str(w / "models" / ckpt), **extra}
         e_cmd = [sys.executable, "-m", "monai.bundle", "run", "evaluating", "--config_file", cfg_e]
         for k, v in e_over.items():
-            e_cmd += [f"--{k}", v if isinstance(v, str) else json.dumps(v)]
+            e_cmd += [f"--{k}", _cli(v)]
         t1 = time.perf_counter()
         with open(w / f"{out_dir.name}.log", "w") as f:
             rc_e = subprocess.run(e_cmd, cwd=REPO, stdout=f, stderr=subprocess.STDOUT).returncode
