@@ -92,7 +92,8 @@ def build_real_datalist(data_root: Path, holdout_every: int = 5, n_val: int = 48
 def _overrides(d: dict) -> list[str]:
     out = []
     for k, v in d.items():
-        out += [f"--{k}", json.dumps(v) if not isinstance(v, str) else v]
+        # fire (the bundle's command line) reads "false" as a string, which is truthy: booleans as Python literals
+        out += [f"--{k}", str(v) if isinstance(v, bool) else json.dumps(v) if not isinstance(v, str) else v]
     return out
 
 

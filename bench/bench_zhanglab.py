@@ -4,27 +4,35 @@
 
 The paper's comparison (seed Table S1, ZhangLab): AUC 0.6842 without synthesis, 0.8797 A_base,
 0.7574 A_base + T_blur + T_cryst, 0.9350 A_final, 0.9103 AnatPaste. Here, one bundle run per
-variant and seed, all with the same preset, seed, iteration cap and wall-clock training budget
-(``max_train_seconds``), switched only by ``--variant`` (``none``, ``base``,
-``base_blur_cryst``, ``final``, ``anatpaste``, ``cutpaste``, ``perlin``).
+variant and seed, all with the same preset (default ``cpu.json``: its iteration count is the
+budget), seed and optional wall-clock cap (``max_train_seconds``), switched only by
+``--variant`` (``none``, ``base``, ``base_blur_cryst``, ``final``, ``anatpaste``, ``cutpaste``,
+``perlin``); a loss ablation in the spirit of seed Table S3 (``--ablations w_local w_feat
+w_dice``: final with that weight 0) and extra seeds of final (``--final-seeds``, the spread).
 
 Data (``../shared/data`` or ``$ARTASYN_SHARED_DATA``, see its README; nothing is copied):
 
 - training: ``zhanglab_train_normal`` (healthy only, one-class);
 - evaluation: ``zhanglab_val`` (100 ``normal``, label 0; 100 ``pneumonia``, label 1), AP and
-  AUC per image; the same set monitors training (the reported figures are those of the final
-  EMA weights, ``model_final.pt``, not of a checkpoint chosen on it). The official ZhangLab
-  test split stays apart (data README).
-- trivial baselines on the same images, reported beside (``docs/method.md`` section 8): AUC of
-  the mean intensity of the central region and of the image standard deviation.
+  AUC per image, by ``run evaluating`` of the last EMA weights (``model_final.pt``) and of the
+  best-on-val checkpoint (``model.pt``; chosen on the same set, so optimistic); the same set
+  monitors training. Every setting is chosen on ``zhanglab_val``; the official ZhangLab test
+  split stays apart (data README) for an independent evaluation.
+- trivial baselines on the same images, reported beside (``docs/method.md`` section 8):
+  AUC / AP of the image mean, the central mean, the image standard deviation and the
+  high-frequency energy (``bench/trivial_baselines.py``).
 
 Usage::
 
     python bench/bench_zhanglab.py --dry-run  # write the datalist, print the commands
-    python bench/bench_zhanglab.py --budget-min 20 --variants none final anatpaste cutpaste perlin
+    # issue 7, item 4: Table S1 variants, loss ablation, 3 seeds of final, cpu.json budget each
+    nohup python bench/bench_zhanglab.py --variants none base base_blur_cryst final \\
+        --ablations w_local w_feat w_dice --final-seeds 1 2 > zhanglab.log 2>&1 &
     python bench/bench_zhanglab.py --preset paper --budget-min 120 --seeds 0 1 2  # GPU
 
-Writes ``bench/results/zhanglab.json`` atomically (a temporary file, then ``os.replace``).
+Writes ``bench/results/zhanglab.json`` atomically after every run (a temporary file, then
+``os.replace``), with a Markdown table (the paper's AP / AUC beside ours, the trivial
+baselines in the same table).
 """
 
 from __future__ import annotations
@@ -32,18 +40,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from pathlib import Path
-
-import numpy as np
-from PIL import Image
-from scipy.stats import rankdata
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "bundle" / "configs"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_train_real import _images, _overrides, _run  # noqa: E402
+from trivial_baselines import trivial_baselines  # noqa: E402
 
 VARIANTS = ("none", "base", "base_blur_cryst", "final", "anatpaste", "cutpaste", "perlin")
 #: seed Table S1, ZhangLab (AP, AUC); AnatPaste: AUC only
@@ -73,25 +79,42 @@ def build_zhanglab_datalist(data_root: Path) -> dict:
     }
 
 
-def auc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """ROC AUC from ranks (Mann-Whitney U), ties averaged."""
-    r = rankdata(scores)
-    pos = labels == 1
-    n1, n0 = int(pos.sum()), int((~pos).sum())
-    return float((r[pos].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+#: seed Table S3 in spirit: each weighted term of eq. 1 switched off in turn (A_final)
+ABLATIONS = ("w_local", "w_feat", "w_dice")
 
 
-def trivial_baselines(test: list[dict]) -> dict:
-    """AUC of two statistics that need no learning (what an image-level result must beat)."""
-    central, std, labels = [], [], []
-    for item in test:
-        img = np.asarray(Image.open(item["image"]).convert("L"), np.float64)
-        h, w = img.shape
-        central.append(img[h // 4 : 3 * h // 4, w // 4 : 3 * w // 4].mean())
-        std.append(img.std())
-        labels.append(item["label"])
-    y = np.asarray(labels)
-    return {"auc_central_mean_intensity": auc(np.asarray(central), y), "auc_image_std": auc(np.asarray(std), y)}
+def _write_atomic(path: Path, content) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(content, indent=2))
+    os.replace(tmp, path)
+
+
+def table(results: dict) -> str:
+    """Markdown: every run (AP / AUC of the last and the best checkpoint) and the trivial baselines."""
+
+    def f(v):
+        return "" if v is None else f"{v:.3f}"
+
+    lines = [
+        "| run | paper AP | paper AUC | AP last | AUC last | AP best | AUC best | iterations | train wall |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in results["runs"].items():
+        pap, pauc = PAPER.get(r["variant"], (None, None)) if r.get("ablation") is None else (None, None)
+        last, best = r.get("metrics_last") or {}, r.get("metrics_best") or {}
+        lines.append(
+            f"| {name} | {f(pap)} | {f(pauc)} | {f(last.get('ap'))} | {f(last.get('auc'))} | {f(best.get('ap'))} "
+            f"| {f(best.get('auc'))} | {r.get('iterations_logged', '')} | {r.get('train_wall_s', '')} s |"
+        )
+    tb = results.get("trivial_baselines") or {}
+    for stat in ("image_mean", "central_mean", "image_std", "high_freq_energy"):
+        if stat in tb:
+            b = tb[stat]
+            lines.append(
+                f"| trivial: {stat} ({b['orientation']}) | | | {f(b['ap_best'])} | {f(b['auc_best'])} | | | 0 | |"
+            )
+    return "\n".join(lines)
 
 
 def main(argv=None) -> int:
@@ -99,12 +122,14 @@ def main(argv=None) -> int:
     ap.add_argument(
         "--data-root", type=Path, default=Path(os.environ.get("ARTASYN_SHARED_DATA", REPO.parent / "shared" / "data"))
     )
-    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
-    ap.add_argument("--seeds", nargs="+", type=int, default=[0])
-    ap.add_argument("--budget-min", type=float, default=15.0, help="training wall-clock budget per run, minutes")
-    ap.add_argument("--preset", choices=["small", "paper"], default="small", help="small: bundle/configs/small.json")
-    ap.add_argument("--max-iterations", type=int, default=100000, help="upper bound; the budget usually ends training")
-    ap.add_argument("--iterations-per-epoch", type=int, default=100, help="validation interval, iterations")
+    ap.add_argument("--variants", nargs="+", default=["none", "base", "base_blur_cryst", "final"], choices=VARIANTS)
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0], help="seeds of every variant")
+    ap.add_argument("--final-seeds", nargs="*", type=int, default=[], help="extra seeds of final only (the spread)")
+    ap.add_argument("--ablations", nargs="*", default=[], choices=ABLATIONS, help="final with this loss weight 0")
+    ap.add_argument("--preset", choices=["cpu", "small", "paper"], default="cpu", help="bundle/configs/<preset>.json")
+    ap.add_argument("--budget-min", type=float, default=0, help="wall-clock cap per training, minutes (0: none)")
+    ap.add_argument("--max-iterations", type=int, default=None, help="default: the preset's")
+    ap.add_argument("--iterations-per-epoch", type=int, default=None, help="validation interval; default: preset's")
     ap.add_argument("--num-workers", type=int, default=None)
     ap.add_argument("--workdir", type=Path, default=REPO / "bench" / "results" / "zhanglab_work")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "zhanglab.json")
@@ -118,7 +143,7 @@ def main(argv=None) -> int:
     dl_path.write_text(json.dumps(datalist, indent=1))
     print(f"datalist {dl_path}: {datalist['counts']}", flush=True)
 
-    configs = [str(CONFIGS / "train.json")] + ([str(CONFIGS / "small.json")] if args.preset == "small" else [])
+    configs = [str(CONFIGS / "train.json")] + ([] if args.preset == "paper" else [str(CONFIGS / f"{args.preset}.json")])
     cfg = "[" + ",".join(f"'{c}'" for c in configs) + "]"
     cfg_e = "[" + ",".join(f"'{c}'" for c in [*configs, str(CONFIGS / "evaluate.json")]) + "]"
     results = {
@@ -127,57 +152,74 @@ def main(argv=None) -> int:
         "preset": args.preset,
         "budget_min_per_run": args.budget_min,
         "max_iterations": args.max_iterations,
-        "evaluated_weights": "model_final.pt (EMA, end of budget)",
+        "evaluated_weights": "last: model_final.pt (EMA at the end); best: model.pt (EMA, best val AUC)",
         "paper_table_s1_zhanglab_ap_auc": PAPER,
-        "trivial_baselines": None if args.dry_run else trivial_baselines(datalist["test"]),
+        "trivial_baselines": trivial_baselines(datalist["test"]),
+        "load_avg_start": list(os.getloadavg()),
         "runs": {},
     }
-    for variant in args.variants:
-        for seed in args.seeds:
-            name = f"{variant}_seed{seed}"
-            root = args.workdir / name
-            common = {
-                "bundle_root": str(root),
-                "cache_dir": str(args.workdir / "cache"),  # lung maps shared by every run
-                "datalist_file": str(dl_path),
-                "variant": variant,
-                "seed": seed,
-                **({"num_workers": args.num_workers} if args.num_workers is not None else {}),
-                **{k: json.loads(v) for k, v in args.set},
-            }
-            train_over = {
-                **common,
-                "max_iterations": args.max_iterations,
-                "iterations_per_epoch": args.iterations_per_epoch,
-                "max_train_seconds": int(args.budget_min * 60),
-            }
-            train_cmd = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", cfg]
-            train_cmd += _overrides(train_over)
+    jobs = [(v, seed, None) for v in args.variants for seed in args.seeds]
+    jobs += [("final", seed, None) for seed in args.final_seeds if ("final", seed, None) not in jobs]
+    jobs += [("final", args.seeds[0], term) for term in args.ablations]
+    for variant, seed, term in jobs:
+        name = f"{variant}_seed{seed}" + (f"_no_{term[2:]}" if term else "")
+        root = args.workdir / name
+        common = {
+            "ckpt_dir": str(root / "models"),
+            "output_dir": str(root / "eval"),
+            "runs_dir": str(root / "runs"),
+            "cache_dir": str(args.workdir / "cache"),  # lung maps shared by every run
+            "datalist_file": str(dl_path),
+            "variant": variant,
+            "seed": seed,
+            **({f"loss#{term}": 0.0} if term else {}),
+            **({"num_workers": args.num_workers} if args.num_workers is not None else {}),
+            **{k: json.loads(v) for k, v in args.set},
+        }
+        train_over = {
+            **common,
+            **({"max_iterations": args.max_iterations} if args.max_iterations else {}),
+            **({"iterations_per_epoch": args.iterations_per_epoch} if args.iterations_per_epoch else {}),
+            "max_train_seconds": int(args.budget_min * 60),
+        }
+        train_cmd = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", cfg]
+        train_cmd += _overrides(train_over)
+        if args.dry_run:
+            print(" ".join(train_cmd), flush=True)
+            continue
+        log = args.workdir / f"{name}.train.log"
+        rc, t_train = _run(train_cmd, log, timeout=(args.budget_min or 600) * 60 + 1800)
+        entry = {"variant": variant, "seed": seed, "ablation": term, "train_rc": rc, "train_wall_s": round(t_train, 1)}
+        text = log.read_text(errors="replace")
+        its = re.findall(r"Epoch: (\d+)/\d+, Iter: (\d+)/(\d+)", text)  # StatsHandler, every log_every
+        if its:
+            e, i, n = (int(x) for x in its[-1])
+            entry["iterations_logged"] = (e - 1) * n + i
+        entry["val_curve_auc"] = [float(a) for a in re.findall(r"\[epoch \d+\] AP=\S+ AUC=(\S+)", text) if a != "n/a"]
+        for which, ckpt in (("last", "model_final.pt"), ("best", "model.pt")):
+            if rc != 0:
+                break
+            out_dir = root / f"eval_{which}"
             eval_cmd = [sys.executable, "-m", "monai.bundle", "run", "evaluating", "--config_file", cfg_e]
-            eval_cmd += _overrides({**common, "ckpt_path": str(root / "models" / "model_final.pt")})
-            if args.dry_run:
-                print(" ".join(train_cmd), "\n", " ".join(eval_cmd), flush=True)
-                continue
-            rc, t_train = _run(train_cmd, args.workdir / f"{name}.train.log", timeout=args.budget_min * 60 + 1800)
-            entry = {"variant": variant, "seed": seed, "train_rc": rc, "train_wall_s": round(t_train, 1)}
-            if rc == 0:
-                rc_e, t_eval = _run(eval_cmd, args.workdir / f"{name}.eval.log", timeout=3600)
-                entry.update({"eval_rc": rc_e, "eval_wall_s": round(t_eval, 1)})
-                mfile = root / "eval" / "metrics.json"
-                if rc_e == 0 and mfile.is_file():
-                    m = json.loads(mfile.read_text())
-                    entry["metrics"] = m["metrics"]
-                    entry["n_test_images"] = m["n_images"]
-            results["runs"][name] = entry
-            print(f"{name}: {json.dumps(entry.get('metrics', entry))}", flush=True)
+            eval_cmd += _overrides({**common, "output_dir": str(out_dir), "ckpt_path": str(root / "models" / ckpt)})
+            rc_e, t_eval = _run(eval_cmd, args.workdir / f"{name}.eval_{which}.log", timeout=3600)
+            mfile = out_dir / "metrics.json"
+            if rc_e == 0 and mfile.is_file():
+                m = json.loads(mfile.read_text())
+                entry[f"metrics_{which}"] = m["metrics"]
+                entry["n_test_images"] = m["n_images"]
+            entry[f"eval_{which}_rc"] = rc_e
+        entry["load_avg_end"] = list(os.getloadavg())
+        results["runs"][name] = entry
+        _write_atomic(args.out, results)  # after every run: a killed bench keeps what it measured
+        print(f"{name}: {json.dumps({k: entry.get(k) for k in ('metrics_last', 'metrics_best')})[:300]}", flush=True)
     if args.dry_run:
         return 0
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(args.out.name + f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(results, indent=2))
-    os.replace(tmp, args.out)
+    results["table_markdown"] = table(results)
+    _write_atomic(args.out, results)
+    print(results["table_markdown"])
     print(f"results: {args.out}")
-    return 0 if all(r.get("eval_rc") == 0 for r in results["runs"].values()) else 1
+    return 0 if all(r.get("eval_last_rc") == 0 for r in results["runs"].values()) else 1
 
 
 if __name__ == "__main__":

@@ -13,6 +13,10 @@ AP and AUC are MONAI's ``AveragePrecision`` and ``ROCAUC`` handlers on (score, l
 Only diseased images with a lesion mask enter Dice; :func:`dice_output` gives the others an
 empty prediction and an empty ground truth, which ``MeanDice`` ignores (``ignore_empty``) and
 which add no pixel to the micro counts.
+
+A metric with no data is NaN (``null`` in ``metrics.json``), never 0: both Dice metrics when no
+evaluated image has a lesion mask (MONAI's ``MeanDice`` alone would report 0.0, see
+:class:`MeanDiceOrNaN`), AUC and AP when the set holds one class only.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from monai.handlers import ROCAUC, AveragePrecision, IgniteMetricHandler, MeanDi
 from monai.metrics import CumulativeIterationMetric
 
 __all__ = [
+    "MeanDiceOrNaN",
     "MicroDice",
     "MicroDiceMetric",
     "additional_metrics",
@@ -69,6 +74,21 @@ class MicroDice(IgniteMetricHandler):
 
     def __init__(self, output_transform: Callable = lambda x: x, save_details: bool = False) -> None:
         super().__init__(metric_fn=MicroDiceMetric(), output_transform=output_transform, save_details=save_details)
+
+
+class MeanDiceOrNaN(MeanDice):
+    """MONAI's :class:`~monai.handlers.MeanDice`, but NaN when no image had a lesion to score.
+
+    ``MeanDice`` ignores images with an empty ground truth (``ignore_empty``); when every image
+    is ignored its mean is 0.0, which reads as a measured Dice of zero. Here it is NaN, as
+    :class:`MicroDice` is.
+    """
+
+    def compute(self):
+        buf = self.metric_fn.get_buffer()
+        empty = not isinstance(buf, torch.Tensor) or buf.numel() == 0 or bool(torch.isnan(buf).all())
+        result = super().compute()
+        return float("nan") if empty else result
 
 
 def _items(output) -> list[dict]:
@@ -124,15 +144,16 @@ def dice_handlers(
 ) -> dict:
     """The Dice metrics of every tau, for an evaluator's ``additional_metrics``.
 
-    Returns ``{"{prefix}dice_tau{t}": MeanDice, "{prefix}micro_dice_tau{t}": MicroDice}`` with
-    the tau at position ``i`` read from channel ``i`` of ``pred_mask``.
+    Returns ``{"{prefix}dice_tau{t}": MeanDiceOrNaN, "{prefix}micro_dice_tau{t}": MicroDice}``
+    with the tau at position ``i`` read from channel ``i`` of ``pred_mask``; both are NaN when
+    no evaluated image has a lesion mask.
     """
     out: dict = {}
     for i, tau in enumerate(taus):
         if micro:
             out[f"{prefix}micro_dice_tau{tau_name(tau)}"] = MicroDice(output_transform=dice_output(i))
         if mean:
-            out[f"{prefix}dice_tau{tau_name(tau)}"] = MeanDice(
+            out[f"{prefix}dice_tau{tau_name(tau)}"] = MeanDiceOrNaN(
                 include_background=True, output_transform=dice_output(i), save_details=save_details
             )
     return out

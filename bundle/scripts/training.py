@@ -33,7 +33,14 @@ from torch import nn
 
 from .utils import as_bool
 
-__all__ = ["ARTASynTrainingStep", "TrainingTimeLimit", "TwinReconstruction", "loss_terms", "prepare_network"]
+__all__ = [
+    "ARTASynTrainingStep",
+    "TrainingTimeLimit",
+    "TwinReconstruction",
+    "healthy_rows",
+    "loss_terms",
+    "prepare_network",
+]
 
 LOSS_TERMS = ("global", "local", "feat", "dice")
 
@@ -54,9 +61,17 @@ class TwinReconstruction(nn.Module):
 
     ``forward(input, target) -> (reconstruction, features_input, features_target)``: the
     reconstruction of ``input`` and its bottleneck features from one encoder pass
-    (``network.forward_with_features``), and the bottleneck features of its healthy ``target``
-    (``network.encode``). With ``target=None`` the third value is ``None`` (the feature term is
-    off and its encoder pass is saved).
+    (``network.forward_with_features``), and the bottleneck features of its healthy ``target``.
+    With ``target=None`` the third value is ``None`` (the feature term is off and its encoder
+    pass is saved).
+
+    A training batch holds each healthy image itself (input = target) beside its twins
+    (``RandARTTwinsd(include_healthy=True)``), so the features of every target are already
+    among the input features: with ``reuse_healthy_features`` (default) a twin's target
+    features are those of the batch row whose input equals its target, and ``network.encode``
+    runs only for targets with no such row. That saves the second encoder pass (forward and
+    backward) and its batch-norm update on a batch of targets; the authors' step encodes the
+    input twice and the target once on top of the full pass.
 
     Args:
         network: a module with ``forward_with_features(x) -> (recon, feats)`` and
@@ -65,8 +80,9 @@ class TwinReconstruction(nn.Module):
             inference use ``network`` itself.
     """
 
-    def __init__(self, network: nn.Module) -> None:
+    def __init__(self, network: nn.Module, reuse_healthy_features: bool = True) -> None:
         super().__init__()
+        self.reuse_healthy_features = as_bool(reuse_healthy_features, "reuse_healthy_features")
         for name in ("forward_with_features", "encode"):
             if not callable(getattr(network, name, None)):
                 raise TypeError(
@@ -79,8 +95,37 @@ class TwinReconstruction(nn.Module):
         self, inputs: torch.Tensor, target: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         recon, feats_in = self.network.forward_with_features(inputs)
-        feats_target = self.network.encode(target) if target is not None else None
+        if target is None:
+            return recon, feats_in, None
+        if not self.reuse_healthy_features:
+            return recon, feats_in, self.network.encode(target)
+        source = healthy_rows(inputs, target)
+        missing = source < 0
+        if bool(missing.all()):
+            return recon, feats_in, self.network.encode(target)
+        feats_target = feats_in[source.clamp_min(0)]
+        if bool(missing.any()):
+            feats_target = feats_target.clone()
+            feats_target[missing] = self.network.encode(target[missing])
         return recon, feats_in, feats_target
+
+
+def healthy_rows(inputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """For each row of ``target``, a row ``j`` with ``inputs[j] == target[j] == target[i]`` (or -1).
+
+    The rows whose input is its own target are the healthy samples of the batch; a twin's
+    target is matched to the healthy row holding the same image (exact equality).
+    """
+    n = inputs.shape[0]
+    flat_in, flat_t = inputs.detach().reshape(n, -1), target.detach().reshape(n, -1)
+    healthy = (flat_in == flat_t).all(dim=1).nonzero().flatten()
+    out = torch.full((n,), -1, dtype=torch.long, device=inputs.device)
+    if healthy.numel() == 0:
+        return out
+    match = (flat_t[:, None, :] == flat_in[None, healthy, :]).all(dim=2)  # n x h
+    found = match.any(dim=1)
+    out[found] = healthy[match.float().argmax(dim=1)[found]]
+    return out
 
 
 class ARTASynTrainingStep:
@@ -92,6 +137,9 @@ class ARTASynTrainingStep:
         mask_key: the anomaly mask, same shape, {0, 1}.
         channels_last: feed channels-last tensors (CUDA; put the network in that format with
             :func:`prepare_network`).
+        cpu_bf16: on a CPU, run the forward and the loss under bfloat16 autocast (weights,
+            gradients and the optimizer stay float32); faster where the CPU has bfloat16
+            instructions (``bench/bench_train_step.py`` measures it).
 
     ``engine.loss_function`` is :class:`artasyn.losses.ARTASynLoss` (or anything with its
     call signature returning a dict with ``total``). ``engine.network`` is a
@@ -106,9 +154,11 @@ class ARTASynTrainingStep:
         target_key: str = "target",
         mask_key: str = "anomaly_mask",
         channels_last: bool = False,
+        cpu_bf16: bool = False,
     ) -> None:
         self.image_key, self.target_key, self.mask_key = image_key, target_key, mask_key
         self.channels_last = as_bool(channels_last, "channels_last")
+        self.cpu_bf16 = as_bool(cpu_bf16, "cpu_bf16")
 
     def _to(self, engine, x) -> torch.Tensor:
         if isinstance(x, MetaTensor):
@@ -168,7 +218,9 @@ class ARTASynTrainingStep:
             engine.scaler.step(engine.optimizer)
             engine.scaler.update()
         else:
-            loss = _forward_loss()
+            bf16 = self.cpu_bf16 and inputs.device.type == "cpu"
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                loss = _forward_loss()
             loss.backward()
             engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
             engine.optimizer.step()

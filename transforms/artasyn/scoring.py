@@ -3,13 +3,17 @@
 The reconstruction network (section 3) returns the healthy version ``r`` of an image ``x``
 (both in [0, 1]). From the pair:
 
-- :func:`anomaly_map`: the per-pixel squared error ``(x - r)^2``;
+- :func:`anomaly_map`: the per-pixel squared error ``(x - r)^2`` (the paper's map; options:
+  ``mode="positive"`` keeps only where the input is brighter than its healthy
+  reconstruction, ``relu(x - r)^2``, the sign of an opacity; ``sigma`` smooths ``x - r``
+  with a Gaussian first, which drops the pixel-scale error of fine detail);
 - :func:`image_score`: the image-level score, the mean of the map (optionally over the lung
   pixels only);
 - :func:`anomaly_masks`: one binary mask per relative threshold ``tau``,
   ``|x - r| >= max(min_threshold, tau * m)`` where ``m`` is the largest ``|x - r|`` of *that
   image* (the authors take ``m`` over the whole test batch, which makes a mask depend on the
-  batch it was computed in; section 4);
+  batch it was computed in; section 4); with the map's options, ``|x - r|`` is the square
+  root of the map;
 - :func:`anomaly_scores` computes the three at once, :class:`AnomalyScored` is its dictionary
   transform (an evaluator's post-transform).
 
@@ -33,6 +37,7 @@ from monai.transforms import MapTransform
 
 __all__ = [
     "DEFAULT_TAUS",
+    "MAP_MODES",
     "MIN_THRESHOLD",
     "AnomalyScored",
     "AnomalyScoreD",
@@ -47,6 +52,8 @@ __all__ = [
 DEFAULT_TAUS = (0.2, 0.4, 0.6, 0.8)
 #: the absolute floor of the mask threshold (section 4)
 MIN_THRESHOLD = 0.03
+#: ``squared``: ``(x - r)^2`` (the paper); ``positive``: ``relu(x - r)^2`` (brightening only)
+MAP_MODES = ("squared", "positive")
 
 
 def _pair(image, recon) -> tuple[torch.Tensor, torch.Tensor]:
@@ -65,10 +72,29 @@ def _inside(lung, shape: torch.Size, device: torch.device) -> torch.Tensor | Non
     return inside if bool(inside.any()) else None  # no lung found: the whole image, rather than nothing
 
 
-def anomaly_map(image: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
-    """``(image - recon)^2`` per pixel, the shape of ``image`` (channel-first ``C x H x W``)."""
+def _smooth(diff: torch.Tensor, sigma: float) -> torch.Tensor:
+    if sigma <= 0:
+        return diff
+    from monai.networks.layers import GaussianFilter
+
+    flat = diff.reshape(-1, 1, *diff.shape[-2:])
+    return GaussianFilter(2, float(sigma)).to(diff.device)(flat).reshape(diff.shape)
+
+
+def anomaly_map(image: torch.Tensor, recon: torch.Tensor, mode: str = "squared", sigma: float = 0.0) -> torch.Tensor:
+    """``(image - recon)^2`` per pixel, the shape of ``image`` (channel-first ``C x H x W``).
+
+    ``mode="positive"``: ``relu(image - recon)^2``, only where the input is brighter than its
+    reconstruction (an opacity; a reconstruction brighter than the input is not one).
+    ``sigma > 0``: ``image - recon`` is first smoothed by a Gaussian of that standard
+    deviation in pixels. The defaults are the paper's map.
+    """
+    if mode not in MAP_MODES:
+        raise ValueError(f"mode must be one of {MAP_MODES}, got {mode!r}")
     image, recon = _pair(image, recon)
-    diff = image - recon
+    diff = _smooth(image - recon, sigma)
+    if mode == "positive":
+        diff = diff.clamp_min(0)
     return diff * diff
 
 
@@ -91,14 +117,17 @@ def anomaly_masks(
     taus: Sequence[float] = DEFAULT_TAUS,
     min_threshold: float = MIN_THRESHOLD,
     lung: torch.Tensor | None = None,
+    amap: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``len(taus) x H x W`` float masks in {0, 1}: ``|image - recon| >= max(min_threshold, tau * m)``.
 
     ``m`` is the largest ``|image - recon|`` of this image (over all channels). With a lung map
-    ``lung`` the masks are zeroed outside the lungs (kept whole when the map is empty).
+    ``lung`` the masks are zeroed outside the lungs (kept whole when the map is empty). With
+    ``amap`` (from :func:`anomaly_map` with its options) the error is ``sqrt(amap)`` instead.
     """
     image, recon = _pair(image, recon)
-    err = (image - recon).abs().reshape(-1, *image.shape[-2:]).amax(dim=0)  # H x W over channels
+    err = (image - recon).abs() if amap is None else torch.as_tensor(amap).float().clamp_min(0).sqrt()
+    err = err.reshape(-1, *image.shape[-2:]).amax(dim=0)  # H x W over channels
     thr = torch.clamp(torch.as_tensor(list(taus), dtype=err.dtype, device=err.device) * err.max(), min=min_threshold)
     masks = (err[None] >= thr[:, None, None]).float()
     inside = _inside(lung, err.shape, err.device)
@@ -115,16 +144,19 @@ def anomaly_scores(
     lung: torch.Tensor | None = None,
     score_in_lungs: bool = False,
     mask_in_lungs: bool = False,
+    map_mode: str = "squared",
+    map_sigma: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(anomaly_map, score, masks)`` of one channel-first image and its reconstruction.
 
-    See :func:`anomaly_map`, :func:`image_score` (over the lungs when ``score_in_lungs``) and
-    :func:`anomaly_masks` (inside the lungs when ``mask_in_lungs``); ``lung`` is the PBTSeg
-    label map of the image.
+    See :func:`anomaly_map` (``map_mode``, ``map_sigma``), :func:`image_score` (over the lungs
+    when ``score_in_lungs``) and :func:`anomaly_masks` (inside the lungs when
+    ``mask_in_lungs``); ``lung`` is the PBTSeg label map of the image.
     """
-    amap = anomaly_map(image, recon)
+    amap = anomaly_map(image, recon, map_mode, map_sigma)
     score = image_score(amap, lung if score_in_lungs else None)
-    masks = anomaly_masks(image, recon, taus, min_threshold, lung if mask_in_lungs else None)
+    plain = map_mode == "squared" and map_sigma <= 0
+    masks = anomaly_masks(image, recon, taus, min_threshold, lung if mask_in_lungs else None, None if plain else amap)
     return amap, score, masks
 
 
@@ -144,6 +176,7 @@ class AnomalyScored(MapTransform):
         min_threshold: absolute floor of the threshold (0.03).
         lung_key: the PBTSeg label map, used when ``score_in_lungs`` / ``mask_in_lungs``.
         score_in_lungs, mask_in_lungs: score / mask inside the lungs only.
+        map_mode, map_sigma: the anomaly map's options (:func:`anomaly_map`; default the paper's).
         map_key, score_key, mask_key: output keys.
         gt_key, has_mask_key: the reference lesion mask and its availability flag (``None``: none).
     """
@@ -162,6 +195,8 @@ class AnomalyScored(MapTransform):
         mask_key: str = "pred_mask",
         gt_key: str | None = "mask",
         has_mask_key: str | None = "has_mask",
+        map_mode: str = "squared",
+        map_sigma: float = 0.0,
     ) -> None:
         super().__init__([image_key, pred_key])
         self.image_key, self.pred_key, self.lung_key = image_key, pred_key, lung_key
@@ -170,6 +205,9 @@ class AnomalyScored(MapTransform):
         self.score_in_lungs, self.mask_in_lungs = bool(score_in_lungs), bool(mask_in_lungs)
         self.map_key, self.score_key, self.mask_key = map_key, score_key, mask_key
         self.gt_key, self.has_mask_key = gt_key, has_mask_key
+        if map_mode not in MAP_MODES:
+            raise ValueError(f"map_mode must be one of {MAP_MODES}, got {map_mode!r}")
+        self.map_mode, self.map_sigma = map_mode, float(map_sigma)
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict:
         d = dict(data)
@@ -182,6 +220,8 @@ class AnomalyScored(MapTransform):
             lung,
             self.score_in_lungs,
             self.mask_in_lungs,
+            self.map_mode,
+            self.map_sigma,
         )
         d[self.map_key], d[self.score_key], d[self.mask_key] = amap, score, masks
         if self.gt_key and self.gt_key in d:
