@@ -27,6 +27,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from artasyn.constants import DEFAULT_TAU, DEFAULT_TAUS
+
 from .metrics import tau_name
 from .utils import as_bool, atomic_write
 
@@ -168,9 +170,7 @@ class ImageScoreSaver:
     images without a lesion mask). Written at the end of each evaluation epoch (atomically).
     """
 
-    def __init__(
-        self, output_dir: str, filename: str = "scores.csv", taus: Sequence[float] = (0.2, 0.4, 0.6, 0.8)
-    ) -> None:
+    def __init__(self, output_dir: str, filename: str = "scores.csv", taus: Sequence[float] = DEFAULT_TAUS) -> None:
         self.output_dir, self.filename = output_dir, filename
         self.taus = tuple(float(t) for t in taus)
         self.rows: list[dict] = []
@@ -230,7 +230,7 @@ def _jsonable(v):
     return v
 
 
-def summary_line(metrics: dict, prefix: str = "", tau: float = 0.2) -> str:
+def summary_line(metrics: dict, prefix: str = "", tau: float = DEFAULT_TAU) -> str:
     """``AP=0.8123 AUC=0.7712 Dice(micro, tau=0.2)=0.3011 Dice(mean)=0.2876``."""
 
     def get(name):
@@ -261,7 +261,7 @@ class MetricsJSONSaver:
         output_dir: str,
         filename: str = "metrics.json",
         prefix: str = "",
-        tau: float = 0.2,
+        tau: float = DEFAULT_TAU,
         info: dict | None = None,
         print_summary: bool = True,
     ) -> None:

@@ -57,6 +57,8 @@ from monai.data import Dataset, MetaTensor
 from monai.transforms import MapTransform, Resize
 from monai.transforms.transform import apply_transform
 
+from artasyn.constants import DEFAULT_TAU
+
 from .datalist import (
     IMAGE_SUFFIXES,
     INFERENCE_OUTPUT_TAG,
@@ -452,7 +454,7 @@ class AnomalyOutputWriter:
         loader=None,
         report: InferenceReport | None = None,
         csv_name: str = "anomaly_scores.csv",
-        tau: float = 0.2,
+        tau: float = DEFAULT_TAU,
         save_heatmap: bool = True,
         save_overlay: bool = True,
         save_mask: bool = True,

@@ -41,6 +41,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from artasyn.base import as_bool
+
 __all__ = [
     "as_bool",
     "atomic_write",
@@ -54,28 +56,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger("artasyn.bundle")
-
-_TRUE = {"true", "yes", "on", "1"}
-_FALSE = {"false", "no", "off", "0", ""}
-
-
-def as_bool(value, name: str = "value") -> bool:
-    """A boolean setting as it reaches the bundle: a bool, 0/1, or a string.
-
-    ``python -m monai.bundle run ... --resume false`` hands the config the *string* ``"false"``
-    (python-fire keeps what is not a Python literal as text), which ``bool()`` reads as True.
-    This reads ``true/yes/on/1`` and ``false/no/off/0`` (any case) and refuses anything else.
-
-    >>> as_bool("false"), as_bool("True"), as_bool(0), as_bool(True)
-    (False, True, False, True)
-    """
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, (int, float)) and value in (0, 1):
-        return bool(value)
-    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
-        return value.strip().lower() in _TRUE
-    raise ValueError(f"{name} must be true or false, got {value!r}")
 
 
 _SKIP_ATTRS = {"R", "_warned", "_lazy", "_do_transform"}

@@ -44,6 +44,7 @@ from monai.utils.type_conversion import convert_data_type, convert_to_dst_type
 from .constants import REFERENCE_SIZE
 
 __all__ = [
+    "as_bool",
     "REFERENCE_SIZE",
     "LAYER_CHANNELS",
     "size_scale",
@@ -179,3 +180,26 @@ def source_name(img: Any, default: str | None = "<unknown>") -> str | None:
         if name:
             return str(name)
     return default
+
+
+_TRUE = {"true", "yes", "on", "1"}
+_FALSE = {"false", "no", "off", "0", ""}
+
+
+def as_bool(value, name: str = "value") -> bool:
+    """A boolean setting as it reaches a transform from a config: a bool, 0/1, or a string.
+
+    ``python -m monai.bundle run ... --resume false`` hands the config the *string* ``"false"``
+    (python-fire keeps what is not a Python literal as text), which ``bool()`` reads as True.
+    This reads ``true/yes/on/1`` and ``false/no/off/0`` (any case) and refuses anything else.
+
+    >>> as_bool("false"), as_bool("True"), as_bool(0), as_bool(True)
+    (False, True, False, True)
+    """
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        return value.strip().lower() in _TRUE
+    raise ValueError(f"{name} must be true or false, got {value!r}")

@@ -35,6 +35,9 @@ from collections.abc import Hashable, Mapping, Sequence
 import torch
 from monai.transforms import MapTransform
 
+from .base import as_bool
+from .constants import DEFAULT_TAUS, MIN_THRESHOLD
+
 __all__ = [
     "DEFAULT_TAUS",
     "MAP_MODES",
@@ -47,11 +50,6 @@ __all__ = [
     "anomaly_scores",
     "image_score",
 ]
-
-#: the tau sweep of the paper (seed, Table S2); 0.2 is the default threshold
-DEFAULT_TAUS = (0.2, 0.4, 0.6, 0.8)
-#: the absolute floor of the mask threshold (section 4)
-MIN_THRESHOLD = 0.03
 #: ``squared``: ``(x - r)^2`` (the paper); ``positive``: ``relu(x - r)^2`` (brightening only)
 MAP_MODES = ("squared", "positive")
 
@@ -202,7 +200,8 @@ class AnomalyScored(MapTransform):
         self.image_key, self.pred_key, self.lung_key = image_key, pred_key, lung_key
         self.taus = tuple(float(t) for t in taus)
         self.min_threshold = float(min_threshold)
-        self.score_in_lungs, self.mask_in_lungs = bool(score_in_lungs), bool(mask_in_lungs)
+        self.score_in_lungs = as_bool(score_in_lungs, "score_in_lungs")
+        self.mask_in_lungs = as_bool(mask_in_lungs, "mask_in_lungs")
         self.map_key, self.score_key, self.mask_key = map_key, score_key, mask_key
         self.gt_key, self.has_mask_key = gt_key, has_mask_key
         if map_mode not in MAP_MODES:
