@@ -62,6 +62,14 @@ from .baseline_base import (
     jitter_patch,
     lung_pixel,
 )
+from .constants import (
+    ANATPASTE_BLUR_RANGE,
+    ANATPASTE_MARGIN,
+    ANATPASTE_PEAK_RANGE,
+    PATCH_AREA_RATIO,
+    PATCH_ASPECT_RATIO,
+    PATCH_JITTER,
+)
 
 __all__ = ["RandAnatPaste", "RandAnatPasted", "RandAnatPasteD", "RandAnatPasteDict"]
 
@@ -100,12 +108,12 @@ class RandAnatPaste(RandLungAnomaly):
     def __init__(
         self,
         prob: float = 1.0,
-        area_ratio: Sequence[float] = (0.02, 0.15),
-        aspect_ratio: float = 0.3,
-        jitter: float | None = 0.1,
-        margin: float = 10.0,
-        blur_range: Sequence[int] = (0, 15),
-        peak_range: Sequence[int] = (150, 255),
+        area_ratio: Sequence[float] = PATCH_AREA_RATIO,
+        aspect_ratio: float = PATCH_ASPECT_RATIO,
+        jitter: float | None = PATCH_JITTER,
+        margin: float = ANATPASTE_MARGIN,
+        blur_range: Sequence[int] = ANATPASTE_BLUR_RANGE,
+        peak_range: Sequence[int] = ANATPASTE_PEAK_RANGE,
         p_ellipse: float = 0.5,
         threshold: float = MASK_THRESHOLD,
         reference_size: int | None = REFERENCE_SIZE,

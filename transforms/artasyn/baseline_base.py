@@ -57,7 +57,7 @@ from .base import (
     synthesis_outputs,
     tag_synthesis,
 )
-from .constants import MASK_THRESHOLD
+from .constants import MASK_THRESHOLD, PATCH_AREA_RATIO, PATCH_ASPECT_RATIO
 
 __all__ = [
     "RandLungAnomaly",
@@ -82,7 +82,7 @@ def lung_pixel(R: np.random.RandomState, lung: np.ndarray) -> tuple[int, int] | 
 
 
 def draw_patch_box(
-    R: np.random.RandomState, shape, area_ratio=(0.02, 0.15), aspect_ratio: float = 0.3
+    R: np.random.RandomState, shape, area_ratio=PATCH_AREA_RATIO, aspect_ratio: float = PATCH_ASPECT_RATIO
 ) -> tuple[int, int, int, int]:
     """CutPaste's patch: area uniform in ``area_ratio`` of the image, aspect (width / height)
     log-uniform between ``aspect_ratio`` and its inverse, ``(w, h) = round(sqrt(area * aspect)),

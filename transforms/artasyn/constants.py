@@ -138,6 +138,19 @@ DEFAULT_TAU = DEFAULT_TAUS[0]
 #: the absolute floor of the mask threshold: ``|x - r| >= max(MIN_THRESHOLD, tau * max |x - r|)``
 MIN_THRESHOLD = 0.03
 
+# --- baselines (Table S1 comparison; CutPaste: Li et al. 2021, AnatPaste: Sato et al. 2023) ---------
+
+#: patch area as a fraction of the image, uniform in this range (CutPaste, AnatPaste)
+PATCH_AREA_RATIO = (0.02, 0.15)
+#: patch aspect ratio, log-uniform in [PATCH_ASPECT_RATIO, 1 / PATCH_ASPECT_RATIO]
+PATCH_ASPECT_RATIO = 0.3
+#: brightness and contrast jitter of the pasted patch
+PATCH_JITTER = 0.1
+#: AnatPaste: margin (px at 256) the shape is shrunk by, blur radius and peak opacity ranges
+ANATPASTE_MARGIN = 10.0
+ANATPASTE_BLUR_RANGE = (0, 15)
+ANATPASTE_PEAK_RANGE = (150, 255)
+
 # --- our choices (not the paper's) ------------------------------------------------------------------
 
 #: squared-error threshold of the soft anomaly map of L_dice, calibrated to the anomalies' error

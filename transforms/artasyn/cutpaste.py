@@ -48,6 +48,7 @@ from .baseline_base import (
     jitter_patch,
     lung_pixel,
 )
+from .constants import PATCH_AREA_RATIO, PATCH_ASPECT_RATIO, PATCH_JITTER
 
 __all__ = ["RandCutPaste", "RandCutPasted", "RandCutPasteD", "RandCutPasteDict"]
 
@@ -78,9 +79,9 @@ class RandCutPaste(RandLungAnomaly):
     def __init__(
         self,
         prob: float = 1.0,
-        area_ratio: Sequence[float] = (0.02, 0.15),
-        aspect_ratio: float = 0.3,
-        jitter: float | None = 0.1,
+        area_ratio: Sequence[float] = PATCH_AREA_RATIO,
+        aspect_ratio: float = PATCH_ASPECT_RATIO,
+        jitter: float | None = PATCH_JITTER,
         threshold: float = MASK_THRESHOLD,
         reference_size: int | None = REFERENCE_SIZE,
     ) -> None:
