@@ -135,6 +135,9 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "zhanglab.json")
     ap.add_argument("--set", nargs=2, action="append", default=[], metavar=("ID", "JSON"), help="extra bundle override")
     ap.add_argument("--dry-run", action="store_true", help="write the datalist and print the commands only")
+    ap.add_argument(
+        "--fresh", action="store_true", help="run every job again (default: keep the finished runs found in --out)"
+    )
     args = ap.parse_args(argv)
 
     args.workdir.mkdir(parents=True, exist_ok=True)
@@ -158,12 +161,25 @@ def main(argv=None) -> int:
         "load_avg_start": list(os.getloadavg()),
         "runs": {},
     }
+    results["settings"] = {
+        "preset": args.preset,
+        "budget_min": args.budget_min,
+        "max_iterations": args.max_iterations,
+        "iterations_per_epoch": args.iterations_per_epoch,
+        "overrides": {k: json.loads(v) for k, v in args.set},
+    }
+    old = json.loads(args.out.read_text()) if args.out.is_file() and not args.fresh else {}
+    if old.get("settings") == results["settings"]:  # resume: a finished (evaluated) run is not trained again
+        results["runs"] = {k: r for k, r in old.get("runs", {}).items() if r.get("eval_last_rc") == 0}
     jobs = [(v, seed, None) for v in args.variants for seed in args.seeds]
     jobs += [("final", seed, None) for seed in args.final_seeds if ("final", seed, None) not in jobs]
     jobs += [("final", args.seeds[0], term) for term in args.ablations]
     for variant, seed, term in jobs:
         name = f"{variant}_seed{seed}" + (f"_no_{term[2:]}" if term else "")
         root = args.workdir / name
+        if name in results["runs"]:
+            print(f"{name}: done before, kept ({args.out})", flush=True)
+            continue
         common = {
             "ckpt_dir": str(root / "models"),
             "output_dir": str(root / "eval"),
