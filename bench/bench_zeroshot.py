@@ -1,0 +1,630 @@
+#!/usr/bin/env python
+"""Benchmark: zero-shot lesion localisation on COVID-19 radiographs, measured fairly (issue 7, item 5).
+
+The paper's QaTa-ZeroShot number is a micro Dice of the masks ``|x - r| >= max(0.03, tau * m)``
+against lesion masks the network never saw (``docs/method.md`` section 4). On real images a
+constant guess already scores well (``docs/method.md`` section 8: micro Dice at 128 x 128 of
+the whole image 0.239, the whole PBTSeg lung 0.448, the whole ground-truth lung 0.706), so
+this bench reports that Dice beside the constant guesses *and* a threshold-free pixel AUROC
+inside the ground-truth lungs, beside the same AUROC of the raw intensity (0.616 mean per
+image there), all measured in one run, on the same images, at the same size.
+
+Data (``../shared/data`` or ``$ARTASYN_SHARED_DATA``, see its README; nothing is copied):
+
+- training (healthy adults only): ``covidquex_normal_lung/images`` and
+  ``nih_nofinding_normal/images``, all of them except the healthy monitor images;
+- monitor (the ``validation`` section; the trainer's per-epoch validation only): ``--n-monitor``
+  (24) ``covidquex_normal_lung`` images and as many ``covidquex_covid_infection`` images with
+  their infection masks, spread evenly over the sorted file stems. The evaluated weights are
+  the last EMA weights (``model_final.pt``), never a checkpoint chosen on them, and the
+  monitor COVID images are left out of the test set (``--monitor-in-test`` puts them back,
+  which the results then say);
+- test: every other ``covidquex_covid_infection`` image (``images/<stem>.png``), its
+  infection mask (``masks/<stem>.png``, 255 = lesion) and its ground-truth lung mask
+  (``masks_lung/<stem>.png``).
+
+Steps:
+
+1. write the datalist (``<workdir>/datalist.json``, MONAI's format);
+2. train the bundle as a user does, ``python -m monai.bundle run training --config_file
+   "['bundle/configs/train.json', 'bundle/configs/<preset>.json']" --datalist_file ...`` in a
+   subprocess, logging to ``<workdir>/train.log`` (``--set ID JSON`` adds any override,
+   ``--max-iterations`` sets ``max_iterations``); ``--ckpt PATH`` skips the training and
+   evaluates that checkpoint (the preset and overrides must be the ones it was trained with);
+3. evaluate the EMA weights (key ``model``) with the bundle's own pieces, parsed from the same
+   configs and overrides: ``load_transforms`` and ``validate#preprocessing_tail`` (the
+   loading chain, ``Resized`` to ``spatial_size``, PBTSeg of ``pbtseg_mode``, [0, 1] scaling;
+   the lesion mask resized ``nearest``), ``network_def``, and
+   :func:`artasyn.scoring.anomaly_scores` with ``score_map_mode`` / ``score_map_sigma``,
+   ``taus`` and ``min_threshold``. The ground-truth lung mask is resized like the lesion mask,
+   and the PBTSeg map of the other mode is computed beside the preset's, on the same resized
+   image. Every metric is computed at ``spatial_size``:
+
+   - pixel AUROC inside the ground-truth lungs (score: the anomaly map, label: the infection
+     mask): pooled over all test pixels inside the lungs (micro) and the mean of the per-image
+     AUROC (images whose lungs hold both classes), exact (Mann-Whitney from average ranks);
+     the same two for the raw intensity (the image in [0, 1]);
+   - micro Dice (TP, FP, FN pooled over the test set) and mean per-image Dice of the bundle's
+     masks for every tau (relative threshold per image), as they are (``whole_image``), zeroed
+     outside the PBTSeg lung map of the preset (``in_pbtseg_lung``, the bundle's
+     ``mask_in_lungs``: an empty map keeps the whole image) and outside the ground-truth lung
+     (``in_gt_lung``);
+   - oracle upper bounds (thresholds chosen on the test set itself): the best micro Dice of
+     ``anomaly_map >= t`` over every threshold ``t`` (each distinct value of the pooled map),
+     on the whole image and inside the ground-truth lungs; the same for the raw intensity
+     inside the ground-truth lungs;
+   - constant baselines: micro Dice of predicting the whole image, the whole PBTSeg lung map
+     (``mode="paper"`` and ``mode="robust"``; an empty map predicts nothing) and the whole
+     ground-truth lung.
+
+4. write ``bench/results/zeroshot.json`` atomically (a temporary file, then ``os.replace``)
+   after the training and after the evaluation, and print a Markdown table.
+
+Usage::
+
+    python bench/bench_zeroshot.py --dry-run  # datalist and training command only
+    nohup python bench/bench_zeroshot.py > zeroshot.log 2>&1 &  # cpu.json: train, then evaluate
+    python bench/bench_zeroshot.py --ckpt bench/results/zeroshot_work/models/model_final.pt
+    # smoke run (seconds): 4 iterations, 8 training images, 6 test images
+    python bench/bench_zeroshot.py --max-iterations 4 --set iterations_per_epoch 2 \\
+        --max-train-items 8 --set max_val_items 6 --max-test-items 6 --set num_workers 0 \\
+        --workdir /tmp/zs --out /tmp/zs/zeroshot.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.stats import rankdata
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "bundle" / "configs"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+if str(REPO / "bundle") not in sys.path:  # the bundle's ``scripts``, as its configs import them
+    sys.path.insert(0, str(REPO / "bundle"))
+
+from bench_train_real import _images, _overrides, _run  # noqa: E402
+
+PBTSEG_MODES = ("paper", "robust")
+#: ``docs/method.md`` section 8, measured at 128 x 128 on ``covidquex_covid_infection``
+REFERENCE_128 = {
+    "dice_whole_image": 0.239,
+    "dice_pbtseg_lung": 0.448,
+    "dice_gt_lung": 0.706,
+    "raw_intensity_auroc_mean_per_image": 0.616,
+}
+MASK_REGIONS = ("whole_image", "in_pbtseg_lung", "in_gt_lung")
+
+
+# ------------------------------------------------------------------------------------------
+# data
+# ------------------------------------------------------------------------------------------
+
+
+def _spread(items: Sequence, k: int) -> list:
+    """``k`` items spread evenly over ``items`` (all of them when ``k >= len(items)``)."""
+    n = len(items)
+    return list(items) if k >= n else [items[(i * n) // k] for i in range(k)]
+
+
+def build_zeroshot_datalist(data_root: Path, n_monitor: int = 24, monitor_in_test: bool = False) -> dict:
+    """``training``, ``validation`` (monitor) and ``test`` sections, as in the module docstring.
+
+    Test items carry ``lung_mask`` (the ground-truth lung) beside ``mask`` (the infection);
+    the bundle's datalist reader ignores the extra key.
+    """
+    normal = _images(data_root / "covidquex_normal_lung" / "images")
+    nih = _images(data_root / "nih_nofinding_normal" / "images")
+    covid_dir = data_root / "covidquex_covid_infection"
+    covid = _images(covid_dir / "images")
+    if not normal or not covid:
+        raise FileNotFoundError(
+            f"real data not found under {data_root} (covidquex_normal_lung/images, covidquex_covid_infection/images)"
+        )
+    missing = [p.name for p in covid if not (covid_dir / "masks" / p.name).is_file()]
+    missing += [f"masks_lung/{p.name}" for p in covid if not (covid_dir / "masks_lung" / p.name).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{len(missing)} COVID images lack a mask in {covid_dir}: {missing[:5]}")
+    monitor_normal = _spread(normal, n_monitor)
+    monitor_covid = _spread(covid, n_monitor)
+    train = [p for p in normal if p not in set(monitor_normal)] + nih
+    test_covid = covid if monitor_in_test else [p for p in covid if p not in set(monitor_covid)]
+
+    def lesion(p: Path) -> dict:
+        return {"image": str(p), "label": 1, "mask": str(covid_dir / "masks" / p.name)}
+
+    return {
+        "description": (
+            "bench_zeroshot: train on healthy adults (covidquex normal + NIH no finding), "
+            "zero-shot lesion localisation on covidquex_covid_infection"
+        ),
+        "training": [{"image": str(p)} for p in train],
+        "validation": [{"image": str(p), "label": 0} for p in monitor_normal] + [lesion(p) for p in monitor_covid],
+        "test": [{**lesion(p), "lung_mask": str(covid_dir / "masks_lung" / p.name)} for p in test_covid],
+        "counts": {
+            "training": len(train),
+            "training_covidquex_normal": len(normal) - len(monitor_normal),
+            "training_nih_nofinding": len(nih),
+            "monitor_normal": len(monitor_normal),
+            "monitor_covid": len(monitor_covid),
+            "test_covid": len(test_covid),
+            "monitor_covid_in_test": bool(monitor_in_test),
+        },
+    }
+
+
+# ------------------------------------------------------------------------------------------
+# metrics (numpy; pure functions)
+# ------------------------------------------------------------------------------------------
+
+
+def pixel_auroc(scores, labels) -> float:
+    """ROC AUC of ``scores`` for the binary ``labels`` (any shapes, flattened): Mann-Whitney U.
+
+    Exact: average ranks (``scipy.stats.rankdata``), ties count one half. NaN when one class is
+    absent.
+    """
+    s = np.asarray(scores).ravel()
+    y = np.asarray(labels).ravel() > 0
+    n1 = int(y.sum())
+    n0 = y.size - n1
+    if n1 == 0 or n0 == 0:
+        return float("nan")
+    r = rankdata(s)
+    return float((r[y].sum() - n1 * (n1 + 1) / 2.0) / (float(n1) * n0))
+
+
+def dice_counts(pred, gt) -> np.ndarray:
+    """``[TP, FP, FN]`` (int64) of binary ``pred`` against ``gt`` (same shape, > 0 is foreground)."""
+    p, g = np.asarray(pred) > 0, np.asarray(gt) > 0
+    if p.shape != g.shape:
+        raise ValueError(f"pred and gt shapes differ: {p.shape} vs {g.shape}")
+    tp = int(np.count_nonzero(p & g))
+    return np.array([tp, int(np.count_nonzero(p)) - tp, int(np.count_nonzero(g)) - tp], np.int64)
+
+
+def dice_from_counts(counts) -> float:
+    """``2 TP / (2 TP + FP + FN)`` of ``[TP, FP, FN]``; NaN when both masks are empty."""
+    tp, fp, fn = (float(c) for c in counts)
+    denom = 2 * tp + fp + fn
+    return 2 * tp / denom if denom > 0 else float("nan")
+
+
+def micro_dice(preds, gts) -> float:
+    """Dice of pixel counts pooled over images (``N x ...`` arrays or sequences of masks)."""
+    return dice_from_counts(sum(dice_counts(p, g) for p, g in zip(preds, gts)))
+
+
+def mean_dice(preds, gts) -> float:
+    """Mean over images of the per-image Dice (images where both masks are empty are skipped)."""
+    values = [dice_from_counts(dice_counts(p, g)) for p, g in zip(preds, gts)]
+    values = [v for v in values if not np.isnan(v)]
+    return float(np.mean(values)) if values else float("nan")
+
+
+def best_threshold_dice(scores, labels, n_positive: int | None = None) -> tuple[float, float]:
+    """The best micro Dice of ``scores >= t`` over every threshold ``t``, and that ``t``.
+
+    ``scores`` and ``labels`` are the pooled pixels (any shapes, flattened); ``n_positive`` is
+    the number of lesion pixels of the whole set when ``scores`` covers only part of it (e.g.
+    the pixels inside the lungs: lesion pixels outside are false negatives of every ``t``).
+    Exact: one sort, then the counts at each distinct value. An oracle: ``t`` is chosen on the
+    data it is scored on.
+    """
+    s = np.asarray(scores).ravel()
+    y = np.asarray(labels).ravel() > 0
+    g = int(y.sum()) if n_positive is None else int(n_positive)
+    if g < int(y.sum()):
+        raise ValueError(f"n_positive {g} is smaller than the lesion pixels among the scores ({int(y.sum())})")
+    if s.size == 0 or g == 0:
+        return float("nan"), float("nan")
+    order = np.argsort(-s, kind="stable")
+    s_sorted = s[order]
+    tp = np.cumsum(y[order], dtype=np.int64)
+    last = np.r_[np.nonzero(np.diff(s_sorted))[0], s_sorted.size - 1]  # last index of each distinct value
+    dice = 2.0 * tp[last] / (last + 1 + g)
+    k = int(np.argmax(dice))
+    return float(dice[k]), float(s_sorted[last[k]])
+
+
+def auroc_inside(scores: np.ndarray, labels: np.ndarray, region: np.ndarray) -> dict:
+    """Pixel AUROC of ``N x H x W`` ``scores`` for ``labels`` over the pixels of ``region``.
+
+    ``micro``: all region pixels of all images pooled; ``mean_per_image``: the mean of the
+    per-image AUROC over the images whose region holds both classes (``n_images`` of them).
+    """
+    region = region > 0
+    per_image = [pixel_auroc(s[r], y[r]) for s, y, r in zip(scores, labels, region)]
+    per_image = [a for a in per_image if not np.isnan(a)]
+    return {
+        "micro": pixel_auroc(scores[region], labels[region]),
+        "mean_per_image": float(np.mean(per_image)) if per_image else float("nan"),
+        "n_images": len(per_image),
+    }
+
+
+# ------------------------------------------------------------------------------------------
+# the bundle's pieces
+# ------------------------------------------------------------------------------------------
+
+
+def bundle_parser(config_files: Sequence[str | Path], overrides: Mapping | None = None):
+    """A ``monai.bundle.ConfigParser`` of ``config_files`` (merged in order) with ``overrides``."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config([str(c) for c in config_files])
+    parser.update(dict(overrides or {}))
+    return parser
+
+
+def preset_settings(parser) -> dict:
+    """The settings of the parsed preset that the evaluation uses (plain JSON values)."""
+    keys = (
+        "spatial_size",
+        "pbtseg_size",
+        "pbtseg_mode",
+        "taus",
+        "min_threshold",
+        "score_map_mode",
+        "score_map_sigma",
+        "mask_in_lungs",
+        "seed",
+        "max_iterations",
+        "iterations_per_epoch",
+        "max_epochs",
+        "variant",
+        "max_train_items",
+        "max_val_items",
+    )
+    out = {k: parser.get_parsed_content(k) for k in keys}
+    out["spatial_size"] = [int(s) for s in out["spatial_size"]]
+    out["taus"] = [float(t) for t in out["taus"]]
+    out["iterations"] = int(out["max_epochs"]) * int(out["iterations_per_epoch"])
+    return out
+
+
+def evaluation_preprocessing(parser):
+    """The bundle's evaluation preprocessing, plus the other PBTSeg mode and the ground-truth lung.
+
+    ``load_transforms + validate#preprocessing_tail`` of the parsed config (what the bundle's
+    evaluator runs), with, right after its ``PBTSegd`` (``lung``, mode ``pbtseg_mode``), a
+    ``PBTSegd`` of every other mode writing ``lung_<mode>`` from the same resized image, and
+    at the end the ground-truth lung mask (``lung_gt``) loaded and resized like the lesion mask.
+    """
+    from monai.transforms import Compose, Resized
+
+    from artasyn.pbtseg import PBTSegd
+    from scripts.transforms import LoadMaskd
+
+    load = list(parser.get_parsed_content("load_transforms"))
+    tail = list(parser.get_parsed_content("validate#preprocessing_tail"))
+    at = [i for i, t in enumerate(tail) if isinstance(t, PBTSegd)]
+    if len(at) != 1:
+        raise ValueError(f"validate#preprocessing_tail should hold one PBTSegd, found {len(at)}")
+    mode, size = parser.get_parsed_content("pbtseg_mode"), parser.get_parsed_content("pbtseg_size")
+    others = [
+        PBTSegd("image", lung_keys=f"lung_{m}", found_postfix=None, spatial_size=size, mode=m)
+        for m in PBTSEG_MODES
+        if m != mode
+    ]
+    tail[at[0] + 1 : at[0] + 1] = others
+    gt_lung = [
+        LoadMaskd("lung_gt", ref_key="image", has_mask_key="has_lung_gt"),
+        Resized("lung_gt", spatial_size=parser.get_parsed_content("spatial_size"), mode="nearest"),
+    ]
+    return Compose([*load, *tail, *gt_lung])
+
+
+def load_test_arrays(items: Sequence[Mapping], parser) -> dict:
+    """Preprocess the test items: ``N x H x W`` arrays at ``spatial_size``.
+
+    ``image`` float32 in [0, 1]; ``infection``, ``lung_gt`` and ``lung_paper`` /
+    ``lung_robust`` (PBTSeg label maps > 0) bool; ``lung`` the preset's PBTSeg map; ``paths``.
+    """
+    prep = evaluation_preprocessing(parser)
+    mode = parser.get_parsed_content("pbtseg_mode")
+    out: dict[str, list] = {k: [] for k in ("image", "infection", "lung_gt", *(f"lung_{m}" for m in PBTSEG_MODES))}
+    for item in items:
+        d = prep({"image": item["image"], "mask": item["mask"], "lung_gt": item["lung_mask"], "label": 1})
+        out["image"].append(np.asarray(d["image"], np.float32)[0])
+        out["infection"].append(np.asarray(d["mask"])[0] > 0.5)
+        out["lung_gt"].append(np.asarray(d["lung_gt"])[0] > 0.5)
+        for m in PBTSEG_MODES:
+            out[f"lung_{m}"].append(np.asarray(d["lung" if m == mode else f"lung_{m}"])[0] > 0)
+    arrays = {k: np.stack(v) for k, v in out.items()}
+    arrays["lung"] = arrays[f"lung_{mode}"]
+    arrays["paths"] = [str(it["image"]) for it in items]
+    return arrays
+
+
+def load_network(parser, ckpt: str | Path, device: str | torch.device = "cpu") -> torch.nn.Module:
+    """``network_def`` of the parsed config with the EMA weights (key ``model``) of ``ckpt``, in eval mode."""
+    from scripts.checkpoint import LoadCheckpoint
+
+    net = parser.get_parsed_content("network_def", lazy=False).to(device)
+    LoadCheckpoint(ckpt, {"model": net}, map_location=device)()
+    return net.eval()
+
+
+@torch.no_grad()
+def reconstruct(net: torch.nn.Module, images: np.ndarray, device="cpu", batch_size: int = 16) -> np.ndarray:
+    """The network's reconstructions of ``N x H x W`` images in [0, 1] (float32, same shape)."""
+    out = []
+    for i in range(0, len(images), batch_size):
+        x = torch.from_numpy(images[i : i + batch_size, None]).to(device)
+        out.append(net(x)[:, 0].float().cpu().numpy())
+    return np.concatenate(out) if out else np.zeros_like(images)
+
+
+def zeroshot_metrics(arrays: Mapping, recon: np.ndarray, settings: Mapping) -> dict:
+    """Every metric of the module docstring from :func:`load_test_arrays`' arrays and the reconstructions."""
+    from artasyn.scoring import anomaly_scores
+
+    images, infection, lung_gt, lung = arrays["image"], arrays["infection"], arrays["lung_gt"], arrays["lung"]
+    taus = list(settings["taus"])
+    counts = {r: np.zeros((len(taus), 3), np.int64) for r in MASK_REGIONS}
+    per_image = {r: [[] for _ in taus] for r in MASK_REGIONS}
+    amaps = np.empty_like(images)
+    for i in range(len(images)):
+        x, r = torch.from_numpy(images[i][None]), torch.from_numpy(recon[i][None])
+        for region, region_map in (("whole_image", None), ("in_pbtseg_lung", lung[i]), ("in_gt_lung", lung_gt[i])):
+            amap, _, masks = anomaly_scores(
+                x,
+                r,
+                taus,
+                settings["min_threshold"],
+                lung=None if region_map is None else torch.from_numpy(region_map),
+                mask_in_lungs=region_map is not None,
+                map_mode=settings["score_map_mode"],
+                map_sigma=settings["score_map_sigma"],
+            )
+            for t, m in enumerate(masks.numpy()):
+                c = dice_counts(m, infection[i])
+                counts[region][t] += c
+                per_image[region][t].append(dice_from_counts(c))
+        amaps[i] = amap[0].numpy()
+
+    def tau_table(values) -> dict:
+        return {f"tau{t:g}": v for t, v in zip(taus, values)}
+
+    n_lesion = int(infection.sum())
+    inside = lung_gt
+    best_all = best_threshold_dice(amaps, infection)
+    best_lung = best_threshold_dice(amaps[inside], infection[inside], n_lesion)
+    best_raw = best_threshold_dice(images[inside], infection[inside], n_lesion)
+    return {
+        "pixel_auroc_in_gt_lung": {
+            "anomaly_map": auroc_inside(amaps, infection, inside),
+            "raw_intensity": auroc_inside(images, infection, inside),
+        },
+        "masks_micro_dice": {r: tau_table(dice_from_counts(c) for c in counts[r]) for r in MASK_REGIONS},
+        "masks_mean_dice_per_image": {
+            r: tau_table(float(np.nanmean(v)) if not np.all(np.isnan(v)) else float("nan") for v in per_image[r])
+            for r in MASK_REGIONS
+        },
+        "oracle_best_threshold_micro_dice": {
+            "anomaly_map_whole_image": {"dice": best_all[0], "threshold": best_all[1]},
+            "anomaly_map_in_gt_lung": {"dice": best_lung[0], "threshold": best_lung[1]},
+            "raw_intensity_in_gt_lung": {"dice": best_raw[0], "threshold": best_raw[1]},
+        },
+        "constant_baselines_micro_dice": {
+            "whole_image": micro_dice(np.ones_like(infection), infection),
+            **{f"pbtseg_lung_{m}": micro_dice(arrays[f"lung_{m}"], infection) for m in PBTSEG_MODES},
+            "gt_lung": micro_dice(lung_gt, infection),
+        },
+        "data": {
+            "n_images": len(images),
+            "lesion_pixels": n_lesion,
+            "lesion_fraction_inside_gt_lung": float(infection[inside].sum() / max(n_lesion, 1)),
+            **{
+                f"lesion_fraction_inside_pbtseg_{m}": float(infection[arrays[f"lung_{m}"]].sum() / max(n_lesion, 1))
+                for m in PBTSEG_MODES
+            },
+            **{
+                f"images_without_pbtseg_lung_{m}": int((~arrays[f"lung_{m}"].any(axis=(1, 2))).sum())
+                for m in PBTSEG_MODES
+            },
+            "images_without_gt_lung": int((~lung_gt.any(axis=(1, 2))).sum()),
+        },
+    }
+
+
+# ------------------------------------------------------------------------------------------
+# report
+# ------------------------------------------------------------------------------------------
+
+
+def table(results: Mapping) -> str:
+    """Markdown: the detector's numbers beside the raw intensity and the constant guesses."""
+    m = results["metrics"]
+    size = results["settings"]["spatial_size"]
+    ref = REFERENCE_128 if list(size) == [128, 128] else {}
+
+    def f(v) -> str:
+        return "" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.3f}"
+
+    au = m["pixel_auroc_in_gt_lung"]
+    rows = [
+        ("pixel AUROC in GT lungs, pooled", au["anomaly_map"]["micro"], au["raw_intensity"]["micro"], None),
+        (
+            "pixel AUROC in GT lungs, mean per image",
+            au["anomaly_map"]["mean_per_image"],
+            au["raw_intensity"]["mean_per_image"],
+            ref.get("raw_intensity_auroc_mean_per_image"),
+        ),
+    ]
+    for region in MASK_REGIONS:
+        for tau, v in m["masks_micro_dice"][region].items():
+            rows.append((f"micro Dice, masks {region}, {tau}", v, None, None))
+    o = m["oracle_best_threshold_micro_dice"]
+    rows += [
+        ("oracle micro Dice, best threshold, whole image", o["anomaly_map_whole_image"]["dice"], None, None),
+        (
+            "oracle micro Dice, best threshold, in GT lungs",
+            o["anomaly_map_in_gt_lung"]["dice"],
+            o["raw_intensity_in_gt_lung"]["dice"],
+            None,
+        ),
+    ]
+    c = m["constant_baselines_micro_dice"]
+    rows += [
+        ("constant: whole image", c["whole_image"], None, ref.get("dice_whole_image")),
+        ("constant: PBTSeg lung (paper)", c["pbtseg_lung_paper"], None, ref.get("dice_pbtseg_lung")),
+        ("constant: PBTSeg lung (robust)", c["pbtseg_lung_robust"], None, None),
+        ("constant: ground-truth lung", c["gt_lung"], None, ref.get("dice_gt_lung")),
+    ]
+    head = (
+        f"| measure ({m['data']['n_images']} COVID images, {size[0]} x {size[1]}) | ART-ASyn | raw intensity "
+        "| docs/method.md s. 8 (128 px) |\n|---|---|---|---|"
+    )
+    return "\n".join([head, *(f"| {name} | {f(a)} | {f(b)} | {f(r)} |" for name, a, b, r in rows)])
+
+
+def _write_atomic(path: Path, content) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(content, indent=2))
+    os.replace(tmp, path)
+
+
+def _iterations_done(ckpt: Path) -> int | None:
+    """The trainer's iteration in ``last.pt`` beside ``ckpt`` (the same training), if there."""
+    from scripts.checkpoint import load_checkpoint
+
+    last = ckpt.parent / "last.pt"
+    if not last.is_file():
+        return None
+    try:
+        return int(load_checkpoint(last, keys=("trainer",))["trainer"]["iteration"])
+    except Exception as e:  # the count is informative only: say why it is missing, evaluate anyway
+        print(f"iterations done unknown: {e}", flush=True)
+        return None
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument(
+        "--data-root", type=Path, default=Path(os.environ.get("ARTASYN_SHARED_DATA", REPO.parent / "shared" / "data"))
+    )
+    ap.add_argument("--preset", choices=["cpu", "small", "paper"], default="cpu", help="bundle/configs/<preset>.json")
+    ap.add_argument("--set", nargs=2, action="append", default=[], metavar=("ID", "JSON"), help="bundle override")
+    ap.add_argument("--max-iterations", type=int, default=None, help="default: the preset's")
+    ap.add_argument("--seed", type=int, default=None, help="default: the preset's")
+    ap.add_argument("--max-train-items", type=int, default=None, help="the first N training images (smoke runs)")
+    ap.add_argument("--max-test-items", type=int, default=None, help="N test images spread evenly (smoke runs)")
+    ap.add_argument("--n-monitor", type=int, default=24, help="healthy and COVID images of the monitor set, each")
+    ap.add_argument("--monitor-in-test", action="store_true", help="keep the monitor COVID images in the test set")
+    ap.add_argument("--ckpt", type=Path, default=None, help="evaluate this checkpoint; no training")
+    ap.add_argument("--device", default=None, help="evaluation device (default: the config's)")
+    ap.add_argument("--batch-size", type=int, default=16, help="evaluation batch")
+    ap.add_argument("--train-timeout-h", type=float, default=48.0)
+    ap.add_argument("--workdir", type=Path, default=REPO / "bench" / "results" / "zeroshot_work")
+    ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "zeroshot.json")
+    ap.add_argument("--dry-run", action="store_true", help="write the datalist and print the training command")
+    args = ap.parse_args(argv)
+
+    t_start = time.perf_counter()
+    args.workdir = args.workdir.resolve()
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    datalist = build_zeroshot_datalist(args.data_root, args.n_monitor, args.monitor_in_test)
+    if args.max_test_items is not None:
+        datalist["test"] = _spread(datalist["test"], args.max_test_items)
+        datalist["counts"]["test_covid"] = len(datalist["test"])
+    dl_path = args.workdir / "datalist.json"
+    dl_path.write_text(json.dumps(datalist, indent=1))
+    print(f"datalist {dl_path}: {datalist['counts']}", flush=True)
+
+    configs = [CONFIGS / "train.json"] + ([] if args.preset == "paper" else [CONFIGS / f"{args.preset}.json"])
+    user = {k: json.loads(v) for k, v in args.set}
+    user.update({"max_iterations": args.max_iterations} if args.max_iterations is not None else {})
+    user.update({"seed": args.seed} if args.seed is not None else {})
+    user.update({"max_train_items": args.max_train_items} if args.max_train_items is not None else {})
+    parser = bundle_parser(configs, user)
+    settings = preset_settings(parser)
+    results = {
+        "what": "zero-shot lesion localisation on covidquex_covid_infection (bench/bench_zeroshot.py docstring)",
+        "command": " ".join(["python", "bench/bench_zeroshot.py", *(sys.argv[1:] if argv is None else argv)]),
+        "datalist": str(dl_path),
+        "counts": datalist["counts"],
+        "monitor_overlap": (
+            "the monitor COVID images are also test images"
+            if args.monitor_in_test
+            else "none: the monitor images are in neither the training nor the test set"
+        ),
+        "preset": args.preset,
+        "config_files": [str(c.relative_to(REPO)) for c in configs],
+        "overrides": user,
+        "settings": settings,
+        "evaluated_weights": "EMA weights (key 'model') of model_final.pt, the end of training",
+        "load_avg_start": list(os.getloadavg()),
+    }
+    train_dir = args.workdir
+    train_over = {
+        "ckpt_dir": str(train_dir / "models"),
+        "output_dir": str(train_dir / "eval"),
+        "runs_dir": str(train_dir / "runs"),
+        "cache_dir": str(train_dir / "cache"),
+        "datalist_file": str(dl_path),
+        **user,
+    }
+    cfg = "[" + ",".join(f"'{c}'" for c in configs) + "]"
+    train_cmd = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", cfg, *_overrides(train_over)]
+    if args.dry_run:
+        print(" ".join(train_cmd))
+        return 0
+
+    if args.ckpt is None:
+        log = train_dir / "train.log"
+        print(f"training ({settings['iterations']} iterations), log {log}", flush=True)
+        rc, t_train = _run(train_cmd, log, timeout=args.train_timeout_h * 3600)
+        results["training"] = {"rc": rc, "wall_s": round(t_train, 1), "log": str(log), "command": train_cmd}
+        # the monitor set's summary line of every validation (AP, AUC, Dice at the first tau)
+        val = re.findall(r"\[epoch (\d+)\] (.*?) \(\d+ images", log.read_text(errors="replace"))
+        results["training"]["monitor_curve"] = [f"epoch {e}: {line}" for e, line in val]
+        _write_atomic(args.out, results)
+        if rc != 0:
+            print(f"training failed (rc {rc}); see {log}", flush=True)
+            return 1
+        ckpt = train_dir / "models" / "model_final.pt"
+    else:
+        ckpt = args.ckpt.resolve()
+        results["training"] = {"skipped": True, "checkpoint_given": str(ckpt)}
+    results["checkpoint"] = str(ckpt)
+    results["iterations_done"] = _iterations_done(ckpt)
+
+    device = torch.device(args.device) if args.device else parser.get_parsed_content("device")
+    t0 = time.perf_counter()
+    arrays = load_test_arrays(datalist["test"], parser)
+    t1 = time.perf_counter()
+    recon = reconstruct(load_network(parser, ckpt, device), arrays["image"], device, args.batch_size)
+    t2 = time.perf_counter()
+    results["metrics"] = zeroshot_metrics(arrays, recon, settings)
+    t3 = time.perf_counter()
+    results["wall_s"] = {
+        "preprocessing": round(t1 - t0, 1),
+        "reconstruction": round(t2 - t1, 1),
+        "metrics": round(t3 - t2, 1),
+        "total": round(t3 - t_start, 1),
+    }
+    results["device"] = str(device)
+    results["torch_threads"] = torch.get_num_threads()
+    results["load_avg_end"] = list(os.getloadavg())
+    results["table_markdown"] = table(results)
+    _write_atomic(args.out, results)
+    print(results["table_markdown"])
+    print(f"results: {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

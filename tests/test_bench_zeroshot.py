@@ -1,0 +1,198 @@
+"""The zero-shot bench (``bench/bench_zeroshot.py``): its metrics, its datalist and its evaluation.
+
+The metric functions are checked on small synthetic arrays with known answers (``docs/method.md``
+section 4: micro Dice pools pixels, a mean per image weighs images). The datalist and the
+evaluation read the real COVID-QU-Ex images of ``../shared/data`` (``covidquex_covid_infection``
+with its infection and lung masks; ``covidquex_normal_lung``, ``nih_nofinding_normal``) and
+skip, saying where they looked, when it is absent. No training runs here.
+"""
+
+from __future__ import annotations
+
+import itertools
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from bundle_presets import TINY_INFER
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+import bench_zeroshot as bz  # noqa: E402
+
+
+def _pairwise_auroc(scores, labels) -> float:
+    pos = [s for s, y in zip(scores, labels) if y]
+    neg = [s for s, y in zip(scores, labels) if not y]
+    wins = sum((p > n) + 0.5 * (p == n) for p, n in itertools.product(pos, neg))
+    return wins / (len(pos) * len(neg))
+
+
+def test_auroc_of_a_perfect_map_is_one_and_of_its_negation_zero():
+    labels = np.zeros((4, 8, 8), bool)
+    labels[:, 2:5, 3:6] = True
+    score = labels.astype(np.float32) + 0.1 * np.random.default_rng(0).random(labels.shape)
+    assert bz.pixel_auroc(score, labels) == 1.0
+    assert bz.pixel_auroc(-score, labels) == 0.0
+    assert bz.pixel_auroc(np.ones_like(score), labels) == 0.5  # all tied: chance
+
+
+def test_auroc_equals_the_pairwise_count_with_ties():
+    rng = np.random.default_rng(1)
+    scores = rng.integers(0, 5, 60)  # many ties
+    labels = rng.random(60) < 0.3
+    assert bz.pixel_auroc(scores, labels) == pytest.approx(_pairwise_auroc(scores, labels))
+
+
+def test_auroc_of_one_class_is_nan():
+    assert np.isnan(bz.pixel_auroc([0.1, 0.5], [0, 0]))
+
+
+def test_pooled_auroc_is_below_the_per_image_auroc_when_images_are_offset():
+    labels = np.zeros((2, 4, 4), bool)
+    labels[:, 0, :2] = True
+    scores = labels.astype(np.float64)
+    scores[1] += 5.0  # image 2 scores higher everywhere: each image separates, the pool does not
+    region = np.ones_like(labels)
+    out = bz.auroc_inside(scores, labels, region)
+    assert out["mean_per_image"] == 1.0 and out["n_images"] == 2
+    assert out["micro"] < 1.0
+
+
+def test_auroc_inside_a_region_ignores_the_pixels_outside():
+    labels = np.zeros((1, 4, 4), bool)
+    labels[0, 0, 0] = True
+    scores = labels.astype(np.float64)
+    scores[0, 3, 3] = 9.0  # a high score outside the region
+    region = np.ones_like(labels)
+    region[0, 3, 3] = False
+    assert bz.auroc_inside(scores, labels, region)["micro"] == 1.0
+    assert bz.auroc_inside(scores, labels, np.ones_like(labels))["micro"] < 1.0
+
+
+def test_dice_of_the_mask_itself_is_one_and_of_two_empty_masks_nan():
+    gt = np.zeros((3, 8, 8), bool)
+    gt[0, 1:4, 1:4] = gt[2, 5:, 5:] = True
+    assert bz.micro_dice(gt, gt) == 1.0
+    assert bz.mean_dice(gt, gt) == 1.0  # the empty image 1 is skipped
+    assert np.isnan(bz.dice_from_counts(bz.dice_counts(gt[1], gt[1])))
+
+
+def test_pooled_dice_weighs_pixels_and_the_mean_per_image_weighs_images():
+    gt = np.zeros((2, 16, 16), bool)
+    gt[0, :10, :10] = True  # 100 lesion pixels, found exactly
+    gt[1, 0, :4] = True  # 4 lesion pixels, missed
+    pred = gt.copy()
+    pred[1] = False
+    assert bz.micro_dice(pred, gt) == pytest.approx(200 / 204)
+    assert bz.mean_dice(pred, gt) == pytest.approx(0.5)
+
+
+def test_best_threshold_dice_is_the_best_over_every_threshold():
+    rng = np.random.default_rng(2)
+    labels = rng.random(200) < 0.2
+    scores = np.round(labels * 0.3 + rng.random(200), 2)  # ties included
+    for n_positive in (None, int(labels.sum()) + 7):  # + 7 lesion pixels outside the scored region
+        g = int(labels.sum()) if n_positive is None else n_positive
+        brute = max(2 * np.sum(labels & (scores >= t)) / (np.sum(scores >= t) + g) for t in np.unique(scores))
+        dice, t = bz.best_threshold_dice(scores, labels, n_positive)
+        assert dice == pytest.approx(brute)
+        assert 2 * np.sum(labels & (scores >= t)) / (np.sum(scores >= t) + g) == pytest.approx(dice)
+    assert bz.best_threshold_dice(labels.astype(float), labels)[0] == 1.0
+    with pytest.raises(ValueError, match="n_positive"):
+        bz.best_threshold_dice(scores, labels, 1)
+
+
+# ------------------------------------------------------------------------------------------
+# real images (../shared/data)
+# ------------------------------------------------------------------------------------------
+
+
+def test_datalist_keeps_the_monitor_images_out_of_training_and_test(shared_data):
+    dl = bz.build_zeroshot_datalist(shared_data, n_monitor=24)
+    train = {it["image"] for it in dl["training"]}
+    val = {it["image"] for it in dl["validation"]}
+    test = {it["image"] for it in dl["test"]}
+    assert not (train & val) and not (val & test) and not (train & test)
+    assert all("covidquex_covid_infection" not in p for p in train)  # healthy only
+    assert dl["counts"]["monitor_normal"] == dl["counts"]["monitor_covid"] == 24
+    n_covid = len(list((shared_data / "covidquex_covid_infection" / "images").glob("*.png")))
+    assert len(test) == n_covid - 24
+    for it in dl["test"]:
+        stem = Path(it["image"]).stem
+        assert Path(it["mask"]).parent.name == "masks" and Path(it["mask"]).stem == stem
+        assert Path(it["lung_mask"]).parent.name == "masks_lung" and Path(it["lung_mask"]).stem == stem
+    with_mon = bz.build_zeroshot_datalist(shared_data, n_monitor=24, monitor_in_test=True)
+    assert len(with_mon["test"]) == n_covid
+
+
+@pytest.fixture(scope="module")
+def covid_eval(shared_data):
+    """Three real COVID images at 64 x 64 through the bundle's preprocessing (cpu.json, tiny network)."""
+    configs = [bz.CONFIGS / "train.json", bz.CONFIGS / "cpu.json"]
+    parser = bz.bundle_parser(configs, TINY_INFER)
+    items = bz.build_zeroshot_datalist(shared_data)["test"][:3]
+    return parser, bz.preset_settings(parser), bz.load_test_arrays(items, parser)
+
+
+def test_test_images_come_at_the_preset_size_with_their_masks(covid_eval):
+    _, settings, arrays = covid_eval
+    assert settings["spatial_size"] == [64, 64]
+    for key in ("image", "infection", "lung_gt", "lung_paper", "lung_robust", "lung"):
+        assert arrays[key].shape == (3, 64, 64), key
+    assert 0.0 <= arrays["image"].min() and arrays["image"].max() <= 1.0 and arrays["image"].std() > 0.05
+    assert arrays["infection"].any(axis=(1, 2)).all() and arrays["lung_gt"].any(axis=(1, 2)).all()
+    assert (arrays["lung"] == arrays["lung_paper"]).all()  # cpu.json segments in paper mode
+
+
+def test_a_reconstruction_that_repairs_exactly_the_lesions_scores_one(covid_eval):
+    _, settings, arrays = covid_eval
+    settings = {**settings, "score_map_sigma": 0.0}  # no smoothing: the error is the lesion itself
+    recon = arrays["image"] - 0.5 * arrays["infection"]
+    m = bz.zeroshot_metrics(arrays, recon, settings)
+    assert m["pixel_auroc_in_gt_lung"]["anomaly_map"]["micro"] == 1.0
+    assert m["pixel_auroc_in_gt_lung"]["anomaly_map"]["mean_per_image"] == 1.0
+    for region in ("whole_image", "in_gt_lung"):
+        assert all(v == 1.0 for v in m["masks_micro_dice"][region].values()), region
+    # inside the PBTSeg map only the lesion pixels it covers are found (an empty map: the whole image)
+    inside = np.stack([lung if lung.any() else np.ones_like(lung) for lung in arrays["lung"]])
+    expected = bz.micro_dice(arrays["infection"] & inside, arrays["infection"])
+    assert expected < 1.0
+    assert all(v == pytest.approx(expected) for v in m["masks_micro_dice"]["in_pbtseg_lung"].values())
+    assert m["oracle_best_threshold_micro_dice"]["anomaly_map_whole_image"]["dice"] == 1.0
+    identity = bz.zeroshot_metrics(arrays, arrays["image"].copy(), settings)  # no repair: nothing found
+    assert identity["pixel_auroc_in_gt_lung"]["anomaly_map"]["micro"] == 0.5
+    assert all(v == 0.0 for v in identity["masks_micro_dice"]["whole_image"].values())
+
+
+def test_evaluation_of_a_random_tiny_network_checkpoint(covid_eval, tmp_path):
+    parser, settings, arrays = covid_eval
+    torch.manual_seed(0)
+    ckpt = tmp_path / "model_final.pt"
+    torch.save({"model": parser.get_parsed_content("network_def", lazy=False).state_dict()}, ckpt)
+    recon = bz.reconstruct(bz.load_network(parser, ckpt), arrays["image"], batch_size=2)
+    assert recon.shape == arrays["image"].shape and np.isfinite(recon).all()
+    m = bz.zeroshot_metrics(arrays, recon, settings)
+    inf, lung = arrays["infection"], arrays["lung_gt"]
+    n_lesion, n_pixels = int(inf.sum()), inf.size
+    # the constant guesses, from the masks themselves
+    c = m["constant_baselines_micro_dice"]
+    assert c["whole_image"] == pytest.approx(2 * n_lesion / (n_pixels + n_lesion))
+    assert c["gt_lung"] == pytest.approx(bz.micro_dice(lung, inf))
+    # the raw-intensity AUROC is that of the image inside the lungs
+    assert m["pixel_auroc_in_gt_lung"]["raw_intensity"]["micro"] == pytest.approx(
+        bz.pixel_auroc(arrays["image"][lung], inf[lung])
+    )
+    # COVID-QU-Ex lesions lie inside the ground-truth lungs: masking outside them only drops
+    # false positives, and the oracle may threshold at the lungs' lowest score (= the whole lung)
+    assert m["data"]["lesion_fraction_inside_gt_lung"] == 1.0
+    for tau, dice in m["masks_micro_dice"]["in_gt_lung"].items():
+        assert dice >= m["masks_micro_dice"]["whole_image"][tau] - 1e-12, tau
+    oracle = m["oracle_best_threshold_micro_dice"]
+    assert oracle["anomaly_map_in_gt_lung"]["dice"] >= c["gt_lung"] - 1e-12
+    assert oracle["raw_intensity_in_gt_lung"]["dice"] >= c["gt_lung"] - 1e-12
+    assert list(m["masks_micro_dice"]["whole_image"]) == [f"tau{t:g}" for t in settings["taus"]]
+    table = bz.table({"metrics": m, "settings": settings})
+    row = next(line for line in table.splitlines() if line.startswith("| constant: ground-truth lung"))
+    assert row.endswith("|  |")  # docs/method.md's 128 px figures are not shown beside 64 px ones
