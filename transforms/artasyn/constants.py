@@ -172,5 +172,7 @@ STAMP_CACHE_BYTES = 256 << 20
 #: images flagged) ...
 DEFAULT_SPECIFICITY = 0.95
 #: ... and the pixel threshold leaves this share of the healthy validation images' map values
-#: unmasked (``amap <= t``)
+#: unmasked (``amap <= t``); it bounds the masked share of healthy pixels, not the share of
+#: healthy images with a mask (small preset: 0.16 % of the pixels, but every healthy test image;
+#: ``bench/bench_thresholds.py``, bundle/docs/README.md "Results")
 DEFAULT_PIXEL_QUANTILE = 0.999
