@@ -152,24 +152,83 @@ def test_training_saves_checkpoints_and_validation_outputs(trained_bundle):
     assert any((root / "runs").iterdir())  # TensorBoard events
 
 
-def test_evaluate_loads_checkpoint_and_writes_metrics(trained_bundle):
+def test_training_checkpoints_carry_the_validation_thresholds(trained_bundle):
+    """model.pt: the thresholds of its (best) validation; last.pt, model_final.pt: of the last one."""
+    import torch
+
     root, _ = trained_bundle
-    wf = _workflow([TRAIN, EVALUATE], **outputs(root), **TINY)
+    load = lambda name: torch.load(root / "models" / name, map_location="cpu", weights_only=True)  # noqa: E731
+    last, final, best = load("last.pt"), load("model_final.pt"), load("model.pt")
+    written = json.loads((root / "eval" / "training" / "val_thresholds.json").read_text())
+    assert last["thresholds"] == final["thresholds"] == written and written["epoch"] == 2
+    assert best["thresholds"]["epoch"] == last["best_metric_epoch"]
+    for t in (written, best["thresholds"]):
+        assert (t["n_healthy"], t["n_diseased"], t["n_pixels"]) == (8, 8, 8 * 64 * 64)  # validation half
+        assert t["specificity"] == 0.95 and t["pixel_quantile"] == 0.999
+        assert t["image_threshold_specificity"] > 0 and t["pixel_threshold"] > 0
+        assert t["image_threshold_f1"] is not None and 0 < t["f1"] <= 1
+        assert (t["score_map_mode"], t["score_map_sigma"], t["score_in_lungs"], t["mask_in_lungs"]) == (
+            "squared",
+            0.0,
+            False,
+            False,
+        )
+
+
+def _evaluate(root, **override):
+    wf = _workflow([TRAIN, EVALUATE], **{**outputs(root), **TINY, **override})
     wf.initialize()
     wf.run()
     wf.finalize()
+    out = Path(override.get("output_dir", root / "eval"))
+    with open(out / "scores.csv") as f:
+        return json.loads((out / "metrics.json").read_text()), list(csv.DictReader(f))
+
+
+def test_evaluate_loads_checkpoint_and_writes_metrics(trained_bundle):
+    import torch
+
+    root, _ = trained_bundle
+    metrics, rows = _evaluate(root)
     out = root / "eval"
-    metrics = json.loads((out / "metrics.json").read_text())
     assert {"auc", "ap", "micro_dice_tau0.2", "dice_tau0.2", "micro_dice_tau0.8"} <= set(metrics["metrics"])
     assert 0.0 <= metrics["metrics"]["auc"] <= 1.0
     assert metrics["info"]["checkpoint"].endswith("model.pt")
-    with open(out / "scores.csv") as f:
-        rows = list(csv.DictReader(f))
     assert len(rows) == metrics["n_images"] == 16  # the test half of 16 + 16 phantoms
     assert {r["label"] for r in rows} == {"0", "1"}
     assert all(r["filename"].endswith(".png") for r in rows)
     assert all(r["dice_tau0.2"] == "" for r in rows if r["label"] == "0")
     assert (out / "panels.png").is_file()
+    # the decisions of the checkpoint's thresholds, counted on the test half
+    saved = torch.load(root / "models" / "model.pt", map_location="cpu", weights_only=True)["thresholds"]
+    used = metrics["info"]["thresholds"]
+    assert used["label_threshold"] == "specificity" and used["image_threshold"] == saved["image_threshold_specificity"]
+    assert used["mask_threshold"] == "absolute" and used["pixel_threshold"] == saved["pixel_threshold"]
+    for r in rows:
+        assert int(r["pred_label"]) == int(float(r["score"]) > used["image_threshold"]), r
+    healthy = [r for r in rows if r["label"] == "0"]
+    diseased = [r for r in rows if r["label"] == "1"]
+    m = metrics["metrics"]
+    assert m["specificity"] == sum(r["pred_label"] == "0" for r in healthy) / len(healthy)
+    assert m["sensitivity"] == sum(r["pred_label"] == "1" for r in diseased) / len(diseased)
+    assert m["healthy_mask_rate"] == sum(int(r["abs_mask_px"]) > 0 for r in healthy) / len(healthy)
+    assert "micro_dice_absolute" in m
+
+
+def test_evaluate_with_a_checkpoint_saved_before_thresholds(trained_bundle, tmp_path):
+    """A checkpoint without ``thresholds``: the tau metrics as before, every decision metric null."""
+    import torch
+
+    root, _ = trained_bundle
+    ckpt = torch.load(root / "models" / "model.pt", map_location="cpu", weights_only=True)
+    del ckpt["thresholds"]
+    torch.save(ckpt, tmp_path / "old.pt")
+    metrics, rows = _evaluate(root, ckpt_path=str(tmp_path / "old.pt"), output_dir=str(tmp_path / "eval"))
+    m = metrics["metrics"]
+    assert 0.0 <= m["auc"] <= 1.0 and "micro_dice_tau0.2" in m
+    assert all(m[k] is None for k in ("sensitivity", "specificity", "healthy_mask_rate", "micro_dice_absolute")), m
+    assert metrics["info"]["thresholds"]["mask_threshold"] == "relative"
+    assert all(r["pred_label"] == "" and r["abs_mask_px"] == "" for r in rows)
 
 
 def test_evaluation_set_is_apart_from_validation(tmp_path):

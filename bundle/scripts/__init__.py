@@ -18,6 +18,8 @@ phantoms, scoring); what only this bundle needs lives here, one concern a module
 - :mod:`.checkpoint`: checkpoints written atomically and checked on load, resumable training;
 - :mod:`.metrics`: micro (pooled) Dice and the evaluator's metric dictionaries;
 - :mod:`.handlers`: image panels, the per-image score CSV and the metrics JSON;
+- :mod:`.thresholds`: decision thresholds calibrated at every validation and saved with the
+  weights, and their reading back for evaluation and inference;
 - :mod:`.inference`: inference inputs, output writers and the run summary;
 - :mod:`.ddp`: multi-GPU training;
 - :mod:`.utils`: atomic file writes (the user's umask), root causes of errors, the cache

@@ -5,15 +5,21 @@ Files in ``ckpt_dir`` (``bundle/models``), each written by :func:`scripts.utils.
 previous complete file under the final name, never a partial one:
 
 - ``model.pt``: the best EMA weights by the key metric (:class:`BestModelSaver`, a handler of
-  the validation evaluator): ``{"model", "model_raw", "optimizer"}``, what inference,
-  evaluation, export and MONAI Label read (key ``model``);
+  the validation evaluator): ``{"model", "model_raw", "optimizer", "thresholds"}``, what
+  inference, evaluation, export and MONAI Label read (key ``model``; ``thresholds``: the
+  decision thresholds of that validation, :mod:`scripts.thresholds`);
 - ``last.pt``: everything to continue the training (:class:`TrainingCheckpoint`): ``model``,
   ``model_raw``, ``optimizer``, ``ema`` (the ``AveragedModel`` with its update count),
   ``trainer`` (iteration, epoch), ``best_metric`` / ``best_metric_epoch`` of the validation,
-  ``rng`` (torch, numpy, Python and CUDA generators) and the AMP ``scaler``; saved after
+  ``thresholds`` of the last validation, ``rng`` (torch, numpy, Python and CUDA generators)
+  and the AMP ``scaler``; saved after
   every epoch (after its validation), so an interruption loses at most one validation
   interval, and every ``save_every`` iterations when set;
-- ``model_final.pt``: the weights at the end (``{"model", "model_raw", "optimizer"}``).
+- ``model_final.pt``: the weights at the end (``{"model", "model_raw", "optimizer", "thresholds"}``).
+
+``thresholds`` (a plain dictionary, see :mod:`scripts.thresholds`) is there when the
+validation evaluator has a :class:`scripts.thresholds.ThresholdCalibrator` (``train.json``
+has); checkpoints without it (older ones) load as before.
 
 ``--resume true`` loads ``last.pt`` when the trainer starts and continues from its iteration
 (logged: ``resuming from ... at iteration N``); without it (the default) the training starts
@@ -26,7 +32,7 @@ Example::
     >>> from scripts.checkpoint import load_checkpoint
     >>> ckpt = load_checkpoint("bundle/models/model.pt")  # doctest: +SKIP
     >>> sorted(ckpt)  # doctest: +SKIP
-    ['model', 'model_raw', 'optimizer']
+    ['model', 'model_raw', 'optimizer', 'thresholds']
 """
 
 from __future__ import annotations
@@ -129,12 +135,21 @@ def _state_dicts(save_dict: Mapping) -> dict:
     return {k: v.state_dict() for k, v in save_dict.items()}
 
 
+def validation_thresholds(state) -> dict | None:
+    """The decision thresholds a validation left in ``state`` (``ThresholdCalibrator``), a plain dict or ``None``."""
+    thresholds = getattr(state, "thresholds", None)
+    return dict(thresholds) if isinstance(thresholds, Mapping) else None
+
+
 class BestModelSaver:
     """Evaluator handler: ``save_dir/filename`` holds ``save_dict`` of the best epoch by the key metric.
 
     MONAI's evaluator keeps ``state.best_metric`` / ``best_metric_epoch`` (restored on resume by
     :class:`TrainingCheckpoint`); the file is (re)written, atomically, when the epoch just
-    evaluated is the best one.
+    evaluated is the best one. The decision thresholds of that epoch
+    (``engine.state.thresholds``, from a :class:`scripts.thresholds.ThresholdCalibrator`
+    listed before this handler) are saved with the weights under ``thresholds``; thresholds of
+    another epoch are not (a warning says so).
     """
 
     def __init__(self, save_dir: str | Path, save_dict: Mapping, filename: str = "model.pt") -> None:
@@ -148,13 +163,27 @@ class BestModelSaver:
     def __call__(self, engine) -> None:
         if int(engine.state.best_metric_epoch) != int(engine.state.epoch):
             return
-        path = atomic_torch_save(_state_dicts(self.save_dict), self.save_dir / self.filename)
+        state = _state_dicts(self.save_dict)
+        thresholds = validation_thresholds(engine.state)
+        if thresholds is not None and thresholds.get("epoch") != int(engine.state.epoch):
+            logger.warning(
+                "decision thresholds are of epoch %s, not of epoch %d: %s is saved without them "
+                "(list ThresholdCalibrator before BestModelSaver in the validation handlers)",
+                thresholds.get("epoch"),
+                engine.state.epoch,
+                self.filename,
+            )
+            thresholds = None
+        if thresholds is not None:
+            state["thresholds"] = thresholds
+        path = atomic_torch_save(state, self.save_dir / self.filename)
         logger.info(
-            "best %s %.4f at epoch %d: saved %s",
+            "best %s %.4f at epoch %d: saved %s%s",
             engine.state.key_metric_name,
             float(engine.state.best_metric),
             engine.state.epoch,
             path,
+            " with its decision thresholds" if thresholds is not None else "",
         )
 
 
@@ -237,11 +266,15 @@ class TrainingCheckpoint:
         engine.add_event_handler(Events.COMPLETED, self.complete)
 
     def _weights(self) -> dict:
-        return {
+        weights = {
             "model": self.ema_network.module.state_dict(),
             "model_raw": self.network.state_dict(),
             "optimizer": self.optimizer.state_dict(),
         }
+        thresholds = validation_thresholds(self.validator.state) if self.validator is not None else None
+        if thresholds is not None:
+            weights["thresholds"] = thresholds
+        return weights
 
     def state_dict(self, engine) -> dict:
         """Everything :meth:`load` needs to continue the training of ``engine``."""
@@ -275,8 +308,21 @@ class TrainingCheckpoint:
         if self._saved_at != int(engine.state.iteration):
             self.save(engine)
         if self.final_filename:
-            path = atomic_torch_save(self._weights(), self.save_dir / self.final_filename)
+            weights = self._weights()
+            path = atomic_torch_save(weights, self.save_dir / self.final_filename)
             logger.info("final weights saved: %s", path)
+            epoch = weights.get("thresholds", {}).get("epoch")
+            if epoch is None and self.validator is not None:
+                logger.warning("%s has no decision thresholds (no validation computed them)", path)
+            elif epoch is not None and epoch != int(engine.state.epoch):
+                logger.warning(
+                    "%s carries the decision thresholds of the validation at epoch %d; its weights are of "
+                    "iteration %d (epoch %d), not validated since",
+                    path,
+                    epoch,
+                    engine.state.iteration,
+                    engine.state.epoch,
+                )
 
     def start(self, engine) -> None:
         """On ``STARTED``: clean up interrupted writes, then resume or say what a fresh start overwrites."""
@@ -325,6 +371,8 @@ class TrainingCheckpoint:
         if self.validator is not None and "best_metric" in ckpt:
             self.validator.state.best_metric = float(ckpt["best_metric"])
             self.validator.state.best_metric_epoch = int(ckpt["best_metric_epoch"])
+        if self.validator is not None and isinstance(ckpt.get("thresholds"), Mapping):
+            self.validator.state.thresholds = dict(ckpt["thresholds"])
         scaler = getattr(engine, "scaler", None)
         if scaler is not None and "scaler" in ckpt:
             scaler.load_state_dict(ckpt["scaler"])

@@ -3,7 +3,8 @@
 - :class:`AnomalyPanelHandler`: a grid of ``input | reconstruction | error map | predicted
   mask | ground truth`` rows (healthy and diseased items) to TensorBoard, and optionally a PNG.
 - :class:`ImageScoreSaver`: ``scores.csv``, one row per image: file, label, image score,
-  whether it has a lesion mask and its Dice at every tau.
+  whether it has a lesion mask and its Dice at every tau, and, where a checkpoint's decision
+  thresholds were applied (``evaluate.json``), the predicted label and the absolute mask's area.
 - :class:`MetricsJSONSaver`: ``metrics.json`` with every metric of the epoch, and one log
   line ``AP=... AUC=... Dice=...``.
 
@@ -166,13 +167,23 @@ class AnomalyPanelHandler:
 class ImageScoreSaver:
     """Writes ``<output_dir>/<filename>``: one CSV row per evaluated image.
 
-    Columns: ``filename, label, score, has_mask`` and ``dice_tau{t}`` for each tau (empty for
-    images without a lesion mask). Written at the end of each evaluation epoch (atomically).
+    Columns: ``filename, label, score, has_mask``, ``dice_tau{t}`` for each tau (empty for
+    images without a lesion mask), ``pred_label`` (1 abnormal, 0 normal) and ``abs_mask_px``
+    (pixels of the absolute mask), both empty when no decision threshold was applied. Written
+    at the end of each evaluation epoch (atomically).
     """
 
-    def __init__(self, output_dir: str, filename: str = "scores.csv", taus: Sequence[float] = DEFAULT_TAUS) -> None:
+    def __init__(
+        self,
+        output_dir: str,
+        filename: str = "scores.csv",
+        taus: Sequence[float] = DEFAULT_TAUS,
+        pred_label_key: str = "pred_label",
+        abs_mask_key: str = "abs_mask",
+    ) -> None:
         self.output_dir, self.filename = output_dir, filename
         self.taus = tuple(float(t) for t in taus)
+        self.pred_label_key, self.abs_mask_key = pred_label_key, abs_mask_key
         self.rows: list[dict] = []
 
     def attach(self, engine) -> None:
@@ -203,11 +214,15 @@ class ImageScoreSaver:
                     denom = int(p.sum()) + int(g.sum())
                     dice = f"{2.0 * int((p & g).sum()) / denom:.6f}" if denom > 0 else ""
                 row[f"dice_tau{tau_name(tau)}"] = dice
+            pred_label, abs_mask = o.get(self.pred_label_key), o.get(self.abs_mask_key)
+            row["pred_label"] = "" if pred_label is None else int(_scalar(pred_label) > 0.5)
+            row["abs_mask_px"] = "" if abs_mask is None else int((torch.as_tensor(abs_mask) > 0.5).sum())
             self.rows.append(row)
 
     def _write(self, engine) -> None:
         path = Path(self.output_dir) / self.filename
         fields = ["filename", "label", "score", "has_mask", *(f"dice_tau{tau_name(t)}" for t in self.taus)]
+        fields += ["pred_label", "abs_mask_px"]
         buf = io.StringIO()
         w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\r\n")
         w.writeheader()
@@ -231,17 +246,23 @@ def _jsonable(v):
 
 
 def summary_line(metrics: dict, prefix: str = "", tau: float = DEFAULT_TAU) -> str:
-    """``AP=0.8123 AUC=0.7712 Dice(micro, tau=0.2)=0.3011 Dice(mean)=0.2876``."""
+    """``AP=0.8123 AUC=0.7712 Dice(micro, tau=0.2)=0.3011 Dice(mean)=0.2876``, then the decision metrics if any."""
 
     def get(name):
         v = metrics.get(prefix + name)
         return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{float(v):.4f}"
 
     t = tau_name(tau)
-    return (
+    line = (
         f"AP={get('ap')} AUC={get('auc')} Dice(micro, tau={t})={get(f'micro_dice_tau{t}')} "
         f"Dice(mean over images, tau={t})={get(f'dice_tau{t}')}"
     )
+    if prefix + "sensitivity" in metrics:
+        line += (
+            f" | label: sensitivity={get('sensitivity')} specificity={get('specificity')}; "
+            f"absolute mask: healthy with a mask={get('healthy_mask_rate')} Dice(micro)={get('micro_dice_absolute')}"
+        )
+    return line
 
 
 class MetricsJSONSaver:

@@ -20,6 +20,12 @@ What runs, in order (the ids of ``inference.json``):
 - ``postprocessing``: :class:`artasyn.scoring.AnomalyScored` (anomaly map ``(x - r)^2``,
   image score = its mean, mask ``|x - r| >= max(0.03, tau * max |x - r|)`` per image,
   optionally inside the PBTSeg lungs) into ``anomaly_map``, ``score`` and ``anomaly_mask``;
+  then :class:`artasyn.thresholds.AnomalyDecisiond` with the checkpoint's decision thresholds
+  (:class:`scripts.thresholds.CheckpointThresholds`, ``thresholds``): ``anomaly_label`` = 1
+  (abnormal) when ``score`` exceeds the image threshold (``label_threshold``: ``specificity``
+  or ``f1``), and ``anomaly_mask`` replaced by ``anomaly_map > pixel_threshold``
+  (``mask_threshold: absolute``), so a healthy-looking image gets an empty mask; a checkpoint
+  without thresholds gives no label and keeps the relative mask (logged);
   :class:`ResizeToShaped` brings the map and the mask back to the original size; ``recon``
   keeps the reconstruction. ``pred``, the bundle's output (what MONAI Label writes and shows),
   is the binary mask as a ``uint8`` ``W x H`` array: MONAI's default (column-first) layout of a
@@ -29,9 +35,10 @@ What runs, in order (the ids of ``inference.json``):
   ``<stem>.artasyn-overlay.png`` (the map in colour over the radiograph),
   ``<stem>.artasyn-mask.png`` ({0, 255}), all written atomically (temporary file, then
   rename, the user's umask), appends this run's rows to ``anomaly_scores.csv`` (run id,
-  input file, status, score, anomaly area in pixels and as a fraction, lungs found, the names
-  of the three outputs, notes; under a file lock, rewritten atomically, so runs into one
-  folder keep every row), and logs a summary line.
+  input file, status, score, label and the threshold that gave it, the mask's rule and
+  threshold, anomaly area in pixels and as a fraction, lungs found, the names of the three
+  outputs, notes; under a file lock, rewritten atomically, so runs into one folder keep every
+  row), and logs a summary line.
 
 Example (a checkpoint trained by the bundle in ``bundle/models/model.pt``)::
 
@@ -418,7 +425,10 @@ class AnomalyOutputWriter:
             input resized back.
         report: the :class:`InferenceReport` of the datalist (files that were never loaded).
         csv_name: the CSV file name (shared by the runs into ``output_dir``).
-        tau: the relative threshold of the masks (recorded in the log).
+        tau: the relative threshold of the masks when they are relative (recorded in the CSV).
+        thresholds: the :class:`scripts.thresholds.CheckpointThresholds` of the run (which
+            image threshold gave the labels, whether the masks are absolute); ``None``: no
+            labels, relative masks.
         save_heatmap, save_overlay, save_mask: which files to write.
         run_id: names this run's rows (default: the UTC start time and a random suffix).
 
@@ -428,7 +438,11 @@ class AnomalyOutputWriter:
     never read as inputs. The CSV gets this run's rows appended at the end, under a lock and
     rewritten atomically, so several runs into one folder keep all their rows. Columns:
     ``run_id``, ``file`` (the input), ``status`` (``ok`` or ``failed: reason``), ``score`` (mean
-    squared error), ``anomaly_area_px``, ``anomaly_area_fraction`` (of the image),
+    squared error), ``label`` (``abnormal`` / ``normal``; empty without an image threshold),
+    ``label_threshold`` (``specificity`` or ``f1``) and ``image_threshold`` (its value: abnormal
+    when ``score`` is above it), ``mask_rule`` (``absolute``: ``anomaly_map > mask_threshold``;
+    ``relative``: ``|x - r| >= max(0.03, tau * max |x - r|)`` with ``mask_threshold`` = tau),
+    ``anomaly_area_px``, ``anomaly_area_fraction`` (of the image),
     ``lungs_found`` (``both``, ``right``, ``left``, ``none``), ``heatmap``, ``overlay``,
     ``mask`` (the output file names in ``output_dir``, empty when not written) and ``notes``
     (conversions on reading).
@@ -439,6 +453,11 @@ class AnomalyOutputWriter:
         "file",
         "status",
         "score",
+        "label",
+        "label_threshold",
+        "image_threshold",
+        "mask_rule",
+        "mask_threshold",
         "anomaly_area_px",
         "anomaly_area_fraction",
         "lungs_found",
@@ -455,6 +474,7 @@ class AnomalyOutputWriter:
         report: InferenceReport | None = None,
         csv_name: str = "anomaly_scores.csv",
         tau: float = DEFAULT_TAU,
+        thresholds=None,
         save_heatmap: bool = True,
         save_overlay: bool = True,
         save_mask: bool = True,
@@ -463,6 +483,7 @@ class AnomalyOutputWriter:
         mask_key: str = "anomaly_mask",
         score_key: str = "score",
         found_key: str = "image_lungs_found",
+        label_key: str = "anomaly_label",
         run_id: str | None = None,
     ) -> None:
         self.output_dir = Path(os.path.expanduser(str(output_dir)))
@@ -470,11 +491,12 @@ class AnomalyOutputWriter:
         self.report = report if report is not None else InferenceReport()
         self.csv_name = csv_name
         self.tau = float(tau)
+        self.thresholds = thresholds
         self.save_heatmap = as_bool(save_heatmap, "save_heatmap")
         self.save_overlay = as_bool(save_overlay, "save_overlay")
         self.save_mask = as_bool(save_mask, "save_mask")
         self.image_key, self.map_key, self.mask_key = image_key, map_key, mask_key
-        self.score_key, self.found_key = score_key, found_key
+        self.score_key, self.found_key, self.label_key = score_key, found_key, label_key
         self._run_id = run_id
         self.run_id = run_id or ""
         self.rows: list[dict] = []
@@ -575,12 +597,31 @@ class AnomalyOutputWriter:
             "file": path,
             "status": "ok",
             "score": f"{float(torch.as_tensor(item[self.score_key]).reshape(-1)[0]):.9g}",
+            **self._decision(item),
             "anomaly_area_px": area,
             "anomaly_area_fraction": f"{area / mask.size:.6f}",
             "lungs_found": _lungs_found(item.get(self.found_key)),
             **names,
             "notes": "; ".join(self.report.notes.get(path, [])),
         }
+
+    def _decision(self, item: dict) -> dict:
+        """The label columns and the mask-rule columns of one item."""
+        t = self.thresholds
+        label = item.get(self.label_key)
+        out = {"label": "", "label_threshold": "", "image_threshold": ""}
+        if label is not None and t is not None and t.image_threshold is not None:
+            abnormal = float(torch.as_tensor(label).reshape(-1)[0]) > 0.5
+            out = {
+                "label": "abnormal" if abnormal else "normal",
+                "label_threshold": t.label_threshold,
+                "image_threshold": f"{t.image_threshold:.9g}",
+            }
+        if t is not None and t.pixel_threshold is not None:
+            out.update(mask_rule="absolute", mask_threshold=f"{t.pixel_threshold:.9g}")
+        else:
+            out.update(mask_rule="relative", mask_threshold=f"{self.tau:g}")
+        return out
 
     def append_rows(self, rows: list[dict]) -> Path:
         """Append ``rows`` to the CSV of ``output_dir``: under a lock, the whole file rewritten atomically."""
@@ -614,9 +655,21 @@ class AnomalyOutputWriter:
             "seconds": elapsed,
             "images_per_second": len(ok) / elapsed if elapsed > 0 else float("nan"),
         }
+        abnormal = sum(1 for r in ok if r.get("label") == "abnormal")
+        normal = sum(1 for r in ok if r.get("label") == "normal")
+        self.summary.update(abnormal=abnormal, normal=normal)
+        t = self.thresholds
+        if t is not None and t.image_threshold is not None:
+            labels = f"{abnormal} abnormal, {normal} normal (score > {t.image_threshold:.6g}, {t.label_threshold})"
+        else:
+            labels = "no labels (no image threshold in the checkpoint)"
+        if t is not None and t.pixel_threshold is not None:
+            masks = f"masks: anomaly map > {t.pixel_threshold:.6g}, {with_anomaly} not empty"
+        else:
+            masks = f"masks: relative, tau {self.tau:g}"
         line = (
             f"inference: {len(rows)} images, {len(ok)} written, {failed} failed, {no_lung} without lungs found; "
-            f"tau {self.tau:g}; {elapsed:.1f} s ({self.summary['images_per_second']:.2f} images/s); "
+            f"{labels}; {masks}; {elapsed:.1f} s ({self.summary['images_per_second']:.2f} images/s); "
             f"outputs in {self.output_dir} (CSV: {self.csv_name}, run {self.run_id})"
         )
         logger.info(line)

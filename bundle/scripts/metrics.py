@@ -14,9 +14,20 @@ Only diseased images with a lesion mask enter Dice; :func:`dice_output` gives th
 empty prediction and an empty ground truth, which ``MeanDice`` ignores (``ignore_empty``) and
 which add no pixel to the micro counts.
 
+The decisions of the checkpoint's thresholds (:mod:`scripts.thresholds`; ``evaluate.json``,
+:func:`additional_metrics` with ``decisions=True``) are scored on the items'
+``pred_label`` (1 abnormal) and ``abs_mask`` (``anomaly_map > pixel_threshold``):
+
+- ``sensitivity``: :class:`LabelSensitivity`, the share of diseased images labelled abnormal;
+- ``specificity``: :class:`LabelSpecificity`, the share of healthy images labelled normal;
+- ``healthy_mask_rate``: :class:`HealthyMaskRate`, the share of healthy images whose absolute
+  mask is not empty (what a user would see painted on a healthy film);
+- ``micro_dice_absolute``: :class:`MicroDice` of the absolute masks.
+
 A metric with no data is NaN (``null`` in ``metrics.json``), never 0: both Dice metrics when no
 evaluated image has a lesion mask (MONAI's ``MeanDice`` alone would report 0.0, see
-:class:`MeanDiceOrNaN`), AUC and AP when the set holds one class only.
+:class:`MeanDiceOrNaN`), AUC and AP when the set holds one class only, the decision metrics
+when the checkpoint has no thresholds (or the set lacks the class they count).
 """
 
 from __future__ import annotations
@@ -24,14 +35,20 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
+from ignite.metrics import Metric
+from ignite.metrics.metric import reinit__is_reduced, sync_all_reduce
 from monai.handlers import ROCAUC, AveragePrecision, IgniteMetricHandler, MeanDice
 from monai.metrics import CumulativeIterationMetric
 
 __all__ = [
+    "HealthyMaskRate",
+    "LabelSensitivity",
+    "LabelSpecificity",
     "MeanDiceOrNaN",
     "MicroDice",
     "MicroDiceMetric",
     "additional_metrics",
+    "decision_metrics",
     "dice_handlers",
     "dice_output",
     "key_metric",
@@ -104,8 +121,9 @@ def score_output(output, score_key: str = "score", label_key: str = "label"):
 class dice_output:  # noqa: N801 (used like a function in configs)
     """Output transform for Dice at tau number ``index``: ``(pred masks, lesion masks)``.
 
-    Items that are not diseased with a lesion mask get an empty prediction and an empty
-    ground truth (ignored by ``MeanDice``, no pixels for ``MicroDice``).
+    Items that are not diseased with a lesion mask, or have no ``mask_key`` (an absolute mask
+    of a checkpoint without thresholds), get an empty prediction and an empty ground truth
+    (ignored by ``MeanDice``, no pixels for ``MicroDice``).
     """
 
     def __init__(
@@ -122,8 +140,13 @@ class dice_output:  # noqa: N801 (used like a function in configs)
     def __call__(self, output):
         preds, gts = [], []
         for o in _items(output):
+            g = torch.as_tensor(o[self.label_key]).float()
+            if self.mask_key not in o:
+                preds.append(torch.zeros_like(g).reshape(1, *g.shape[-2:]))
+                gts.append(torch.zeros_like(preds[-1]))
+                continue
             p = o[self.mask_key][self.index : self.index + 1].float()
-            g = torch.as_tensor(o[self.label_key]).float().to(p.device)
+            g = g.to(p.device)
             use = float(torch.as_tensor(o.get(self.has_mask_key, 1.0)).reshape(-1)[0]) > 0.5
             if self.class_key in o:
                 use = use and float(torch.as_tensor(o[self.class_key]).reshape(-1)[0]) > 0.5
@@ -132,6 +155,88 @@ class dice_output:  # noqa: N801 (used like a function in configs)
             preds.append(p)
             gts.append(g.reshape(p.shape))
         return preds, gts
+
+
+def _flag(o: dict, key: str) -> bool | None:
+    """``o[key] > 0.5`` for a ``(1,)`` value, ``None`` when the item has no ``key``."""
+    if key not in o or o[key] is None:
+        return None
+    return float(torch.as_tensor(o[key]).reshape(-1)[0]) > 0.5
+
+
+class _ImageShare(Metric):
+    """The share of the counted images that are hits (ignite ``Metric``, summed over processes); NaN when none."""
+
+    def __init__(self, output_transform: Callable = lambda x: x, device: str | torch.device = "cpu") -> None:
+        super().__init__(output_transform=output_transform, device=device)
+
+    def judge(self, o: dict) -> bool | None:
+        """``True`` / ``False`` for a counted item, ``None`` for one not counted."""
+        raise NotImplementedError
+
+    @reinit__is_reduced
+    def reset(self) -> None:
+        self._hits = 0
+        self._count = 0
+
+    @reinit__is_reduced
+    def update(self, output) -> None:
+        for o in _items(output):
+            hit = self.judge(o)
+            if hit is not None:
+                self._count += 1
+                self._hits += int(hit)
+
+    @sync_all_reduce("_hits", "_count")
+    def compute(self) -> float:
+        return float(self._hits) / float(self._count) if self._count else float("nan")
+
+
+class LabelSensitivity(_ImageShare):
+    """Sensitivity of the predicted label: diseased images (``label_key`` 1) with ``pred_key`` 1 (abnormal)."""
+
+    def __init__(self, pred_key: str = "pred_label", label_key: str = "label", **kwargs) -> None:
+        self.pred_key, self.label_key = pred_key, label_key
+        super().__init__(**kwargs)
+
+    def judge(self, o: dict) -> bool | None:
+        pred, label = _flag(o, self.pred_key), _flag(o, self.label_key)
+        return None if pred is None or label is not True else pred
+
+
+class LabelSpecificity(_ImageShare):
+    """Specificity of the predicted label: healthy images (``label_key`` 0) with ``pred_key`` 0 (normal)."""
+
+    def __init__(self, pred_key: str = "pred_label", label_key: str = "label", **kwargs) -> None:
+        self.pred_key, self.label_key = pred_key, label_key
+        super().__init__(**kwargs)
+
+    def judge(self, o: dict) -> bool | None:
+        pred, label = _flag(o, self.pred_key), _flag(o, self.label_key)
+        return None if pred is None or label is not False else not pred
+
+
+class HealthyMaskRate(_ImageShare):
+    """The share of healthy images (``label_key`` 0) whose ``mask_key`` (the absolute mask) has a pixel."""
+
+    def __init__(self, mask_key: str = "abs_mask", label_key: str = "label", **kwargs) -> None:
+        self.mask_key, self.label_key = mask_key, label_key
+        super().__init__(**kwargs)
+
+    def judge(self, o: dict) -> bool | None:
+        if _flag(o, self.label_key) is not False or o.get(self.mask_key) is None:
+            return None
+        return bool((torch.as_tensor(o[self.mask_key]) > 0.5).any())
+
+
+def decision_metrics(prefix: str = "", pred_key: str = "pred_label", mask_key: str = "abs_mask") -> dict:
+    """``sensitivity``, ``specificity``, ``healthy_mask_rate`` and ``micro_dice_absolute`` (module docstring)."""
+    return {
+        f"{prefix}sensitivity": LabelSensitivity(pred_key=pred_key),
+        f"{prefix}specificity": LabelSpecificity(pred_key=pred_key),
+        f"{prefix}healthy_mask_rate": HealthyMaskRate(mask_key=mask_key),
+        f"{prefix}micro_dice_absolute": MicroDice(output_transform=dice_output(0, mask_key=mask_key)),
+    }
 
 
 def tau_name(tau: float) -> str:
@@ -164,6 +269,13 @@ def key_metric(prefix: str = "") -> dict:
     return {f"{prefix}auc": ROCAUC(output_transform=score_output)}
 
 
-def additional_metrics(taus: Sequence[float], prefix: str = "") -> dict:
-    """AP of the image score and the Dice metrics of every tau (:func:`dice_handlers`): ``additional_metrics``."""
-    return {f"{prefix}ap": AveragePrecision(output_transform=score_output), **dice_handlers(taus, prefix=prefix)}
+def additional_metrics(taus: Sequence[float], prefix: str = "", decisions: bool = False) -> dict:
+    """AP of the image score and the Dice metrics of every tau (:func:`dice_handlers`): ``additional_metrics``.
+
+    ``decisions``: also the metrics of the thresholded decisions (:func:`decision_metrics`),
+    for an evaluation that applies a checkpoint's thresholds (``evaluate.json``).
+    """
+    metrics = {f"{prefix}ap": AveragePrecision(output_transform=score_output), **dice_handlers(taus, prefix=prefix)}
+    if decisions:
+        metrics.update(decision_metrics(prefix))
+    return metrics

@@ -16,6 +16,8 @@ Each stage of the method lives in its own module (sections of ``docs/method.md``
   syntheses ART-ASyn is compared with, by name in :mod:`artasyn.baselines` (``variant``).
 - :mod:`artasyn.networks`, :mod:`artasyn.losses`: the reconstruction network and the eq.-1 loss (3).
 - :mod:`artasyn.scoring`: anomaly map, image score and masks per tau (4).
+- :mod:`artasyn.thresholds`: decision thresholds calibrated on validation images: a
+  normal / abnormal label and an absolute mask (4, our addition).
 - :mod:`artasyn.phantom`: procedural chest X-ray phantoms (the embedded data set).
 
 Example (a phantom, its PBTSeg lungs, one A_final anomaly)::
@@ -72,3 +74,4 @@ from .phantom import generate_phantom_dataset, make_phantom  # noqa: E402
 from .scoring import AnomalyScored, anomaly_map, anomaly_masks, anomaly_scores, image_score  # noqa: E402
 from .strokes import RandBrushAnomaly, RandBrushAnomalyd  # noqa: E402
 from .synthesis import RandARTAnomaly, RandARTAnomalyd, RandARTTwinsd  # noqa: E402
+from .thresholds import AnomalyDecisiond, calibrate_thresholds  # noqa: E402

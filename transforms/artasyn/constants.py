@@ -166,3 +166,13 @@ DICE_SCALE = 1000.0
 STAMP_ANGLE_STEP = 5.0
 #: memory budget of one stamp bank's cache
 STAMP_CACHE_BYTES = 256 << 20
+#: decision thresholds (section 4, ours: the paper reports threshold-free AP / AUC and per-image
+#: relative masks): the image threshold leaves this share of the healthy validation images
+#: normal (``score <= t``), the level a screening tool is usually set to (1 in 20 healthy
+#: images flagged) ...
+DEFAULT_SPECIFICITY = 0.95
+#: ... and the pixel threshold leaves this share of the healthy validation images' map values
+#: unmasked (``amap <= t``); it bounds the masked share of healthy pixels, not the share of
+#: healthy images with a mask (small preset: 0.16 % of the pixels, but every healthy test image;
+#: ``bench/bench_thresholds.py``, bundle/docs/README.md "Results")
+DEFAULT_PIXEL_QUANTILE = 0.999

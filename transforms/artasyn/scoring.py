@@ -15,7 +15,10 @@ The reconstruction network (section 3) returns the healthy version ``r`` of an i
   batch it was computed in; section 4); with the map's options, ``|x - r|`` is the square
   root of the map;
 - :func:`anomaly_scores` computes the three at once, :class:`AnomalyScored` is its dictionary
-  transform (an evaluator's post-transform).
+  transform (an evaluator's post-transform);
+- :func:`absolute_mask`: the mask of one absolute threshold on the map, ``amap > t`` (the
+  decision thresholds calibrated on healthy validation images, :mod:`artasyn.thresholds`),
+  and :func:`mask_values`, the map values such a mask is drawn from.
 
 Example::
 
@@ -45,10 +48,12 @@ __all__ = [
     "AnomalyScored",
     "AnomalyScoreD",
     "AnomalyScoreDict",
+    "absolute_mask",
     "anomaly_map",
     "anomaly_masks",
     "anomaly_scores",
     "image_score",
+    "mask_values",
 ]
 #: ``squared``: ``(x - r)^2`` (the paper); ``positive``: ``relu(x - r)^2`` (brightening only)
 MAP_MODES = ("squared", "positive")
@@ -132,6 +137,41 @@ def anomaly_masks(
     if inside is not None:
         masks = masks * inside[None].float()
     return masks
+
+
+def _plane_max(amap: torch.Tensor) -> torch.Tensor:
+    """``H x W``: the largest value over the channels of a channel-first map."""
+    amap = torch.as_tensor(amap).float()
+    return amap.reshape(-1, *amap.shape[-2:]).amax(dim=0)
+
+
+def mask_values(amap: torch.Tensor, lung: torch.Tensor | None = None) -> torch.Tensor:
+    """The anomaly-map values a mask of :func:`absolute_mask` is drawn from, as a 1-D tensor.
+
+    The largest value over the channels per pixel; with a lung map ``lung`` only the lung
+    pixels (all of them when the map is empty), as :func:`absolute_mask` masks.
+    """
+    plane = _plane_max(amap)
+    inside = _inside(lung, plane.shape, plane.device)
+    return plane.reshape(-1) if inside is None else plane[inside]
+
+
+def absolute_mask(amap: torch.Tensor, threshold: float, lung: torch.Tensor | None = None) -> torch.Tensor:
+    """``1 x H x W`` float mask in {0, 1}: the pixels where the anomaly map exceeds ``threshold``.
+
+    ``amap > threshold`` (strictly: a map of zeros, a perfect reconstruction, gives an empty
+    mask whatever the threshold >= 0), over the channels' maximum, on the map's own scale (the
+    squared error, or with the options of :func:`anomaly_map`). Unlike :func:`anomaly_masks`
+    the threshold does not depend on the image, so a well-reconstructed image gets an empty
+    mask. With a lung map ``lung`` the mask is zeroed outside the lungs (kept whole when the
+    map is empty).
+    """
+    plane = _plane_max(amap)
+    mask = (plane > float(threshold)).float()
+    inside = _inside(lung, plane.shape, plane.device)
+    if inside is not None:
+        mask = mask * inside.float()
+    return mask[None]
 
 
 def anomaly_scores(

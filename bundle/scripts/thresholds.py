@@ -1,0 +1,330 @@
+"""Decision thresholds in the bundle: calibrated at every validation, saved with the weights, applied after.
+
+The thresholds themselves are :mod:`artasyn.thresholds` (``docs/method.md`` section 4): an
+image-score threshold at a stated specificity on the healthy validation images, the F1-optimal
+one (when the validation set has both classes), and a pixel threshold on the anomaly map's own
+scale (a high quantile of the healthy validation images' map values). Here:
+
+- :class:`ThresholdCalibrator` (a handler of the validation evaluator, ``train.json``): collects
+  each validation image's score, label and, for healthy ones, its map values (inside the lungs
+  when ``mask_in_lungs``, as the masks are drawn), and at the end of the epoch computes the
+  thresholds, puts them in ``engine.state.thresholds`` (as MONAI's metric handlers put theirs in
+  ``engine.state.metrics``) and writes them to ``val_thresholds.json`` (atomically). The
+  checkpoint handlers of :mod:`scripts.checkpoint` save them under ``thresholds`` in
+  ``model.pt``, ``last.pt`` and ``model_final.pt``. It must come before ``BestModelSaver`` in
+  the handler list (handlers run in order).
+- :class:`CheckpointThresholds` (``evaluate.json``, ``inference.json``): reads the checkpoint's
+  ``thresholds``, checks that they were computed on the anomaly map this run computes, and
+  says which image threshold labels the images (``label_threshold``: ``specificity`` or
+  ``f1``) and whether masks use the pixel threshold (``mask_threshold``: ``absolute``) or the
+  relative tau (``relative``). A checkpoint without thresholds (written before they existed)
+  still works: no label is written and masks are relative, and the log says so.
+
+The saved entry (a plain dictionary, also the content of ``val_thresholds.json``):
+``image_threshold_specificity``, ``specificity``, ``val_specificity``, ``val_sensitivity``,
+``image_threshold_f1``, ``f1``, ``pixel_threshold``, ``pixel_quantile``, ``n_healthy``,
+``n_diseased``, ``n_pixels``, the map options ``score_map_mode``, ``score_map_sigma``,
+``score_in_lungs``, ``mask_in_lungs``, and ``epoch`` (the validation they come from).
+
+Example (a checkpoint written before the thresholds: nothing to apply)::
+
+    >>> import tempfile, torch
+    >>> from scripts.thresholds import CheckpointThresholds
+    >>> path = tempfile.mkdtemp() + "/model.pt"
+    >>> torch.save({"model": {}}, path)
+    >>> t = CheckpointThresholds(path)
+    >>> t.image_threshold is None and t.pixel_threshold is None, t.mask_threshold
+    (True, 'relative')
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from artasyn.constants import DEFAULT_PIXEL_QUANTILE, DEFAULT_SPECIFICITY
+from artasyn.scoring import mask_values
+from artasyn.thresholds import calibrate_thresholds
+
+from .checkpoint import CheckpointError, load_checkpoint
+from .utils import as_bool, atomic_write
+
+__all__ = ["LABEL_THRESHOLDS", "MASK_THRESHOLDS", "CheckpointThresholds", "ThresholdCalibrator"]
+
+logger = logging.getLogger("artasyn.bundle")
+
+#: ``label_threshold``: which image threshold of the checkpoint labels the images
+LABEL_THRESHOLDS = {"specificity": "image_threshold_specificity", "f1": "image_threshold_f1"}
+#: ``mask_threshold``: the checkpoint's pixel threshold, or the per-image relative tau
+MASK_THRESHOLDS = ("absolute", "relative")
+#: the map options an image threshold (score) and the pixel threshold (mask) depend on
+_SCORE_OPTIONS = ("score_map_mode", "score_map_sigma", "score_in_lungs")
+_MASK_OPTIONS = ("score_map_mode", "score_map_sigma", "mask_in_lungs")
+
+
+def _items(output) -> list[dict]:
+    if output is None:
+        return []
+    return output if isinstance(output, list) else [output]
+
+
+def _scalar(x, default: float = 0.0) -> float:
+    if x is None:
+        return default
+    return float(torch.as_tensor(x).reshape(-1)[0])
+
+
+def _map_options(score_map_mode, score_map_sigma, score_in_lungs, mask_in_lungs) -> dict:
+    return {
+        "score_map_mode": str(score_map_mode),
+        "score_map_sigma": float(score_map_sigma),
+        "score_in_lungs": as_bool(score_in_lungs, "score_in_lungs"),
+        "mask_in_lungs": as_bool(mask_in_lungs, "mask_in_lungs"),
+    }
+
+
+class ThresholdCalibrator:
+    """Validation handler: the decision thresholds of the epoch, in ``engine.state.thresholds`` and a JSON.
+
+    Args:
+        output_dir: where ``filename`` is written (the validation metrics' folder).
+        filename: the JSON of the thresholds (``val_thresholds.json``).
+        specificity: share of the healthy validation images the image threshold keeps normal.
+        pixel_quantile: share of the healthy validation images' map values the pixel threshold
+            keeps unmasked.
+        score_map_mode, score_map_sigma, score_in_lungs, mask_in_lungs: the options of the
+            validation's :class:`artasyn.scoring.AnomalyScored` (recorded with the thresholds;
+            ``mask_in_lungs`` also restricts the pixel values to the lungs, as the masks are).
+        score_key, label_key, map_key, lung_key: the keys of the evaluator's items.
+
+    Memory: the healthy images' map values are kept until the end of the epoch, 4 bytes a
+    pixel (26 MB for 100 healthy images at 256 x 256).
+    """
+
+    def __init__(
+        self,
+        output_dir: str | Path,
+        filename: str = "val_thresholds.json",
+        specificity: float = DEFAULT_SPECIFICITY,
+        pixel_quantile: float = DEFAULT_PIXEL_QUANTILE,
+        score_map_mode: str = "squared",
+        score_map_sigma: float = 0.0,
+        score_in_lungs: bool = False,
+        mask_in_lungs: bool = False,
+        score_key: str = "score",
+        label_key: str = "label",
+        map_key: str = "anomaly_map",
+        lung_key: str = "lung",
+    ) -> None:
+        self.output_dir, self.filename = Path(output_dir), filename
+        self.specificity, self.pixel_quantile = float(specificity), float(pixel_quantile)
+        for name, q in (("specificity", self.specificity), ("pixel_quantile", self.pixel_quantile)):
+            if not 0.0 < q <= 1.0:
+                raise ValueError(f"ThresholdCalibrator: {name} must be in (0, 1], got {q}")
+        self.options = _map_options(score_map_mode, score_map_sigma, score_in_lungs, mask_in_lungs)
+        self.score_key, self.label_key, self.map_key, self.lung_key = score_key, label_key, map_key, lung_key
+        self._reset()
+
+    def attach(self, engine) -> None:
+        from ignite.engine import Events
+
+        engine.add_event_handler(Events.EPOCH_STARTED, self._reset)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._collect)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self._compute)
+
+    def _reset(self, engine=None) -> None:
+        self.scores: list[float] = []
+        self.labels: list[float] = []
+        self.values: list[np.ndarray] = []
+
+    def _collect(self, engine) -> None:
+        batch = engine.state.batch if isinstance(engine.state.batch, list) else []
+        for i, o in enumerate(_items(engine.state.output)):
+            label = _scalar(o.get(self.label_key))
+            self.scores.append(_scalar(o.get(self.score_key), float("nan")))
+            self.labels.append(label)
+            if label > 0.5 or self.map_key not in o:
+                continue
+            lung = None
+            if self.options["mask_in_lungs"]:
+                source = o if self.lung_key in o else (batch[i] if i < len(batch) else {})
+                lung = source.get(self.lung_key)
+            self.values.append(mask_values(o[self.map_key], lung).detach().cpu().numpy().astype(np.float32))
+
+    def compute(self, epoch: int = 0) -> dict | None:
+        """The thresholds of what was collected (``None``, logged, when a score is not finite)."""
+        try:
+            thresholds = calibrate_thresholds(
+                self.scores, self.labels, self.values, self.specificity, self.pixel_quantile
+            )
+        except ValueError as e:
+            logger.warning("decision thresholds not computed at epoch %d: %s", epoch, e)
+            return None
+        return {**thresholds, **self.options, "epoch": int(epoch)}
+
+    def _compute(self, engine) -> None:
+        thresholds = self.compute(int(engine.state.epoch))
+        engine.state.thresholds = thresholds
+        self._reset()
+        if thresholds is None:
+            return
+        path = atomic_write(self.output_dir / self.filename, json.dumps(thresholds, indent=2))
+        logger.info("decision thresholds: %s -> %s", summary(thresholds), path)
+
+
+def _fmt(v) -> str:
+    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.6g}"
+
+
+def summary(thresholds: Mapping) -> str:
+    """``image > 0.0123 (specificity 0.95 on 8 healthy), F1 image > ... , pixel > 0.0042 (quantile 0.999)``."""
+    return (
+        f"image > {_fmt(thresholds.get('image_threshold_specificity'))} "
+        f"(specificity {thresholds.get('specificity')} on {thresholds.get('n_healthy')} healthy; "
+        f"sensitivity there {_fmt(thresholds.get('val_sensitivity'))} on {thresholds.get('n_diseased')} diseased), "
+        f"F1-optimal image > {_fmt(thresholds.get('image_threshold_f1'))} (F1 {_fmt(thresholds.get('f1'))}), "
+        f"pixel > {_fmt(thresholds.get('pixel_threshold'))} (quantile {thresholds.get('pixel_quantile')} "
+        f"of {thresholds.get('n_pixels')} healthy map values)"
+    )
+
+
+class CheckpointThresholds:
+    """The thresholds an evaluation or inference run applies, read from its checkpoint and checked.
+
+    Args:
+        ckpt_path: the checkpoint; its ``thresholds`` entry was written by the training.
+        label_threshold: ``"specificity"`` (default: the threshold at the validation's stated
+            specificity) or ``"f1"`` (the F1-optimal one; an error when the checkpoint has none,
+            i.e. its validation had one class only).
+        mask_threshold: ``"absolute"`` (default: ``anomaly_map > pixel_threshold``) or
+            ``"relative"`` (the per-image tau masks, as before the thresholds existed).
+        score_map_mode, score_map_sigma, score_in_lungs, mask_in_lungs: this run's options of
+            :class:`artasyn.scoring.AnomalyScored`.
+
+    Attributes: ``image_threshold`` and ``pixel_threshold`` (``None`` when not applied),
+    ``label_threshold`` (the name used, ``None`` without a label), ``mask_threshold`` (what the
+    masks use), ``thresholds`` (the checkpoint's entry or ``None``), ``notes`` (why something
+    was not applied; each also logged as a warning).
+
+    Not applied, with a warning: no ``thresholds`` in the checkpoint (trained before they
+    existed; no label, relative masks); an image threshold computed with other map options
+    than this run's (``score_map_mode``, ``score_map_sigma``, ``score_in_lungs``: another score
+    scale), or a pixel threshold computed with another ``score_map_mode``, ``score_map_sigma``
+    or ``mask_in_lungs``; a threshold the validation could not give (``None``). A missing
+    checkpoint file also gives no thresholds (the workflows check the checkpoint first and
+    stop; this case is a post-processing parsed alone, e.g. by a test).
+    """
+
+    def __init__(
+        self,
+        ckpt_path: str | Path,
+        label_threshold: str = "specificity",
+        mask_threshold: str = "absolute",
+        score_map_mode: str = "squared",
+        score_map_sigma: float = 0.0,
+        score_in_lungs: bool = False,
+        mask_in_lungs: bool = False,
+    ) -> None:
+        if label_threshold not in LABEL_THRESHOLDS:
+            raise ValueError(f"label_threshold must be one of {sorted(LABEL_THRESHOLDS)}, got {label_threshold!r}")
+        if mask_threshold not in MASK_THRESHOLDS:
+            raise ValueError(f"mask_threshold must be one of {list(MASK_THRESHOLDS)}, got {mask_threshold!r}")
+        self.ckpt_path = Path(ckpt_path)
+        self.options = _map_options(score_map_mode, score_map_sigma, score_in_lungs, mask_in_lungs)
+        self.notes: list[str] = []
+        self.thresholds = self._read()
+        self.image_threshold, self.label_threshold = self._image(label_threshold)
+        self.pixel_threshold = self._pixel() if mask_threshold == "absolute" else None
+        self.mask_threshold = "absolute" if self.pixel_threshold is not None else "relative"
+        for note in self.notes:
+            logger.warning("%s", note)
+        logger.info(
+            "decision thresholds of %s: label %s, masks %s",
+            self.ckpt_path,
+            f"score > {self.image_threshold:.6g} ({self.label_threshold})" if self.label_threshold else "none",
+            f"anomaly map > {self.pixel_threshold:.6g}" if self.pixel_threshold is not None else "relative (tau)",
+        )
+
+    def _read(self) -> dict | None:
+        if not self.ckpt_path.is_file():
+            self.notes.append(f"no checkpoint at {self.ckpt_path}: no decision thresholds, masks relative (tau)")
+            return None
+        thresholds = load_checkpoint(self.ckpt_path, keys=("model",)).get("thresholds")
+        if thresholds is None:
+            self.notes.append(
+                f"checkpoint {self.ckpt_path} has no decision thresholds (saved before they were calibrated at "
+                "validation): no normal/abnormal label is written and masks use the relative threshold tau; "
+                "train again (or resume with more iterations) to get them"
+            )
+            return None
+        if not isinstance(thresholds, Mapping):
+            raise CheckpointError(
+                f"checkpoint {self.ckpt_path}: 'thresholds' is a {type(thresholds).__name__}, not a dictionary"
+            )
+        return dict(thresholds)
+
+    def _differing(self, names: tuple[str, ...]) -> list[str]:
+        out = []
+        for name in names:
+            saved = self.thresholds.get(name)
+            if saved is not None and saved != self.options[name]:
+                out.append(f"{name} {saved!r} at validation, {self.options[name]!r} here")
+        return out
+
+    def _image(self, choice: str) -> tuple[float | None, str | None]:
+        if self.thresholds is None:
+            return None, None
+        value = self.thresholds.get(LABEL_THRESHOLDS[choice])
+        if value is None and choice == "f1":
+            raise ValueError(
+                f"checkpoint {self.ckpt_path} has no F1-optimal threshold: its validation had "
+                f"{self.thresholds.get('n_healthy')} healthy and {self.thresholds.get('n_diseased')} diseased "
+                "images (F1 needs both); pass --label_threshold specificity"
+            )
+        if value is None:
+            self.notes.append(
+                f"checkpoint {self.ckpt_path}: no {choice} threshold (its validation had no healthy image): "
+                "no normal/abnormal label is written"
+            )
+            return None, None
+        differ = self._differing(_SCORE_OPTIONS)
+        if differ:
+            self.notes.append(
+                f"checkpoint {self.ckpt_path}: its image thresholds are on another score scale ({'; '.join(differ)}): "
+                "no normal/abnormal label is written; use the validation's options or train again"
+            )
+            return None, None
+        return float(value), choice
+
+    def _pixel(self) -> float | None:
+        if self.thresholds is None:
+            return None
+        value = self.thresholds.get("pixel_threshold")
+        if value is None:
+            self.notes.append(f"checkpoint {self.ckpt_path}: no pixel threshold: masks use the relative threshold tau")
+            return None
+        differ = self._differing(_MASK_OPTIONS)
+        if differ:
+            self.notes.append(
+                f"checkpoint {self.ckpt_path}: its pixel threshold is for another anomaly map ({'; '.join(differ)}): "
+                "masks use the relative threshold tau"
+            )
+            return None
+        return float(value)
+
+    def info(self) -> dict:
+        """What this run applies and why (for ``metrics.json``'s ``info``)."""
+        return {
+            "label_threshold": self.label_threshold,
+            "image_threshold": self.image_threshold,
+            "mask_threshold": self.mask_threshold,
+            "pixel_threshold": self.pixel_threshold,
+            "checkpoint_thresholds": self.thresholds,
+            "notes": list(self.notes),
+        }
