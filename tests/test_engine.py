@@ -199,6 +199,21 @@ def test_ema_averages_parameters_and_batchnorm_buffers():
     assert ema.module[1].num_batches_tracked == net[1].num_batches_tracked
 
 
+@pytest.mark.parametrize("warmup", [True, False])
+def test_ema_tail_is_the_equal_average_of_the_updates_from_tail_start(warmup):
+    net = torch.nn.Linear(1, 1, bias=False)
+    ema = create_ema_model(net, decay=0.9, warmup=warmup, tail_start=4)
+    for value in range(1, 9):  # updates 1..8 with weights 1..8
+        with torch.no_grad():
+            net.weight.fill_(float(value))
+        ema.update_parameters(net)
+        if value == 3:  # before the tail: the EMA, not an average of 1..3
+            assert ema.module.weight.item() != pytest.approx(2.0)
+    assert ema.module.weight.item() == pytest.approx(np.mean([4, 5, 6, 7, 8]))
+    with pytest.raises(ValueError, match="ema_tail_start"):
+        create_ema_model(net, tail_start=-1)
+
+
 def test_training_step_reduces_the_loss_on_a_fixed_batch():
     from ignite.engine import Events
     from monai.engines import SupervisedTrainer
