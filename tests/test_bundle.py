@@ -164,7 +164,10 @@ def test_training_checkpoints_carry_the_validation_thresholds(trained_bundle):
     assert best["thresholds"]["epoch"] == last["best_metric_epoch"]
     for t in (written, best["thresholds"]):
         assert (t["n_healthy"], t["n_diseased"], t["n_pixels"]) == (8, 8, 8 * 64 * 64)  # validation half
-        assert t["specificity"] == 0.95 and t["pixel_quantile"] == 0.999
+        assert t["specificity"] == 0.95 and t["pixel_quantile"] == 0.95
+        # image_max: the pixel threshold leaves at most 5 % of the healthy validation masks
+        # non-empty (none of 8), after dropping components under 8 px (1/512 of 64 x 64)
+        assert (t["pixel_rule"], t["min_mask_px"], t["val_healthy_mask_rate"]) == ("image_max", 8, 0.0)
         assert t["image_threshold_specificity"] > 0 and t["pixel_threshold"] > 0
         assert t["image_threshold_f1"] is not None and 0 < t["f1"] <= 1
         assert (t["score_map_mode"], t["score_map_sigma"], t["score_in_lungs"], t["mask_in_lungs"]) == (
@@ -204,6 +207,7 @@ def test_evaluate_loads_checkpoint_and_writes_metrics(trained_bundle):
     used = metrics["info"]["thresholds"]
     assert used["label_threshold"] == "specificity" and used["image_threshold"] == saved["image_threshold_specificity"]
     assert used["mask_threshold"] == "absolute" and used["pixel_threshold"] == saved["pixel_threshold"]
+    assert used["min_mask_px"] == saved["min_mask_px"] == 8
     for r in rows:
         assert int(r["pred_label"]) == int(float(r["score"]) > used["image_threshold"]), r
     healthy = [r for r in rows if r["label"] == "0"]

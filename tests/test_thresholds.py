@@ -9,6 +9,7 @@ labels and masks are known exactly.
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import logging
 from pathlib import Path
@@ -19,7 +20,7 @@ import torch
 from bundle_presets import TINY_INFER
 from ignite.engine import Engine
 
-from artasyn.scoring import absolute_mask, mask_values
+from artasyn.scoring import absolute_mask, drop_small_components, empty_mask_threshold, mask_values
 from artasyn.thresholds import (
     AnomalyDecisiond,
     calibrate_thresholds,
@@ -105,7 +106,12 @@ def test_f1_threshold_is_null_with_one_class():
 
 def test_calibration_reports_what_the_thresholds_do_on_validation():
     t = calibrate_thresholds(
-        [*range(1, 21), 18.5, 25, 30], [0] * 20 + [1] * 3, [np.arange(1000, dtype=np.float32)], 0.95, 0.999
+        [*range(1, 21), 18.5, 25, 30],
+        [0] * 20 + [1] * 3,
+        [np.arange(1000, dtype=np.float32)],
+        0.95,
+        0.999,
+        pixel_rule="pooled",
     )
     assert t["image_threshold_specificity"] == 19.0 and t["val_specificity"] == 0.95
     assert t["val_sensitivity"] == pytest.approx(2 / 3)
@@ -122,6 +128,107 @@ def test_bad_inputs_are_named():
         specificity_threshold([0.1], 1.5)
     with pytest.raises(KeyError, match="needs 'score' in the item"):
         AnomalyDecisiond(image_threshold=0.1)({"anomaly_map": torch.zeros(1, 4, 4)})
+    with pytest.raises(ValueError, match=r"pixel_rule must be one of \('pooled', 'image_max'\), got 'max'"):
+        calibrate_thresholds([0.1], [0], [np.zeros((4, 4))], pixel_rule="max")
+    with pytest.raises(ValueError, match=r"min_mask_px 4 needs the healthy maps as H x W arrays.*shape \(16,\)"):
+        calibrate_thresholds([0.1], [0], [np.zeros(16)], min_mask_px=4)
+    with pytest.raises(ValueError, match="2 healthy maps but 1 lung maps"):
+        calibrate_thresholds([0.1], [0], [np.zeros((4, 4))] * 2, healthy_lungs=[None])
+
+
+# --- the pixel rules: pooled or image_max, and the smallest mask component ----------------------
+
+
+def _healthy_maps(n: int = 20, size: int = 16, seed: int = 3) -> list[np.ndarray]:
+    """Noise maps with a few bright specks and one 3 x 3 blob each, values rounded (ties)."""
+    rng = np.random.default_rng(seed)
+    maps = []
+    for _ in range(n):
+        m = np.round(rng.gamma(0.5, 0.01, size=(size, size)), 3).astype(np.float32)
+        m[tuple(rng.integers(0, size, size=(2, 3)))] = rng.uniform(0.05, 0.2, size=3)  # specks
+        r, c = rng.integers(0, size - 3, size=2)
+        m[r : r + 3, c : c + 3] = np.maximum(m[r : r + 3, c : c + 3], rng.uniform(0.01, 0.05))
+        maps.append(m)
+    return maps
+
+
+def test_drop_small_components_counts_8_connected_pixels_per_plane():
+    m = np.zeros((2, 6, 6), dtype=np.uint8)
+    m[0, 0, 0] = 1  # a speck
+    m[0, 2:4, 2:4] = 1  # a 2 x 2 blob ...
+    m[0, 4, 4] = 1  # ... with a diagonal neighbour: 5 pixels
+    m[1, 0, :4] = 1  # another plane: 4 pixels, not joined to plane 0
+    out = drop_small_components(m, 5)
+    assert isinstance(out, np.ndarray) and out.dtype == np.uint8
+    assert out[0].sum() == 5 and out[0, 0, 0] == 0 and out[1].sum() == 0
+    assert drop_small_components(m, 4).sum() == 9 and drop_small_components(m, 0) is m
+    t = torch.as_tensor(m, dtype=torch.float32)
+    assert torch.equal(drop_small_components(t, 5), torch.as_tensor(out, dtype=torch.float32))
+    assert absolute_mask(t[:1], 0.5, min_px=2).sum() == 5  # the decision masks drop specks too
+
+
+def test_empty_mask_threshold_is_the_lowest_threshold_that_leaves_the_mask_empty():
+    lung = np.zeros((16, 16), dtype=bool)
+    lung[:, :9] = True
+    for amap in _healthy_maps(n=6):
+        for min_px, inside in itertools.product((0, 1, 2, 5, 9, 40, 1000), (None, lung)):
+            t = empty_mask_threshold(amap, inside, min_px)
+            assert absolute_mask(amap, t, inside, min_px).sum() == 0, (min_px, inside is None)
+            values = mask_values(torch.as_tensor(amap), None if inside is None else torch.as_tensor(inside))
+            below = values[values < t]
+            if below.numel():  # any lower threshold leaves something masked
+                assert absolute_mask(amap, float(below.max()), inside, min_px).sum() >= max(min_px, 1)
+            else:
+                assert t == float(values.min())
+        assert empty_mask_threshold(amap) == float(amap.max())
+
+
+def test_image_max_rule_leaves_at_most_1_minus_q_of_the_healthy_images_with_a_mask():
+    maps = _healthy_maps()
+    for q, min_px in itertools.product((0.5, 0.8, 0.9, 1.0), (0, 4, 9)):
+        t = calibrate_thresholds(
+            [0.0] * 20, [0] * 20, maps, pixel_quantile=q, pixel_rule="image_max", min_mask_px=min_px
+        )
+        masked = [bool(absolute_mask(m, t["pixel_threshold"], min_px=min_px).any()) for m in maps]
+        assert np.mean(masked) == t["val_healthy_mask_rate"] <= 1 - q + 1e-9, (q, min_px)
+        assert (t["pixel_rule"], t["min_mask_px"], t["pixel_quantile"]) == ("image_max", min_px, q)
+    # the rule bounds images, not pixels: at q = 0.9 the pooled threshold masks nearly every image
+    pooled = calibrate_thresholds([0.0] * 20, [0] * 20, maps, pixel_quantile=0.9, pixel_rule="pooled")
+    assert pooled["val_healthy_mask_rate"] == 1.0 and pooled["pixel_rule"] == "pooled"
+
+
+def test_pooled_rule_keeps_its_threshold_and_counts_the_masks_after_dropping_components():
+    maps = _healthy_maps()
+    plain = calibrate_thresholds([0.0] * 20, [0] * 20, maps, pixel_quantile=0.99, pixel_rule="pooled", min_mask_px=0)
+    filtered = calibrate_thresholds([0.0] * 20, [0] * 20, maps, pixel_quantile=0.99, pixel_rule="pooled", min_mask_px=4)
+    pooled = np.concatenate([m.ravel() for m in maps])
+    assert plain["pixel_threshold"] == filtered["pixel_threshold"] == np.quantile(pooled, 0.99, method="inverted_cdf")
+    rates = [np.mean([bool(absolute_mask(m, plain["pixel_threshold"], min_px=k).any()) for m in maps]) for k in (0, 4)]
+    assert (plain["val_healthy_mask_rate"], filtered["val_healthy_mask_rate"]) == tuple(rates)
+    assert rates[1] < rates[0]  # the specks go, the blobs stay
+
+
+def test_min_mask_px_defaults_to_a_share_of_the_map():
+    """``None`` (the default): MIN_MASK_AREA_FRACTION of the map, 32 px at 128 x 128."""
+    amap = np.zeros((128, 128), dtype=np.float32)
+    amap[0, 0] = 1.0  # a speck
+    amap[50:56, 50:56] = 0.5  # a 36-pixel blob
+    t = calibrate_thresholds([0.0], [0], [amap])
+    assert (t["pixel_rule"], t["min_mask_px"], t["pixel_threshold"]) == ("image_max", 32, 0.5)
+    item = {"score": torch.tensor([0.0]), "anomaly_map": torch.as_tensor(amap)[None]}
+    assert int(AnomalyDecisiond(pixel_threshold=0.25)(item)["abs_mask"].sum()) == 36  # the speck dropped
+    assert calibrate_thresholds([0.0], [0], [amap.ravel()])["min_mask_px"] == 0  # values without a shape
+
+
+def test_decision_transform_drops_components_under_min_mask_px():
+    amap = torch.zeros(1, 8, 8)
+    amap[0, 0, 0] = 0.5  # a speck
+    amap[0, 4:6, 4:6] = 0.5  # a 2 x 2 blob
+    item = {"score": torch.tensor([0.1]), "anomaly_map": amap}
+    assert int(AnomalyDecisiond(pixel_threshold=0.1)(item)["abs_mask"].sum()) == 5
+    out = AnomalyDecisiond(pixel_threshold=0.1, min_mask_px=4)(item)["abs_mask"]
+    assert out.shape == (1, 8, 8) and int(out.sum()) == 4 and out[0, 0, 0] == 0
+    assert int(AnomalyDecisiond(pixel_threshold=0.1, min_mask_px=5)(item)["abs_mask"].sum()) == 0
 
 
 # --- absolute masks and the decision transform -------------------------------------------------
@@ -174,7 +281,7 @@ def test_calibrator_computes_every_epoch_and_writes_the_json(tmp_path):
     from scripts.thresholds import ThresholdCalibrator
 
     items = [_item(0, 0.1 * i, peak=0.01 * i) for i in range(1, 11)] + [_item(1, 2.0), _item(1, 0.55)]
-    calibrator = ThresholdCalibrator(tmp_path, specificity=0.9, pixel_quantile=0.99)
+    calibrator = ThresholdCalibrator(tmp_path, specificity=0.9, pixel_quantile=0.99, pixel_rule="pooled")
     engine = _validate([calibrator], items, epochs=2)
     t = engine.state.thresholds
     values = np.concatenate([mask_values(o["anomaly_map"]).numpy() for o in items[:10]])
@@ -197,6 +304,35 @@ def test_calibrator_takes_pixels_inside_the_lungs_when_masks_are(tmp_path):
     assert t["pixel_threshold"] == 0.0 and t["n_pixels"] == 3 * 32 and t["mask_in_lungs"] is True
     t = _validate([ThresholdCalibrator(tmp_path, pixel_quantile=1.0)], items).state.thresholds
     assert t["pixel_threshold"] == 1.0
+
+
+def test_calibrator_applies_its_pixel_rule_and_min_mask_px_inside_the_lungs(tmp_path):
+    """Healthy maps: a 4-pixel run at 0.5 (row 0) and a speck at 0.9 (row 7), lungs rows 4-7 or none."""
+    from scripts.thresholds import ThresholdCalibrator
+
+    items = [_item(0, 0.1, peak=0.5) for _ in range(4)] + [_item(1, 0.9, peak=0.5)]
+    for o in items:
+        o["anomaly_map"][0, 7, 7] = 0.9
+        o["lung"] = torch.zeros(1, 8, 8)
+        o["lung"][0, 4:, :] = 1
+    settings = [
+        ({"pixel_rule": "image_max"}, 0.9, 1.0),  # each image's largest value: no healthy mask left
+        ({"pixel_rule": "image_max", "min_mask_px": 2}, 0.5, 1.0),  # the speck is dropped: the run's value
+        ({"pixel_rule": "image_max", "min_mask_px": 5}, 0.0, 1.0),  # no component of 5: the smallest value
+        ({"pixel_rule": "image_max", "min_mask_px": 2, "mask_in_lungs": True}, 0.0, 1.0),  # only the speck inside
+        ({"pixel_rule": "pooled", "pixel_quantile": 0.9, "min_mask_px": 2}, 0.0, 0.0),  # speck and run masked
+    ]
+    for options, threshold, empty in settings:
+        calibrator = ThresholdCalibrator(tmp_path, **options)
+        t = _validate([calibrator], items).state.thresholds
+        assert t["pixel_threshold"] == pytest.approx(threshold), options
+        assert t["val_healthy_mask_rate"] == 1.0 - empty, options
+        assert (t["pixel_rule"], t["min_mask_px"]) == (options["pixel_rule"], options.get("min_mask_px", 0))
+        assert json.loads((tmp_path / "val_thresholds.json").read_text()) == t
+    with pytest.raises(ValueError, match="pixel_rule must be one of"):
+        ThresholdCalibrator(tmp_path, pixel_rule="max")
+    with pytest.raises(ValueError, match="min_mask_px must be >= 0, got -1"):
+        ThresholdCalibrator(tmp_path, min_mask_px=-1)
 
 
 def _best_at_epoch_1() -> Engine:
@@ -258,6 +394,9 @@ def _thresholds(**over) -> dict:
         "f1": 0.7,
         "pixel_threshold": 1e-3,
         "pixel_quantile": 0.999,
+        "pixel_rule": "image_max",
+        "min_mask_px": 3,
+        "val_healthy_mask_rate": 0.05,
         "n_healthy": 20,
         "n_diseased": 20,
         "n_pixels": 20 * 64 * 64,
@@ -326,6 +465,17 @@ def test_old_checkpoint_without_thresholds_is_read_and_said(tmp_path, caplog):
     assert t.thresholds is None and t.image_threshold is None and t.pixel_threshold is None
     assert "has no decision thresholds" in caplog.text and "relative threshold tau" in caplog.text
     assert t.info()["mask_threshold"] == "relative"
+
+
+def test_min_mask_px_is_read_from_the_checkpoint_and_zero_for_thresholds_saved_before_it(tmp_path):
+    from scripts.thresholds import CheckpointThresholds
+
+    t = CheckpointThresholds(_conv_checkpoint(tmp_path / "new.pt", 1.0, _thresholds()))
+    assert (t.pixel_threshold, t.min_mask_px, t.info()["min_mask_px"]) == (1e-3, 3, 3)
+    assert CheckpointThresholds(tmp_path / "new.pt", mask_threshold="relative").min_mask_px == 0
+    before = {k: v for k, v in _thresholds().items() if k not in ("pixel_rule", "min_mask_px", "val_healthy_mask_rate")}
+    t = CheckpointThresholds(_conv_checkpoint(tmp_path / "old.pt", 1.0, before))
+    assert (t.pixel_threshold, t.min_mask_px, t.mask_threshold) == (1e-3, 0, "absolute")
 
 
 # --- the decision metrics of evaluate.json -----------------------------------------------------
@@ -412,7 +562,7 @@ def test_inference_labels_normal_and_masks_nothing_when_the_reconstruction_is_pe
     for row in rows:
         assert row["status"] == "ok" and float(row["score"]) == 0.0
         assert (row["label"], row["label_threshold"], row["image_threshold"]) == ("normal", "specificity", "0.0001")
-        assert (row["mask_rule"], row["mask_threshold"]) == ("absolute", "0.001")
+        assert (row["mask_rule"], row["mask_threshold"], row["mask_min_px"]) == ("absolute", "0.001", "3")
         assert row["anomaly_area_px"] == "0"
         assert not np.asarray(Image.open(tmp_path / "out" / row["mask"])).any()
 
@@ -428,8 +578,12 @@ def test_inference_labels_abnormal_and_masks_the_error_above_the_pixel_threshold
         assert (row["label"], row["label_threshold"], row["image_threshold"]) == ("abnormal", "f1", "0.0002")
         heat = np.asarray(nib.load(str(tmp_path / "out" / row["heatmap"])).dataobj)
         mask = np.asarray(Image.open(tmp_path / "out" / row["mask"])) > 0
-        assert np.array_equal(mask, heat > 1e-3)  # 64 px: the map is not resampled
+        assert np.array_equal(mask, drop_small_components(heat > 1e-3, 3))  # 64 px: the map is not resampled
         assert 0 < int(row["anomaly_area_px"]) == int(mask.sum())
+    # a smallest component larger than the image: labelled abnormal, nothing masked
+    ckpt = _conv_checkpoint(tmp_path / "model.pt", 0.5, _thresholds(min_mask_px=64 * 64 + 1))
+    for row in _infer(ckpt, tmp_path / "out2", phantoms):
+        assert (row["label"], row["mask_min_px"], row["anomaly_area_px"]) == ("abnormal", "4097", "0")
 
 
 def test_inference_with_an_old_checkpoint_writes_no_label_and_relative_masks(phantoms, tmp_path):

@@ -23,8 +23,9 @@ What runs, in order (the ids of ``inference.json``):
   then :class:`artasyn.thresholds.AnomalyDecisiond` with the checkpoint's decision thresholds
   (:class:`scripts.thresholds.CheckpointThresholds`, ``thresholds``): ``anomaly_label`` = 1
   (abnormal) when ``score`` exceeds the image threshold (``label_threshold``: ``specificity``
-  or ``f1``), and ``anomaly_mask`` replaced by ``anomaly_map > pixel_threshold``
-  (``mask_threshold: absolute``), so a healthy-looking image gets an empty mask; a checkpoint
+  or ``f1``), and ``anomaly_mask`` replaced by ``anomaly_map > pixel_threshold`` without its
+  connected components under the calibrated ``min_mask_px`` (``mask_threshold: absolute``), so
+  a healthy-looking image gets an empty mask; a checkpoint
   without thresholds gives no label and keeps the relative mask (logged);
   :class:`ResizeToShaped` brings the map and the mask back to the original size; ``recon``
   keeps the reconstruction. ``pred``, the bundle's output (what MONAI Label writes and shows),
@@ -442,6 +443,8 @@ class AnomalyOutputWriter:
     ``label_threshold`` (``specificity`` or ``f1``) and ``image_threshold`` (its value: abnormal
     when ``score`` is above it), ``mask_rule`` (``absolute``: ``anomaly_map > mask_threshold``;
     ``relative``: ``|x - r| >= max(0.03, tau * max |x - r|)`` with ``mask_threshold`` = tau),
+    ``mask_min_px`` (absolute masks: the smallest connected component kept, in pixels of the
+    map at ``spatial_size``; 0 keeps all),
     ``anomaly_area_px``, ``anomaly_area_fraction`` (of the image),
     ``lungs_found`` (``both``, ``right``, ``left``, ``none``), ``heatmap``, ``overlay``,
     ``mask`` (the output file names in ``output_dir``, empty when not written) and ``notes``
@@ -458,6 +461,7 @@ class AnomalyOutputWriter:
         "image_threshold",
         "mask_rule",
         "mask_threshold",
+        "mask_min_px",
         "anomaly_area_px",
         "anomaly_area_fraction",
         "lungs_found",
@@ -618,7 +622,7 @@ class AnomalyOutputWriter:
                 "image_threshold": f"{t.image_threshold:.9g}",
             }
         if t is not None and t.pixel_threshold is not None:
-            out.update(mask_rule="absolute", mask_threshold=f"{t.pixel_threshold:.9g}")
+            out.update(mask_rule="absolute", mask_threshold=f"{t.pixel_threshold:.9g}", mask_min_px=str(t.min_mask_px))
         else:
             out.update(mask_rule="relative", mask_threshold=f"{self.tau:g}")
         return out
@@ -664,7 +668,10 @@ class AnomalyOutputWriter:
         else:
             labels = "no labels (no image threshold in the checkpoint)"
         if t is not None and t.pixel_threshold is not None:
-            masks = f"masks: anomaly map > {t.pixel_threshold:.6g}, {with_anomaly} not empty"
+            masks = (
+                f"masks: anomaly map > {t.pixel_threshold:.6g} (components of {t.min_mask_px}+ px), "
+                f"{with_anomaly} not empty"
+            )
         else:
             masks = f"masks: relative, tau {self.tau:g}"
         line = (

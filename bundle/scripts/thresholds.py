@@ -3,11 +3,13 @@
 The thresholds themselves are :mod:`artasyn.thresholds` (``docs/method.md`` section 4): an
 image-score threshold at a stated specificity on the healthy validation images, the F1-optimal
 one (when the validation set has both classes), and a pixel threshold on the anomaly map's own
-scale (a high quantile of the healthy validation images' map values). Here:
+scale (a high quantile of the healthy validation images' maps: of all their values, rule
+``pooled``, or of each image's largest value, rule ``image_max``), with the smallest connected
+component a mask keeps (``min_mask_px``). Here:
 
 - :class:`ThresholdCalibrator` (a handler of the validation evaluator, ``train.json``): collects
-  each validation image's score, label and, for healthy ones, its map values (inside the lungs
-  when ``mask_in_lungs``, as the masks are drawn), and at the end of the epoch computes the
+  each validation image's score, label and, for healthy ones, its map (and its lungs when
+  ``mask_in_lungs``, as the masks are drawn), and at the end of the epoch computes the
   thresholds, puts them in ``engine.state.thresholds`` (as MONAI's metric handlers put theirs in
   ``engine.state.metrics``) and writes them to ``val_thresholds.json`` (atomically). The
   checkpoint handlers of :mod:`scripts.checkpoint` save them under ``thresholds`` in
@@ -16,15 +18,19 @@ scale (a high quantile of the healthy validation images' map values). Here:
 - :class:`CheckpointThresholds` (``evaluate.json``, ``inference.json``): reads the checkpoint's
   ``thresholds``, checks that they were computed on the anomaly map this run computes, and
   says which image threshold labels the images (``label_threshold``: ``specificity`` or
-  ``f1``) and whether masks use the pixel threshold (``mask_threshold``: ``absolute``) or the
-  relative tau (``relative``). A checkpoint without thresholds (written before they existed)
-  still works: no label is written and masks are relative, and the log says so.
+  ``f1``) and whether masks use the pixel threshold (``mask_threshold``: ``absolute``, with the
+  calibrated ``min_mask_px``) or the relative tau (``relative``). A checkpoint without
+  thresholds (written before they existed) still works: no label is written and masks are
+  relative, and the log says so; one whose thresholds predate ``pixel_rule`` and
+  ``min_mask_px`` keeps every component (``min_mask_px`` 0), as they were calibrated.
 
 The saved entry (a plain dictionary, also the content of ``val_thresholds.json``):
 ``image_threshold_specificity``, ``specificity``, ``val_specificity``, ``val_sensitivity``,
-``image_threshold_f1``, ``f1``, ``pixel_threshold``, ``pixel_quantile``, ``n_healthy``,
-``n_diseased``, ``n_pixels``, the map options ``score_map_mode``, ``score_map_sigma``,
-``score_in_lungs``, ``mask_in_lungs``, and ``epoch`` (the validation they come from).
+``image_threshold_f1``, ``f1``, ``pixel_threshold``, ``pixel_quantile``, ``pixel_rule``,
+``min_mask_px``, ``val_healthy_mask_rate``, ``n_healthy``, ``n_diseased``, ``n_pixels``
+(:func:`artasyn.thresholds.calibrate_thresholds`), the map options ``score_map_mode``,
+``score_map_sigma``, ``score_in_lungs``, ``mask_in_lungs``, and ``epoch`` (the validation they
+come from).
 
 Example (a checkpoint written before the thresholds: nothing to apply)::
 
@@ -48,9 +54,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from artasyn.constants import DEFAULT_PIXEL_QUANTILE, DEFAULT_SPECIFICITY
-from artasyn.scoring import mask_values
-from artasyn.thresholds import calibrate_thresholds
+from artasyn.constants import DEFAULT_PIXEL_QUANTILE, DEFAULT_PIXEL_RULE, DEFAULT_SPECIFICITY
+from artasyn.thresholds import PIXEL_RULES, calibrate_thresholds
 
 from .checkpoint import CheckpointError, load_checkpoint
 from .utils import as_bool, atomic_write
@@ -96,15 +101,19 @@ class ThresholdCalibrator:
         output_dir: where ``filename`` is written (the validation metrics' folder).
         filename: the JSON of the thresholds (``val_thresholds.json``).
         specificity: share of the healthy validation images the image threshold keeps normal.
-        pixel_quantile: share of the healthy validation images' map values the pixel threshold
-            keeps unmasked.
+        pixel_quantile: the quantile ``q`` of the pixel threshold, under ``pixel_rule``.
+        pixel_rule: ``"pooled"`` (the quantile of all the healthy map values: at most ``1 - q``
+            of the healthy pixels masked) or ``"image_max"`` (of each healthy image's largest
+            value still masked: at most ``1 - q`` of the healthy images with a mask).
+        min_mask_px: masks drop their 8-connected components of fewer map pixels (0: none;
+            ``None``: :func:`artasyn.scoring.min_mask_pixels` of the map size, 32 px at 128 x 128).
         score_map_mode, score_map_sigma, score_in_lungs, mask_in_lungs: the options of the
             validation's :class:`artasyn.scoring.AnomalyScored` (recorded with the thresholds;
-            ``mask_in_lungs`` also restricts the pixel values to the lungs, as the masks are).
+            ``mask_in_lungs`` also restricts the maps to the lungs, as the masks are).
         score_key, label_key, map_key, lung_key: the keys of the evaluator's items.
 
-    Memory: the healthy images' map values are kept until the end of the epoch, 4 bytes a
-    pixel (26 MB for 100 healthy images at 256 x 256).
+    Memory: the healthy images' maps are kept until the end of the epoch, 4 bytes a pixel
+    (26 MB for 100 healthy images at 256 x 256; 1 more with ``mask_in_lungs``).
     """
 
     def __init__(
@@ -113,6 +122,8 @@ class ThresholdCalibrator:
         filename: str = "val_thresholds.json",
         specificity: float = DEFAULT_SPECIFICITY,
         pixel_quantile: float = DEFAULT_PIXEL_QUANTILE,
+        pixel_rule: str = DEFAULT_PIXEL_RULE,
+        min_mask_px: int | None = None,
         score_map_mode: str = "squared",
         score_map_sigma: float = 0.0,
         score_in_lungs: bool = False,
@@ -127,6 +138,12 @@ class ThresholdCalibrator:
         for name, q in (("specificity", self.specificity), ("pixel_quantile", self.pixel_quantile)):
             if not 0.0 < q <= 1.0:
                 raise ValueError(f"ThresholdCalibrator: {name} must be in (0, 1], got {q}")
+        if pixel_rule not in PIXEL_RULES:
+            raise ValueError(f"ThresholdCalibrator: pixel_rule must be one of {PIXEL_RULES}, got {pixel_rule!r}")
+        if min_mask_px is not None and int(min_mask_px) < 0:
+            raise ValueError(f"ThresholdCalibrator: min_mask_px must be >= 0, got {min_mask_px}")
+        self.pixel_rule = pixel_rule
+        self.min_mask_px = None if min_mask_px is None else int(min_mask_px)
         self.options = _map_options(score_map_mode, score_map_sigma, score_in_lungs, mask_in_lungs)
         self.score_key, self.label_key, self.map_key, self.lung_key = score_key, label_key, map_key, lung_key
         self._reset()
@@ -141,7 +158,8 @@ class ThresholdCalibrator:
     def _reset(self, engine=None) -> None:
         self.scores: list[float] = []
         self.labels: list[float] = []
-        self.values: list[np.ndarray] = []
+        self.maps: list[np.ndarray] = []
+        self.lungs: list[np.ndarray | None] = []
 
     def _collect(self, engine) -> None:
         batch = engine.state.batch if isinstance(engine.state.batch, list) else []
@@ -155,13 +173,23 @@ class ThresholdCalibrator:
             if self.options["mask_in_lungs"]:
                 source = o if self.lung_key in o else (batch[i] if i < len(batch) else {})
                 lung = source.get(self.lung_key)
-            self.values.append(mask_values(o[self.map_key], lung).detach().cpu().numpy().astype(np.float32))
+                lung = None if lung is None else torch.as_tensor(lung).detach().cpu().numpy() > 0
+            amap = torch.as_tensor(o[self.map_key]).detach().float()
+            self.maps.append(amap.reshape(-1, *amap.shape[-2:]).amax(dim=0).cpu().numpy())  # H x W
+            self.lungs.append(lung)
 
     def compute(self, epoch: int = 0) -> dict | None:
         """The thresholds of what was collected (``None``, logged, when a score is not finite)."""
         try:
             thresholds = calibrate_thresholds(
-                self.scores, self.labels, self.values, self.specificity, self.pixel_quantile
+                self.scores,
+                self.labels,
+                self.maps,
+                self.specificity,
+                self.pixel_quantile,
+                self.pixel_rule,
+                self.min_mask_px,
+                healthy_lungs=self.lungs,
             )
         except ValueError as e:
             logger.warning("decision thresholds not computed at epoch %d: %s", epoch, e)
@@ -183,14 +211,16 @@ def _fmt(v) -> str:
 
 
 def summary(thresholds: Mapping) -> str:
-    """``image > 0.0123 (specificity 0.95 on 8 healthy), F1 image > ... , pixel > 0.0042 (quantile 0.999)``."""
+    """``image > 0.0123 (specificity 0.95 on 8 healthy ...), F1-optimal image > ..., pixel > 0.0042 (...)``."""
     return (
         f"image > {_fmt(thresholds.get('image_threshold_specificity'))} "
         f"(specificity {thresholds.get('specificity')} on {thresholds.get('n_healthy')} healthy; "
         f"sensitivity there {_fmt(thresholds.get('val_sensitivity'))} on {thresholds.get('n_diseased')} diseased), "
         f"F1-optimal image > {_fmt(thresholds.get('image_threshold_f1'))} (F1 {_fmt(thresholds.get('f1'))}), "
-        f"pixel > {_fmt(thresholds.get('pixel_threshold'))} (quantile {thresholds.get('pixel_quantile')} "
-        f"of {thresholds.get('n_pixels')} healthy map values)"
+        f"pixel > {_fmt(thresholds.get('pixel_threshold'))} (quantile {thresholds.get('pixel_quantile')}, "
+        f"rule {thresholds.get('pixel_rule', 'pooled')}, components of {thresholds.get('min_mask_px', 0)}+ px, "
+        f"on {thresholds.get('n_pixels')} healthy map values; healthy masks not empty "
+        f"{_fmt(thresholds.get('val_healthy_mask_rate'))})"
     )
 
 
@@ -208,6 +238,8 @@ class CheckpointThresholds:
             :class:`artasyn.scoring.AnomalyScored`.
 
     Attributes: ``image_threshold`` and ``pixel_threshold`` (``None`` when not applied),
+    ``min_mask_px`` (the smallest mask component kept, as calibrated: 0 for thresholds saved
+    before it existed or when the masks are relative),
     ``label_threshold`` (the name used, ``None`` without a label), ``mask_threshold`` (what the
     masks use), ``thresholds`` (the checkpoint's entry or ``None``), ``notes`` (why something
     was not applied; each also logged as a warning).
@@ -242,13 +274,18 @@ class CheckpointThresholds:
         self.image_threshold, self.label_threshold = self._image(label_threshold)
         self.pixel_threshold = self._pixel() if mask_threshold == "absolute" else None
         self.mask_threshold = "absolute" if self.pixel_threshold is not None else "relative"
+        self.min_mask_px = 0
+        if self.pixel_threshold is not None:
+            self.min_mask_px = int(self.thresholds.get("min_mask_px") or 0)
         for note in self.notes:
             logger.warning("%s", note)
         logger.info(
             "decision thresholds of %s: label %s, masks %s",
             self.ckpt_path,
             f"score > {self.image_threshold:.6g} ({self.label_threshold})" if self.label_threshold else "none",
-            f"anomaly map > {self.pixel_threshold:.6g}" if self.pixel_threshold is not None else "relative (tau)",
+            f"anomaly map > {self.pixel_threshold:.6g}, components of {self.min_mask_px}+ px"
+            if self.pixel_threshold is not None
+            else "relative (tau)",
         )
 
     def _read(self) -> dict | None:
@@ -325,6 +362,7 @@ class CheckpointThresholds:
             "image_threshold": self.image_threshold,
             "mask_threshold": self.mask_threshold,
             "pixel_threshold": self.pixel_threshold,
+            "min_mask_px": self.min_mask_px,
             "checkpoint_thresholds": self.thresholds,
             "notes": list(self.notes),
         }

@@ -11,30 +11,43 @@ validation images (label 0 healthy, 1 diseased) and then kept fixed:
 - :func:`f1_threshold`: the image-score threshold of the best F1 (diseased = positive), when
   both classes are there;
 - :func:`quantile_threshold`: the value that at least a share ``q`` of the values do not
-  exceed (the inverted-CDF quantile); on the healthy images' anomaly-map values it is the
-  pixel threshold (:func:`artasyn.scoring.mask_values` gives those values);
+  exceed (the inverted-CDF quantile); the pixel threshold is one on the healthy images' anomaly
+  maps, under one of two rules (:data:`PIXEL_RULES`): ``pooled``, the quantile of all their
+  map values (at most ``1 - q`` of the healthy *pixels* masked), or ``image_max`` (the
+  default), the quantile of each image's largest value still masked (at most ``1 - q`` of the
+  healthy *images* with a non-empty mask; :func:`artasyn.scoring.empty_mask_threshold`);
+- optionally a mask drops its 8-connected components of fewer than ``min_mask_px`` pixels
+  (:func:`artasyn.scoring.drop_small_components`): the specks a healthy image leaves above a
+  pooled threshold; ``image_max`` then takes the largest value that would still be masked;
 - :func:`calibrate_thresholds` computes all of them; :class:`AnomalyDecisiond` applies them to
   an item: ``label = score > image_threshold`` (1 abnormal, 0 normal) and
-  ``mask = anomaly_map > pixel_threshold`` (:func:`artasyn.scoring.absolute_mask`).
+  ``mask = anomaly_map > pixel_threshold`` without its components under ``min_mask_px``
+  (:func:`artasyn.scoring.absolute_mask`).
 
 Every rule is a strict ``>``: a value equal to its threshold is normal, so each threshold is a
 value seen on validation (the highest one still called normal), and a perfect reconstruction
-(a map of zeros) is never masked. numpy only (no scikit-learn).
+(a map of zeros) is never masked. numpy and scipy only (no scikit-learn).
 
-Example (20 healthy scores 1..20, three diseased)::
+Example (20 healthy scores 1..20, three diseased; one healthy map of five values)::
 
     >>> from artasyn.thresholds import calibrate_thresholds
     >>> t = calibrate_thresholds(
     ...     scores=[*range(1, 21), 18.5, 25, 30],
     ...     labels=[0] * 20 + [1] * 3,
-    ...     healthy_values=[0.0, 0.0, 0.01, 0.02, 0.5],
+    ...     healthy_maps=[[0.0, 0.0, 0.125, 0.25, 0.5]],
     ...     specificity=0.95,
     ...     pixel_quantile=0.75,
+    ...     pixel_rule="pooled",
     ... )
     >>> t["image_threshold_specificity"], t["val_specificity"], round(t["val_sensitivity"], 3)
     (19.0, 0.95, 0.667)
     >>> t["image_threshold_f1"], t["f1"], t["pixel_threshold"]
-    (20.0, 0.8, 0.02)
+    (20.0, 0.8, 0.25)
+
+The same healthy map under the default rule, ``image_max``: its largest value, so it is left empty::
+
+    >>> calibrate_thresholds([1.0], [0], [[0.0, 0.0, 0.125, 0.25, 0.5]])["pixel_threshold"]
+    0.5
 """
 
 from __future__ import annotations
@@ -47,18 +60,22 @@ import torch
 from monai.transforms import MapTransform
 
 from .base import as_bool
-from .constants import DEFAULT_PIXEL_QUANTILE, DEFAULT_SPECIFICITY
-from .scoring import absolute_mask
+from .constants import DEFAULT_PIXEL_QUANTILE, DEFAULT_PIXEL_RULE, DEFAULT_SPECIFICITY
+from .scoring import absolute_mask, empty_mask_threshold, mask_values, min_mask_pixels
 
 __all__ = [
     "AnomalyDecisionD",
     "AnomalyDecisionDict",
     "AnomalyDecisiond",
+    "PIXEL_RULES",
     "calibrate_thresholds",
     "f1_threshold",
     "quantile_threshold",
     "specificity_threshold",
 ]
+
+#: how the pixel threshold is set on the healthy validation maps (see :func:`calibrate_thresholds`)
+PIXEL_RULES = ("pooled", "image_max")
 
 
 def _share(q: float, name: str) -> float:
@@ -68,12 +85,13 @@ def _share(q: float, name: str) -> float:
     return q
 
 
-def _array(values, name: str) -> np.ndarray:
+def _array(values, name: str, flat: bool = True) -> np.ndarray:
+    """``values`` as a float numpy array (1-D when ``flat``), checked finite."""
     if isinstance(values, torch.Tensor):
         values = values.detach().cpu().numpy()
     v = np.asarray(values)
     v = v.astype(np.float64) if not np.issubdtype(v.dtype, np.floating) else v
-    v = v.reshape(-1)
+    v = v.reshape(-1) if flat else v
     bad = int((~np.isfinite(v)).sum())
     if bad:
         raise ValueError(f"{name}: {bad} of {v.size} values are NaN or infinite")
@@ -139,45 +157,93 @@ def f1_threshold(scores, labels) -> tuple[float, float] | None:
     return float(t), float(f1[best])
 
 
-def _pooled(values) -> np.ndarray:
-    """One 1-D array of ``values``: an array, or a sequence of arrays and numbers (pooled)."""
-    if values is None:
-        return np.zeros(0, dtype=np.float32)
-    if isinstance(values, (list, tuple)):
-        parts = [_array(v, "healthy_values") for v in values]
-        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
-    return _array(values, "healthy_values")
+def _min_px(min_mask_px: int | None, shape, name: str) -> int:
+    """``min_mask_px`` as an int: ``None`` is :func:`artasyn.scoring.min_mask_pixels` of ``shape`` (0 without one)."""
+    if min_mask_px is None:
+        return 0 if shape is None or len(shape) < 2 else min_mask_pixels(shape)
+    if int(min_mask_px) < 0:
+        raise ValueError(f"{name}: min_mask_px must be >= 0, got {min_mask_px}")
+    return int(min_mask_px)
+
+
+def _healthy_maps(maps, lungs, min_mask_px: int | None) -> tuple[np.ndarray, np.ndarray, int]:
+    """``(pooled values, per-image empty-mask thresholds, min_mask_px)`` of the healthy images' maps."""
+    if maps is None:
+        maps = []
+    if isinstance(maps, (np.ndarray, torch.Tensor)) and np.ndim(maps) <= 1:
+        maps = [maps]  # one image's values
+    lungs = [None] * len(maps) if lungs is None else list(lungs)
+    if len(lungs) != len(maps):
+        raise ValueError(f"{len(maps)} healthy maps but {len(lungs)} lung maps")
+    maps = [torch.as_tensor(_array(m, f"healthy_maps[{i}]", flat=False)) for i, m in enumerate(maps)]
+    min_mask_px = _min_px(min_mask_px, maps[0].shape if maps else None, "calibrate_thresholds")
+    values, empty_at = [], []
+    for i, (m, lung) in enumerate(zip(maps, lungs)):
+        if m.numel() == 0:
+            continue
+        if m.ndim < 2:
+            if min_mask_px > 1:
+                raise ValueError(
+                    f"min_mask_px {min_mask_px} needs the healthy maps as H x W arrays (connected components), "
+                    f"got healthy_maps[{i}] with shape {tuple(m.shape)}"
+                )
+            if lung is not None:
+                raise ValueError(f"healthy_lungs[{i}] given for a map of shape {tuple(m.shape)}, not H x W")
+            m = m[None]
+        values.append(mask_values(m, lung).numpy())
+        empty_at.append(empty_mask_threshold(m, lung, min_mask_px))
+    pooled = np.concatenate(values) if values else np.zeros(0, dtype=np.float32)
+    return pooled, np.asarray(empty_at, dtype=np.float64), min_mask_px
 
 
 def calibrate_thresholds(
     scores,
     labels,
-    healthy_values=None,
+    healthy_maps=None,
     specificity: float = DEFAULT_SPECIFICITY,
     pixel_quantile: float = DEFAULT_PIXEL_QUANTILE,
+    pixel_rule: str = DEFAULT_PIXEL_RULE,
+    min_mask_px: int | None = None,
+    healthy_lungs=None,
 ) -> dict:
     """The decision thresholds of a validation set, as a plain dictionary (JSON and ``torch.load`` safe).
 
     Args:
         scores: the image scores of the validation images.
         labels: their labels, 0 healthy, 1 diseased (> 0.5).
-        healthy_values: the anomaly-map values of the healthy images, pooled (one array or a
-            sequence of arrays, e.g. :func:`artasyn.scoring.mask_values` per image).
+        healthy_maps: the anomaly maps of the healthy images, one array per image: ``H x W``
+            (or channel-first, the channels' maximum), or 1-D values when ``min_mask_px <= 1``
+            (a 1-D array alone is one image).
         specificity: share of the healthy images to keep normal.
-        pixel_quantile: share of the healthy map values to keep unmasked.
+        pixel_quantile: ``q`` of the pixel threshold.
+        pixel_rule: ``"pooled"``: the quantile ``q`` of all the healthy map values (at most
+            ``1 - q`` of the healthy pixels above it); ``"image_max"``: the quantile ``q`` of
+            each healthy image's :func:`artasyn.scoring.empty_mask_threshold` (its largest
+            value, or with ``min_mask_px`` the largest one still masked): at most ``1 - q`` of
+            the healthy images get a non-empty mask.
+        min_mask_px: masks drop their 8-connected components of fewer pixels (0 or 1: none;
+            ``None``: :func:`artasyn.scoring.min_mask_pixels` of the first map's size, 0 for
+            1-D values); ``val_healthy_mask_rate`` counts the masks after it, under either rule.
+        healthy_lungs: one PBTSeg lung map (or ``None``) per healthy map: only the lung pixels
+            count, as :func:`artasyn.scoring.absolute_mask` masks with ``mask_in_lungs``.
 
     Returns ``image_threshold_specificity`` (``None`` without healthy images), ``specificity``,
     ``val_specificity`` and ``val_sensitivity`` (measured at that threshold; ``None`` without
     the class), ``image_threshold_f1`` and ``f1`` (``None`` unless both classes are present),
-    ``pixel_threshold`` (``None`` without healthy values), ``pixel_quantile``, ``n_healthy``,
-    ``n_diseased``, ``n_pixels`` (healthy map values pooled).
+    ``pixel_threshold`` (``None`` without healthy maps), ``pixel_quantile``, ``pixel_rule``,
+    ``min_mask_px`` (the pixels, as applied), ``val_healthy_mask_rate`` (share of the healthy validation images whose
+    mask is not empty at ``pixel_threshold``), ``n_healthy``, ``n_diseased``, ``n_pixels``
+    (healthy map values pooled).
     """
+    if pixel_rule not in PIXEL_RULES:
+        raise ValueError(f"pixel_rule must be one of {PIXEL_RULES}, got {pixel_rule!r}")
     s = _array(scores, "scores")
     y = _labels(labels, s.size) > 0.5
     healthy, diseased = s[~y], s[y]
     t_spec = specificity_threshold(healthy, specificity)
     f1 = f1_threshold(s, y)
-    values = _pooled(healthy_values)
+    values, empty_at, min_mask_px = _healthy_maps(healthy_maps, healthy_lungs, min_mask_px)
+    t_pixel = quantile_threshold(values if pixel_rule == "pooled" else empty_at, pixel_quantile)
 
     def rate(x: np.ndarray, flagged: bool) -> float | None:
         if t_spec is None or x.size == 0:
@@ -191,8 +257,11 @@ def calibrate_thresholds(
         "val_sensitivity": rate(diseased, flagged=True),
         "image_threshold_f1": None if f1 is None else f1[0],
         "f1": None if f1 is None else f1[1],
-        "pixel_threshold": quantile_threshold(values, pixel_quantile),
+        "pixel_threshold": t_pixel,
         "pixel_quantile": float(pixel_quantile),
+        "pixel_rule": pixel_rule,
+        "min_mask_px": min_mask_px,
+        "val_healthy_mask_rate": None if t_pixel is None else float(np.mean(empty_at > t_pixel)),
         "n_healthy": int(healthy.size),
         "n_diseased": int(diseased.size),
         "n_pixels": int(values.size),
@@ -205,13 +274,17 @@ class AnomalyDecisiond(MapTransform):
     Reads ``d[score_key]`` and ``d[map_key]`` (written by :class:`artasyn.scoring.AnomalyScored`)
     and writes ``d[label_key]`` = ``[1.0]`` when ``score > image_threshold`` (abnormal), else
     ``[0.0]``, and ``d[mask_key]`` = :func:`artasyn.scoring.absolute_mask` of the map at
-    ``pixel_threshold`` (``1 x H x W``). A threshold that is ``None`` writes nothing (e.g. a
-    checkpoint without thresholds), so the item keeps what it had under that key.
+    ``pixel_threshold`` without its 8-connected components of fewer than ``min_mask_px``
+    pixels (``1 x H x W``). A threshold that is ``None`` writes nothing (e.g. a checkpoint
+    without thresholds), so the item keeps what it had under that key.
 
     Args:
         image_threshold: image-score threshold (e.g. ``image_threshold_specificity`` of
             :func:`calibrate_thresholds`), or ``None``.
         pixel_threshold: anomaly-map threshold, or ``None``.
+        min_mask_px: the smallest component kept in the mask, in map pixels (0: all; the
+            ``min_mask_px`` the thresholds were calibrated with; ``None``:
+            :func:`artasyn.scoring.min_mask_pixels` of each map's size).
         score_key, map_key: the inputs.
         lung_key: the PBTSeg label map, used when ``mask_in_lungs``.
         mask_in_lungs: zero the mask outside the lungs (whole image when none was found).
@@ -222,6 +295,7 @@ class AnomalyDecisiond(MapTransform):
         self,
         image_threshold: float | None = None,
         pixel_threshold: float | None = None,
+        min_mask_px: int | None = None,
         score_key: str = "score",
         map_key: str = "anomaly_map",
         lung_key: str | None = "lung",
@@ -232,6 +306,7 @@ class AnomalyDecisiond(MapTransform):
         super().__init__([score_key, map_key])
         self.image_threshold = None if image_threshold is None else float(image_threshold)
         self.pixel_threshold = None if pixel_threshold is None else float(pixel_threshold)
+        self.min_mask_px = None if min_mask_px is None else _min_px(min_mask_px, None, "AnomalyDecisiond")
         self.score_key, self.map_key, self.lung_key = score_key, map_key, lung_key
         self.mask_in_lungs = as_bool(mask_in_lungs, "mask_in_lungs")
         self.label_key, self.mask_key = label_key, mask_key
@@ -250,7 +325,9 @@ class AnomalyDecisiond(MapTransform):
             d[self.label_key] = torch.tensor([1.0 if score > self.image_threshold else 0.0])
         if self.pixel_threshold is not None:
             lung = d.get(self.lung_key) if (self.mask_in_lungs and self.lung_key) else None
-            d[self.mask_key] = absolute_mask(self._get(d, self.map_key), self.pixel_threshold, lung)
+            amap = self._get(d, self.map_key)
+            min_px = _min_px(self.min_mask_px, np.shape(amap), "AnomalyDecisiond")
+            d[self.mask_key] = absolute_mask(amap, self.pixel_threshold, lung, min_px)
         return d
 
 
