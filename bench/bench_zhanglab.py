@@ -91,30 +91,69 @@ def _write_atomic(path: Path, content) -> None:
 
 
 def table(results: dict) -> str:
-    """Markdown: every run (AP / AUC of the last and the best checkpoint) and the trivial baselines."""
+    """Markdown: every run (AP / AUC of the last and the best checkpoint, and of any re-scoring) and
+    the trivial baselines."""
 
     def f(v):
         return "" if v is None else f"{v:.3f}"
 
+    tags = list(results.get("rescored", {}))
+    extra_head = "".join(f" AP last ({t}) | AUC last ({t}) | AUC best ({t}) |" for t in tags)
     lines = [
-        "| run | paper AP | paper AUC | AP last | AUC last | AP best | AUC best | iterations | train wall |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| run | paper AP | paper AUC | AP last | AUC last | AP best | AUC best |"
+        + extra_head
+        + " iterations | wall |",
+        "|---|---|---|---|---|---|---|" + "---|---|---|" * len(tags) + "---|---|",
     ]
     for name, r in results["runs"].items():
         pap, pauc = PAPER.get(r["variant"], (None, None)) if r.get("ablation") is None else (None, None)
         last, best = r.get("metrics_last") or {}, r.get("metrics_best") or {}
+        extra = ""
+        for t in tags:
+            lt, bt = r.get(f"metrics_last_{t}") or {}, r.get(f"metrics_best_{t}") or {}
+            extra += f" {f(lt.get('ap'))} | {f(lt.get('auc'))} | {f(bt.get('auc'))} |"
         lines.append(
             f"| {name} | {f(pap)} | {f(pauc)} | {f(last.get('ap'))} | {f(last.get('auc'))} | {f(best.get('ap'))} "
-            f"| {f(best.get('auc'))} | {r.get('iterations_logged', '')} | {r.get('train_wall_s', '')} s |"
+            f"| {f(best.get('auc'))} |{extra} {r.get('iterations_logged', '')} | {r.get('train_wall_s', '')} s |"
         )
     tb = results.get("trivial_baselines") or {}
     for stat in ("image_mean", "central_mean", "image_std", "high_freq_energy"):
         if stat in tb:
             b = tb[stat]
+            blank = " |" * (3 * len(tags))
             lines.append(
-                f"| trivial: {stat} ({b['orientation']}) | | | {f(b['ap_best'])} | {f(b['auc_best'])} | | | 0 | |"
+                f"| trivial: {stat} ({b['orientation']}) | | | {f(b['ap_best'])} | {f(b['auc_best'])} "
+                f"| | |{blank} 0 | |"
             )
     return "\n".join(lines)
+
+
+def run_overrides(args, root: Path, dl_path: Path, variant: str, seed: int, term: str | None) -> dict:
+    """The bundle overrides of one run, shared by its training and its evaluations."""
+    return {
+        "ckpt_dir": str(root / "models"),
+        "output_dir": str(root / "eval"),
+        "runs_dir": str(root / "runs"),
+        "cache_dir": str(args.workdir / "cache"),  # lung maps shared by every run
+        "datalist_file": str(dl_path),
+        "variant": variant,
+        "seed": seed,
+        **({f"loss#{term}": 0.0} if term else {}),
+        **({"num_workers": args.num_workers} if args.num_workers is not None else {}),
+        **{k: json.loads(v) for k, v in args.set},
+    }
+
+
+def evaluate(cfg_e: str, common: dict, ckpt: Path, out_dir: Path, log: Path, extra: dict | None = None) -> dict:
+    """``run evaluating`` (``evaluate.json``) of one checkpoint on the test section: its metrics."""
+    over = {**common, "output_dir": str(out_dir), "ckpt_path": str(ckpt), **(extra or {})}
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "evaluating", "--config_file", cfg_e] + _overrides(over)
+    rc, _ = _run(cmd, log, timeout=3600)
+    mfile = out_dir / "metrics.json"
+    if rc == 0 and mfile.is_file():
+        m = json.loads(mfile.read_text())
+        return {"rc": rc, "metrics": m["metrics"], "n_images": m["n_images"]}
+    return {"rc": rc, "metrics": None, "n_images": None}
 
 
 def main(argv=None) -> int:
@@ -135,6 +174,13 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "zhanglab.json")
     ap.add_argument("--set", nargs=2, action="append", default=[], metavar=("ID", "JSON"), help="extra bundle override")
     ap.add_argument("--dry-run", action="store_true", help="write the datalist and print the commands only")
+    ap.add_argument(
+        "--rescore",
+        metavar="TAG",
+        help="no training: evaluate the last and best checkpoints of every finished run in --out again with "
+        "--eval-set overrides (e.g. another score_map_mode), stored as metrics_{last,best}_TAG",
+    )
+    ap.add_argument("--eval-set", nargs=2, action="append", default=[], metavar=("ID", "JSON"))
     ap.add_argument(
         "--fresh", action="store_true", help="run every job again (default: keep the finished runs found in --out)"
     )
@@ -171,6 +217,23 @@ def main(argv=None) -> int:
     old = json.loads(args.out.read_text()) if args.out.is_file() and not args.fresh else {}
     if old.get("settings") == results["settings"]:  # resume: a finished (evaluated) run is not trained again
         results["runs"] = {k: r for k, r in old.get("runs", {}).items() if r.get("eval_last_rc") == 0}
+    if args.rescore:
+        extra = {k: json.loads(v) for k, v in args.eval_set}
+        results["rescored"] = {**old.get("rescored", {}), args.rescore: extra}
+        for name, entry in results["runs"].items():
+            root = args.workdir / name
+            common = run_overrides(args, root, dl_path, entry["variant"], entry["seed"], entry.get("ablation"))
+            for which, ckpt in (("last", "model_final.pt"), ("best", "model.pt")):
+                out_dir = root / f"eval_{which}_{args.rescore}"
+                ev = evaluate(cfg_e, common, root / "models" / ckpt, out_dir, out_dir.with_suffix(".log"), extra)
+                entry[f"metrics_{which}_{args.rescore}"] = ev["metrics"]
+            _write_atomic(args.out, results)
+            auc = (entry.get(f"metrics_last_{args.rescore}") or {}).get("auc")
+            print(f"{name}: rescored {args.rescore}: last AUC {auc}", flush=True)
+        results["table_markdown"] = table(results)
+        _write_atomic(args.out, results)
+        print(results["table_markdown"])
+        return 0
     jobs = [(v, seed, None) for v in args.variants for seed in args.seeds]
     jobs += [("final", seed, None) for seed in args.final_seeds if ("final", seed, None) not in jobs]
     jobs += [("final", args.seeds[0], term) for term in args.ablations]
@@ -180,18 +243,7 @@ def main(argv=None) -> int:
         if name in results["runs"]:
             print(f"{name}: done before, kept ({args.out})", flush=True)
             continue
-        common = {
-            "ckpt_dir": str(root / "models"),
-            "output_dir": str(root / "eval"),
-            "runs_dir": str(root / "runs"),
-            "cache_dir": str(args.workdir / "cache"),  # lung maps shared by every run
-            "datalist_file": str(dl_path),
-            "variant": variant,
-            "seed": seed,
-            **({f"loss#{term}": 0.0} if term else {}),
-            **({"num_workers": args.num_workers} if args.num_workers is not None else {}),
-            **{k: json.loads(v) for k, v in args.set},
-        }
+        common = run_overrides(args, root, dl_path, variant, seed, term)
         train_over = {
             **common,
             **({"max_iterations": args.max_iterations} if args.max_iterations else {}),
@@ -215,16 +267,12 @@ def main(argv=None) -> int:
         for which, ckpt in (("last", "model_final.pt"), ("best", "model.pt")):
             if rc != 0:
                 break
-            out_dir = root / f"eval_{which}"
-            eval_cmd = [sys.executable, "-m", "monai.bundle", "run", "evaluating", "--config_file", cfg_e]
-            eval_cmd += _overrides({**common, "output_dir": str(out_dir), "ckpt_path": str(root / "models" / ckpt)})
-            rc_e, t_eval = _run(eval_cmd, args.workdir / f"{name}.eval_{which}.log", timeout=3600)
-            mfile = out_dir / "metrics.json"
-            if rc_e == 0 and mfile.is_file():
-                m = json.loads(mfile.read_text())
-                entry[f"metrics_{which}"] = m["metrics"]
-                entry["n_test_images"] = m["n_images"]
-            entry[f"eval_{which}_rc"] = rc_e
+            log_e = args.workdir / f"{name}.eval_{which}.log"
+            ev = evaluate(cfg_e, common, root / "models" / ckpt, root / f"eval_{which}", log_e)
+            if ev["metrics"] is not None:
+                entry[f"metrics_{which}"] = ev["metrics"]
+                entry["n_test_images"] = ev["n_images"]
+            entry[f"eval_{which}_rc"] = ev["rc"]
         entry["load_avg_end"] = list(os.getloadavg())
         results["runs"][name] = entry
         _write_atomic(args.out, results)  # after every run: a killed bench keeps what it measured
