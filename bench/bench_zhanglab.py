@@ -177,10 +177,11 @@ def main(argv=None) -> int:
     ap.add_argument(
         "--rescore",
         metavar="TAG",
-        help="no training: evaluate the last and best checkpoints of every finished run in --out again with "
-        "--eval-set overrides (e.g. another score_map_mode), stored as metrics_{last,best}_TAG",
+        help="no training: evaluate the last checkpoint (and the best with --rescore-best) of every finished run "
+        "in --out again with --eval-set overrides (e.g. another score_map_mode), stored as metrics_{last,best}_TAG",
     )
     ap.add_argument("--eval-set", nargs=2, action="append", default=[], metavar=("ID", "JSON"))
+    ap.add_argument("--rescore-best", action="store_true", help="rescore model.pt too (chosen by the original scoring)")
     ap.add_argument(
         "--fresh", action="store_true", help="run every job again (default: keep the finished runs found in --out)"
     )
@@ -223,7 +224,9 @@ def main(argv=None) -> int:
         for name, entry in results["runs"].items():
             root = args.workdir / name
             common = run_overrides(args, root, dl_path, entry["variant"], entry["seed"], entry.get("ablation"))
-            for which, ckpt in (("last", "model_final.pt"), ("best", "model.pt")):
+            for which, ckpt in (("last", "model_final.pt"), ("best", "model.pt"))[: 2 if args.rescore_best else 1]:
+                if entry.get(f"metrics_{which}_{args.rescore}"):
+                    continue  # rescored before (resumable)
                 out_dir = root / f"eval_{which}_{args.rescore}"
                 ev = evaluate(cfg_e, common, root / "models" / ckpt, out_dir, out_dir.with_suffix(".log"), extra)
                 entry[f"metrics_{which}_{args.rescore}"] = ev["metrics"]
