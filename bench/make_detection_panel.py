@@ -12,7 +12,8 @@ both tails rather than chosen successes. One row per image:
     panel: 0 to the 0.999 quantile of the drawn rows) | that map over the input
 
 with the label, the score, its rank among all images and, when the checkpoint holds decision
-thresholds (``thresholds``), the decision at the specificity threshold. Written atomically.
+thresholds (``thresholds``) calibrated on the same map options, the decision at the
+specificity threshold. Written atomically.
 
 Example (a ZhangLab ``cpu.json`` run of ``bench/bench_zhanglab.py``)::
 
@@ -92,8 +93,11 @@ def main(argv=None) -> int:
     ckpt = load_checkpoint(args.ckpt, keys=("model",))
     net.load_state_dict(ckpt["model"])
     thresholds = ckpt.get("thresholds") or {}
-    t_image = thresholds.get("image_threshold_specificity")
     mode, sigma = parser.get_parsed_content("score_map_mode"), float(parser.get_parsed_content("score_map_sigma"))
+    same_map = (thresholds.get("score_map_mode"), thresholds.get("score_map_sigma")) == (mode, sigma)
+    t_image = thresholds.get("image_threshold_specificity") if same_map else None  # else: another score scale
+    if thresholds and not same_map:
+        print(f"thresholds of {args.ckpt} were calibrated on another map: no decision drawn", file=sys.stderr)
     dataset = parser.get_parsed_content("validate#dataset")
 
     items = []
