@@ -17,6 +17,7 @@ from artasyn.pbtseg_robust import (
     equalize_central,
     grow_in_atlas,
     load_atlas,
+    refine_edges,
     robust_lungs,
 )
 
@@ -138,6 +139,17 @@ def test_grow_in_atlas_takes_only_the_touched_components():
     allowed[25:30, 25:30] = True  # does not
     out = grow_in_atlas(seed, allowed)
     assert out[5:10, 5:10].all() and out[9:20, 6:9].all() and not out[25:30, 25:30].any()
+
+
+def test_refine_edges_moves_each_end_onto_the_image_edge():
+    img = np.full((40, 40), 200.0)
+    img[5:35, 8:20] = 30.0  # image-left lung field: columns 8..19
+    gradient = np.gradient(img, axis=1)
+    lung = np.zeros((40, 40), bool)
+    lung[5:35, 11:23] = True  # found 3 columns too far to the right
+    out = refine_edges(lung, gradient, side=0, lateral_reach=(4, 1), medial_reach=(6, 0), apex_fraction=0.0)
+    assert out[20, 8:20].all() and not out[20, :7].any() and not out[20, 21:].any()
+    assert not out[:5].any() and not out[35:].any()  # rows are not added
 
 
 def test_robust_without_atlas_still_runs():

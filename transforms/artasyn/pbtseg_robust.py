@@ -53,6 +53,13 @@ progressive thresholding and shape test as the seed finder and adds, step by ste
    column of the mediastinum); with no seed at all both sides get a template lung: the
    atlas's half-probability region (step 3c), or without an atlas an ellipse at fixed
    fractions of the image.
+7. **Edge refinement.** Each row of each lung becomes one interval whose ends move onto the
+   image's own edges (:func:`refine_edges`): the lateral end to the strongest bright-to-dark
+   step of the (lightly smoothed) equalised image within a few pixels outward (the seeds stop
+   short of the rib cage's inner edge), the medial end to the strongest dark-to-bright step
+   within a few pixels inward (the seeds spill over the heart and mediastinum), or outward in
+   the top quarter of the lung (the apex reaches up beside the trachea). The ends are
+   median-filtered over a few rows.
 
 The label map has PBTSeg's format: 0 background, 1 right lung (image-left), 2 left lung
 (image-right, wins where they overlap). Every lung is present in a robust map; which step
@@ -95,6 +102,7 @@ __all__ = [
     "outside_dark",
     "lateral_hull",
     "load_atlas",
+    "refine_edges",
     "robust_lungs",
 ]
 
@@ -220,6 +228,71 @@ def lateral_hull(seed: np.ndarray, envelope: np.ndarray, side: int) -> np.ndarra
     return out
 
 
+def refine_edges(
+    lung: np.ndarray,
+    gradient: np.ndarray,
+    side: int,
+    lateral_reach: tuple[int, int] = (4, 1),
+    medial_reach: tuple[int, int] = (6, 0),
+    apex_medial_reach: tuple[int, int] = (2, 4),
+    apex_fraction: float = 0.25,
+    smooth_rows: int = 7,
+) -> np.ndarray:
+    """``lung`` with each row's lateral and medial end moved onto the image's edge (step 7).
+
+    Each row of the lung becomes one interval. Its lateral end moves to the strongest
+    bright-to-dark step (entering the lung from outside) within ``lateral_reach`` =
+    ``(outward, inward)`` pixels of where it was; its medial end to the strongest
+    dark-to-bright step (leaving the lung toward the mediastinum) within ``medial_reach`` =
+    ``(inward, outward)`` pixels, or ``apex_medial_reach`` in the top ``apex_fraction`` of the
+    lung's rows (the apex reaches up beside the trachea, the heart is lower down). The new ends
+    are median-filtered over ``smooth_rows`` rows.
+
+    Args:
+        lung: 2-D bool mask of one lung.
+        gradient: horizontal derivative of the image (positive where it gets brighter to the
+            right), same shape.
+        side: 0 for the image-left lung (lateral end on the left), 1 for the image-right one.
+    """
+    width = lung.shape[1]
+    rows = np.flatnonzero(lung.any(axis=1))
+    if rows.size == 0:
+        return lung
+    crop = lung[rows]
+    first = np.argmax(crop, axis=1)
+    last = width - 1 - np.argmax(crop[:, ::-1], axis=1)
+    out_dir = -1 if side == 0 else 1  # the lateral direction
+    lateral, medial = (first, last) if side == 0 else (last, first)
+    # the image gets brighter going laterally at the lateral end, medially at the medial one
+    new_lateral = _strongest_step(lateral, gradient, rows, out_dir, lateral_reach, out_dir)
+    new_medial = _strongest_step(medial, gradient, rows, -out_dir, medial_reach[::-1], -out_dir)
+    apex = int(apex_fraction * rows.size)
+    if apex > 0:
+        new_medial[:apex] = _strongest_step(
+            medial[:apex], gradient, rows[:apex], -out_dir, apex_medial_reach[::-1], -out_dir
+        )
+    size = max(1, int(smooth_rows))
+    new_lateral = ndi.median_filter(new_lateral, size, mode="nearest")
+    new_medial = ndi.median_filter(new_medial, size, mode="nearest")
+    lo, hi = np.minimum(new_lateral, new_medial), np.maximum(new_lateral, new_medial)
+    cols = np.arange(width)[None, :]
+    out = lung.copy()
+    out[rows] = (cols >= lo[:, None]) & (cols <= hi[:, None])
+    return out
+
+
+def _strongest_step(
+    ends: np.ndarray, gradient: np.ndarray, rows: np.ndarray, outward: int, reach: tuple[int, int], sign: int
+) -> np.ndarray:
+    """Per row, the column within ``reach`` = ``(outward, inward)`` pixels of ``ends`` (moving
+    ``outward`` = -1 or +1 counts as outward) where ``sign * gradient`` is largest (ties: the
+    column nearest the outermost)."""
+    offsets = np.arange(reach[0], -reach[1] - 1, -1)
+    cols = np.clip(ends[:, None] + outward * offsets[None, :], 0, gradient.shape[1] - 1)
+    best = np.argmax(sign * gradient[rows[:, None], cols], axis=1)
+    return cols[np.arange(rows.size), best]
+
+
 #: the packaged lung atlas (``bench/make_pbtseg_atlas.py``)
 ATLAS_PATH = Path(__file__).resolve().parent / "data" / "pbtseg_atlas.npz"
 
@@ -302,6 +375,13 @@ def robust_lungs(
     grow_level: int = 120,
     atlas_clip: float | None = None,
     atlas_pass: float | None = 0.3,
+    refine: bool = True,
+    edge_sigma: float = 0.7 / 128,
+    lateral_reach: tuple[float, float] = (4 / 128, 1 / 128),
+    medial_reach: tuple[float, float] = (6 / 128, 0.0),
+    apex_medial_reach: tuple[float, float] = (2 / 128, 4 / 128),
+    apex_fraction: float = 0.25,
+    edge_rows: float = 7 / 128,
 ) -> tuple[np.ndarray, np.ndarray, tuple[str, str]]:
     """Robust lung fields of one 2-D uint8 image (steps 1 to 6 of the module docstring).
 
@@ -332,6 +412,12 @@ def robust_lungs(
             is at least this fraction (``None``: no third pass).
         atlas_clip: if set, the final lungs are cut to where the atlas (either lung) exceeds
             this fraction (``None``: not cut).
+        refine: step 7 (:func:`refine_edges`): each lung's lateral and medial ends move onto
+            the strongest horizontal step of the equalised image, smoothed by a Gaussian of
+            ``edge_sigma`` (a fraction of the working width).
+        lateral_reach, medial_reach, apex_medial_reach, apex_fraction, edge_rows: the reaches of
+            :func:`refine_edges` as fractions of the working width, the median filter's length
+            as a fraction of its height.
         template_centre, template_axes: the template ellipse of the right lung (rows, columns),
             as fractions of the image; the left lung's is its mirror image.
 
@@ -392,6 +478,11 @@ def robust_lungs(
         if lungs[i] is None:
             template = _template(work, i, template_centre, template_axes) if atlas is None else atlas[i] >= 128
             lungs[i], sources[i] = template, "template"
+    if refine:
+        gradient = ndi.sobel(ndi.gaussian_filter(plain.astype(np.float32), edge_sigma * work[1]), axis=1)
+        px = [tuple(int(round(f * work[1])) for f in r) for r in (lateral_reach, medial_reach, apex_medial_reach)]
+        rows = int(round(edge_rows * work[0]))
+        lungs = [refine_edges(m, gradient, i, *px, apex_fraction, rows) for i, m in enumerate(lungs)]
     if atlas is not None and atlas_clip is not None:
         inside = np.maximum(atlas[0], atlas[1]) > 255.0 * atlas_clip
         lungs = [m & inside if (m & inside).any() else m for m in lungs]
