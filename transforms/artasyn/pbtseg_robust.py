@@ -20,13 +20,14 @@ progressive thresholding and shape test as the seed finder and adds, step by ste
    :data:`ROBUST_THRESHOLDS` (20, 30, ..., 140 on the equalised scale) and the paper's shape
    test (area, upright box, solidity, central centroid, border touch, side of the image). A
    side that this pass does not find gets a second pass with a relaxed shape test
-   (:data:`RELAXED_TEST`: larger area, lower solidity, more border contact, wider band), on
-   the image whose dark regions connected to the border (air around the body) are whitened
-   (:func:`blank_outside`).
-   A side still not found gets a third pass, with the relaxed test, on the image whitened
-   outside the atlas region of step 3c (either lung ``>= atlas_pass``, 0.3 of the healthy
-   images) and in the outside air of step 3b: the dark components left lie where healthy
-   lungs lie, and the shape test still applies (source ``"threshold"``).
+   (:data:`RELAXED_TEST`: larger area, lower solidity, more border contact, wider band) on
+   the image whitened outside the atlas region of step 3c (either lung ``>= atlas_pass``, 0.3
+   of the healthy images) and in the outside air of step 3b: the dark components left lie
+   where healthy lungs lie, and the shape test still applies. A side still not found gets a
+   third pass, with the relaxed test, on the whole image with only its dark regions connected
+   to the border (air around the body) whitened (:func:`blank_outside`). The second pass
+   comes first because the third one, free to take soft tissue, leaks into the shoulders and
+   axillae of diseased images (all three passes: source ``"threshold"``).
 3b. **Outside air out of the seeds.** The air around the body is the darkest part of the
    equalised image (``<= air_level``, 30 of 255) connected to its border (before the border
    pre-step); it is removed from each seed, and the seed's largest 8-connected component
@@ -391,9 +392,9 @@ def robust_lungs(
         equalize_margin: fraction of each side left out of the equalisation's box.
         work_fraction: the seeds and envelopes are computed at this fraction of the size.
         max_area_fraction: largest seed, as a fraction of the image (the paper's 10000 / 65536).
-        relaxed_test: :func:`pbtseg_lungs` arguments of the second pass, for a side the first
-            pass did not find (``None``: no second pass).
-        outside_level: before the second pass, the dark regions (``<=`` this, equalised
+        relaxed_test: :func:`pbtseg_lungs` arguments of the second and third passes, for a side
+            the first pass did not find (``None``: neither).
+        outside_level: before the third pass, the dark regions (``<=`` this, equalised
             scale) connected to the border are whitened (:func:`blank_outside`; ``None``: not).
         closing_fraction: radius of the closing disk, as a fraction of the width.
         completion_ratio: a lung smaller than this fraction of its mirrored partner is
@@ -408,8 +409,8 @@ def robust_lungs(
             ``None``: no atlas step.
         atlas_min: the atlas region of a lung is where the atlas is at least this fraction.
         grow_level: equalised grey level up to which a seed grows inside its atlas region.
-        atlas_pass: the third seed pass (step 3) keeps the image where the atlas (either lung)
-            is at least this fraction (``None``: no third pass).
+        atlas_pass: the second seed pass (step 3) keeps the image where the atlas (either lung)
+            is at least this fraction (``None``: no such pass).
         atlas_clip: if set, the final lungs are cut to where the atlas (either lung) exceeds
             this fraction (``None``: not cut).
         refine: step 7 (:func:`refine_edges`): each lung's lateral and medial ends move onto
@@ -433,25 +434,26 @@ def robust_lungs(
     if brighten:
         small = brighten_border(small)
     seeds = list(pbtseg_lungs(small, thresholds=thresholds, max_area_fraction=max_area_fraction))
-    if relaxed_test and (seeds[0] is None or seeds[1] is None):
-        again = pbtseg_lungs(blank_outside(small, outside_level), thresholds=thresholds, **relaxed_test)
-        seeds = [s if s is not None else a for s, a in zip(seeds, again)]
-    if air_level is not None:
-        air = outside_dark(plain, air_level)
-        seeds = [s if s is None or not (s & air).any() else _largest(s & ~air) for s in seeds]
+    air = None if air_level is None else outside_dark(plain, air_level)
     if isinstance(atlas, str):
         atlas = _packaged_atlas_at(work)
     elif atlas is not None:
         atlas = [resize_bilinear_uint8(np.asarray(a, dtype=np.uint8), work) for a in atlas]
+    # a side the first pass missed: first where healthy lungs lie, then anywhere but the outside air
     if atlas is not None and atlas_pass is not None and relaxed_test and (seeds[0] is None or seeds[1] is None):
         where = np.maximum(atlas[0], atlas[1]) >= 255.0 * atlas_pass
-        masked = np.where(where & ~air if air_level is not None else where, small, np.uint8(255))
+        masked = np.where(where if air is None else where & ~air, small, np.uint8(255))
         again = pbtseg_lungs(masked, thresholds=thresholds, **relaxed_test)
         seeds = [s if s is not None else a for s, a in zip(seeds, again)]
+    if relaxed_test and (seeds[0] is None or seeds[1] is None):
+        again = pbtseg_lungs(blank_outside(small, outside_level), thresholds=thresholds, **relaxed_test)
+        seeds = [s if s is not None else a for s, a in zip(seeds, again)]
+    if air is not None:
+        seeds = [s if s is None or not (s & air).any() else _largest(s & ~air) for s in seeds]
     if atlas is not None:
         prob = [a >= 255.0 * atlas_min for a in atlas]
         dark = small <= grow_level
-        if air_level is not None:
+        if air is not None:
             dark &= ~air
         seeds = [s if s is None else grow_in_atlas(s, dark & prob[i]) for i, s in enumerate(seeds)]
     radius = closing_fraction * work[1]
