@@ -48,7 +48,9 @@ progressive thresholding and shape test as the seed finder and adds, step by ste
    lateral or lower lung come in, the heart does not.
 5. **Symmetry completion.** A lung whose envelope is less than ``completion_ratio`` of its
    mirrored partner's area (typical of a consolidated lower lobe that PBTSeg leaves out) is
-   completed with the mirror image of the other lung, on its own side of the midline.
+   completed with the mirror image of the other lung, on its own side of the midline and,
+   in the rows it already spans, only lateral of its medial edge (the mirrored right lung
+   would otherwise cover the heart beside a narrow left lung).
 6. **Per-side fallbacks.** A side with no seed gets the mirror image of the other lung across
    the midline (the midpoint of the two lungs' centroids when both are found, else the brightest
    column of the mediastinum); with no seed at all both sides get a template lung: the
@@ -334,6 +336,20 @@ def _largest(mask: np.ndarray) -> np.ndarray | None:
     return labels == (int(np.argmax(np.bincount(labels.ravel())[1:])) + 1)
 
 
+def _lateral_of(mask: np.ndarray, side: int) -> np.ndarray:
+    """Per row, the columns on the lateral side of ``mask``'s medial edge, that edge included
+    (``side`` 0: image-left lung, medial edge on the right); every column in a row ``mask``
+    does not reach."""
+    width = mask.shape[1]
+    has = mask.any(axis=1)
+    cols = np.arange(width)[None, :]
+    if side == 0:
+        edge = np.where(has, width - 1 - np.argmax(mask[:, ::-1], axis=1), width)
+        return cols <= edge[:, None]
+    edge = np.where(has, np.argmax(mask, axis=1), -1)
+    return cols >= edge[:, None]
+
+
 def _mediastinum_column(image: np.ndarray) -> float:
     """The brightest column of the central third (rows 1/4..3/4, smoothed): the midline.
 
@@ -472,7 +488,8 @@ def robust_lungs(
         areas = [int(m.sum()) for m in lungs]
         for i in (0, 1):
             if areas[i] < completion_ratio * areas[1 - i]:
-                lungs[i] = close_and_fill(lungs[i] | (mirrored[1 - i] & own_side[i]), radius)
+                add = mirrored[1 - i] & own_side[i] & _lateral_of(lungs[i], i)
+                lungs[i] = close_and_fill(lungs[i] | add, radius)
     for i in (0, 1):
         if lungs[i] is None and lungs[1 - i] is not None and sources[1 - i] == "threshold":
             lungs[i], sources[i] = lungs[1 - i][:, mirror_cols], "mirror"
