@@ -18,6 +18,7 @@ from artasyn.pbtseg_robust import (
     grow_in_atlas,
     load_atlas,
     refine_edges,
+    refine_top_bottom,
     robust_lungs,
 )
 
@@ -150,6 +151,18 @@ def test_refine_edges_moves_each_end_onto_the_image_edge():
     out = refine_edges(lung, gradient, side=0, lateral_reach=(4, 1), medial_reach=(6, 0), apex_fraction=0.0)
     assert out[20, 8:20].all() and not out[20, :7].any() and not out[20, 21:].any()
     assert not out[:5].any() and not out[35:].any()  # rows are not added
+
+
+def test_refine_top_bottom_moves_the_ends_without_filling_the_columns():
+    img = np.full((40, 40), 200.0)
+    img[6:30, 10:30] = 30.0  # lung field: rows 6..29
+    gradient = np.gradient(img, axis=0)
+    lung = np.zeros((40, 40), bool)
+    lung[9:33, 10:30] = True  # found 3 rows too low
+    lung[15:18, 18:22] = False  # a hole stays a hole
+    out = refine_top_bottom(lung, gradient, top_reach=(4, 0), bottom_reach=(1, 4), smooth_cols=1)
+    assert out[6:15, 10:30].all() and not out[:5].any() and not out[31:].any()
+    assert not out[15:18, 18:22].any()
 
 
 def test_robust_without_atlas_still_runs():

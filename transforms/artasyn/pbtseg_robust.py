@@ -62,7 +62,11 @@ progressive thresholding and shape test as the seed finder and adds, step by ste
    short of the rib cage's inner edge), the medial end to the strongest dark-to-bright step
    within a few pixels inward (the seeds spill over the heart and mediastinum), or outward in
    the top quarter of the lung (the apex reaches up beside the trachea). The ends are
-   median-filtered over a few rows.
+   median-filtered over a few rows. Then each column's top end moves up to the strongest
+   dark-to-bright step within a few pixels (the apex rises above the clavicle) and its bottom
+   end up or down onto the strongest dark-to-bright step going down (the diaphragm: the
+   seeds take in the stomach bubble and the dark recesses below the dome)
+   (:func:`refine_top_bottom`).
 
 The label map has PBTSeg's format: 0 background, 1 right lung (image-left), 2 left lung
 (image-right, wins where they overlap). Every lung is present in a robust map; which step
@@ -106,6 +110,7 @@ __all__ = [
     "lateral_hull",
     "load_atlas",
     "refine_edges",
+    "refine_top_bottom",
     "robust_lungs",
 ]
 
@@ -284,6 +289,50 @@ def refine_edges(
     return out
 
 
+def refine_top_bottom(
+    lung: np.ndarray,
+    gradient: np.ndarray,
+    top_reach: tuple[int, int] = (6, 0),
+    bottom_reach: tuple[int, int] = (1, 4),
+    smooth_cols: int = 5,
+) -> np.ndarray:
+    """``lung`` with each column's top and bottom end moved onto the image's edge (step 7).
+
+    Unlike :func:`refine_edges`, the columns are not filled: only the pixels between a
+    column's old and new end are added or removed. The top end moves to the strongest
+    dark-to-bright step going up (into the neck and shoulder above the apex) within
+    ``top_reach`` = ``(up, down)`` pixels, the bottom end to the strongest dark-to-bright step
+    going down (onto the diaphragm) within ``bottom_reach`` = ``(down, up)`` pixels; the new
+    ends are median-filtered over ``smooth_cols`` columns.
+
+    Args:
+        lung: 2-D bool mask of one lung.
+        gradient: vertical derivative of the image (positive where it gets brighter
+            downwards), same shape.
+    """
+    height = lung.shape[0]
+    cols = np.flatnonzero(lung.any(axis=0))
+    if cols.size == 0:
+        return lung
+    size = max(1, int(smooth_cols))
+    rows = np.arange(height)[None, :]
+    crop = lung[:, cols].T  # one row per column of the lung
+    along = gradient.T
+    last = height - 1 - np.argmax(crop[:, ::-1], axis=1)
+    bottom = ndi.median_filter(_strongest_step(last, along, cols, 1, bottom_reach, 1), size, mode="nearest")
+    crop = (crop & ~((rows > bottom[:, None]) & (rows <= last[:, None]))) | (
+        (rows > last[:, None]) & (rows <= bottom[:, None])
+    )
+    first = np.argmax(crop, axis=1)
+    top = ndi.median_filter(_strongest_step(first, along, cols, -1, top_reach, -1), size, mode="nearest")
+    crop = (crop & ~((rows < top[:, None]) & (rows >= first[:, None]))) | (
+        (rows < first[:, None]) & (rows >= top[:, None])
+    )
+    out = lung.copy()
+    out[:, cols] = crop.T
+    return out
+
+
 def _strongest_step(
     ends: np.ndarray, gradient: np.ndarray, rows: np.ndarray, outward: int, reach: tuple[int, int], sign: int
 ) -> np.ndarray:
@@ -399,6 +448,9 @@ def robust_lungs(
     apex_medial_reach: tuple[float, float] = (2 / 128, 4 / 128),
     apex_fraction: float = 0.25,
     edge_rows: float = 7 / 128,
+    top_reach: tuple[float, float] = (6 / 128, 0.0),
+    bottom_reach: tuple[float, float] = (1 / 128, 4 / 128),
+    edge_cols: float = 5 / 128,
 ) -> tuple[np.ndarray, np.ndarray, tuple[str, str]]:
     """Robust lung fields of one 2-D uint8 image (steps 1 to 6 of the module docstring).
 
@@ -435,6 +487,9 @@ def robust_lungs(
         lateral_reach, medial_reach, apex_medial_reach, apex_fraction, edge_rows: the reaches of
             :func:`refine_edges` as fractions of the working width, the median filter's length
             as a fraction of its height.
+        top_reach, bottom_reach: the reaches of :func:`refine_top_bottom` (after
+            :func:`refine_edges`) as fractions of the working height, its median filter's
+            length as a fraction of the working width.
         template_centre, template_axes: the template ellipse of the right lung (rows, columns),
             as fractions of the image; the left lung's is its mirror image.
 
@@ -498,10 +553,14 @@ def robust_lungs(
             template = _template(work, i, template_centre, template_axes) if atlas is None else atlas[i] >= 128
             lungs[i], sources[i] = template, "template"
     if refine:
-        gradient = ndi.sobel(ndi.gaussian_filter(plain.astype(np.float32), edge_sigma * work[1]), axis=1)
+        smooth = ndi.gaussian_filter(plain.astype(np.float32), edge_sigma * work[1])
+        gradient = ndi.sobel(smooth, axis=1)
         px = [tuple(int(round(f * work[1])) for f in r) for r in (lateral_reach, medial_reach, apex_medial_reach)]
         rows = int(round(edge_rows * work[0]))
         lungs = [refine_edges(m, gradient, i, *px, apex_fraction, rows) for i, m in enumerate(lungs)]
+        gradient = ndi.sobel(smooth, axis=0)
+        px = [tuple(int(round(f * work[0])) for f in r) for r in (top_reach, bottom_reach)]
+        lungs = [refine_top_bottom(m, gradient, *px, int(round(edge_cols * work[1]))) for m in lungs]
     if atlas is not None and atlas_clip is not None:
         inside = np.maximum(atlas[0], atlas[1]) > 255.0 * atlas_clip
         lungs = [m & inside if (m & inside).any() else m for m in lungs]
