@@ -61,8 +61,9 @@ progressive thresholding and shape test as the seed finder and adds, step by ste
    step of the (lightly smoothed) equalised image within a few pixels outward (the seeds stop
    short of the rib cage's inner edge), the medial end to the strongest dark-to-bright step
    within a few pixels inward (the seeds spill over the heart and mediastinum), or outward in
-   the top quarter of the lung (the apex reaches up beside the trachea). The ends are
-   median-filtered over a few rows. Then each column's top end moves up to the strongest
+   the top quarter of the lung (the apex reaches up beside the trachea); a lateral end moves
+   further in, onto a much stronger step, when the seed leaked along the chest wall or into an
+   axilla or arm. The ends are median-filtered over a few rows. Then each column's top end moves up to the strongest
    dark-to-bright step within a few pixels (the apex rises above the clavicle) and its bottom
    end up or down onto the strongest dark-to-bright step going down (the diaphragm: the
    seeds take in the stomach bubble and the dark recesses below the dome)
@@ -245,6 +246,8 @@ def refine_edges(
     apex_medial_reach: tuple[int, int] = (2, 4),
     apex_fraction: float = 0.25,
     smooth_rows: int = 7,
+    lateral_trim: int = 12,
+    trim_ratio: float = 3.0,
 ) -> np.ndarray:
     """``lung`` with each row's lateral and medial end moved onto the image's edge (step 7).
 
@@ -253,8 +256,11 @@ def refine_edges(
     ``(outward, inward)`` pixels of where it was; its medial end to the strongest
     dark-to-bright step (leaving the lung toward the mediastinum) within ``medial_reach`` =
     ``(inward, outward)`` pixels, or ``apex_medial_reach`` in the top ``apex_fraction`` of the
-    lung's rows (the apex reaches up beside the trachea, the heart is lower down). The new ends
-    are median-filtered over ``smooth_rows`` rows.
+    lung's rows (the apex reaches up beside the trachea, the heart is lower down). A lateral end
+    whose row holds, further in (up to ``lateral_trim`` pixels), a bright-to-dark step more than
+    ``trim_ratio`` times as strong as the one found moves there instead: a seed that leaked
+    along the chest wall, into an axilla or an arm, is cut back to the rib cage's strong inner
+    edge. The new ends are median-filtered over ``smooth_rows`` rows.
 
     Args:
         lung: 2-D bool mask of one lung.
@@ -273,6 +279,10 @@ def refine_edges(
     lateral, medial = (first, last) if side == 0 else (last, first)
     # the image gets brighter going laterally at the lateral end, medially at the medial one
     new_lateral = _strongest_step(lateral, gradient, rows, out_dir, lateral_reach, out_dir)
+    if lateral_trim > lateral_reach[1]:
+        deep = _strongest_step(lateral, gradient, rows, out_dir, (-lateral_reach[1] - 1, lateral_trim), out_dir)
+        strong = out_dir * gradient[rows, deep] > trim_ratio * np.maximum(out_dir * gradient[rows, new_lateral], 0)
+        new_lateral = np.where(strong, deep, new_lateral)
     new_medial = _strongest_step(medial, gradient, rows, -out_dir, medial_reach[::-1], -out_dir)
     apex = int(apex_fraction * rows.size)
     if apex > 0:
@@ -448,6 +458,8 @@ def robust_lungs(
     apex_medial_reach: tuple[float, float] = (2 / 128, 4 / 128),
     apex_fraction: float = 0.25,
     edge_rows: float = 7 / 128,
+    lateral_trim: float = 12 / 128,
+    trim_ratio: float = 3.0,
     top_reach: tuple[float, float] = (6 / 128, 0.0),
     bottom_reach: tuple[float, float] = (1 / 128, 4 / 128),
     edge_cols: float = 5 / 128,
@@ -487,6 +499,9 @@ def robust_lungs(
         lateral_reach, medial_reach, apex_medial_reach, apex_fraction, edge_rows: the reaches of
             :func:`refine_edges` as fractions of the working width, the median filter's length
             as a fraction of its height.
+        lateral_trim, trim_ratio: how far in (a fraction of the working width) a lateral end
+            looks for a step ``trim_ratio`` times stronger than the one it found
+            (:func:`refine_edges`; ``0``: not).
         top_reach, bottom_reach: the reaches of :func:`refine_top_bottom` (after
             :func:`refine_edges`) as fractions of the working height, its median filter's
             length as a fraction of the working width.
@@ -557,7 +572,8 @@ def robust_lungs(
         gradient = ndi.sobel(smooth, axis=1)
         px = [tuple(int(round(f * work[1])) for f in r) for r in (lateral_reach, medial_reach, apex_medial_reach)]
         rows = int(round(edge_rows * work[0]))
-        lungs = [refine_edges(m, gradient, i, *px, apex_fraction, rows) for i, m in enumerate(lungs)]
+        trim = int(round(lateral_trim * work[1]))
+        lungs = [refine_edges(m, gradient, i, *px, apex_fraction, rows, trim, trim_ratio) for i, m in enumerate(lungs)]
         gradient = ndi.sobel(smooth, axis=0)
         px = [tuple(int(round(f * work[0])) for f in r) for r in (top_reach, bottom_reach)]
         lungs = [refine_top_bottom(m, gradient, *px, int(round(edge_cols * work[1]))) for m in lungs]
