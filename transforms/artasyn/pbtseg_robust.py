@@ -68,6 +68,9 @@ progressive thresholding and shape test as the seed finder and adds, step by ste
    end up or down onto the strongest dark-to-bright step going down (the diaphragm: the
    seeds take in the stomach bubble and the dark recesses below the dome)
    (:func:`refine_top_bottom`).
+8. **Clean-up.** The black frame left inside the body box (collimated corners, padding:
+   ``<= dark_level`` in the raw image, connected to its border) is cut out of each lung, and
+   each lung keeps its largest 8-connected component.
 
 The label map has PBTSeg's format: 0 background, 1 right lung (image-left), 2 left lung
 (image-right, wins where they overlap). Every lung is present in a robust map; which step
@@ -481,7 +484,8 @@ def robust_lungs(
             completed with the partner's mirror image.
         brighten: apply the paper's border pre-step before the seed passes.
         crop_to_body, dark_level, min_body_fraction: work on :func:`body_box` (the image
-            without its black frame) rather than the whole image.
+            without its black frame) rather than the whole image; ``dark_level`` also bounds
+            the black frame cut out of the lungs in step 8.
         air_level: step 3b: equalised grey level of the outside air removed from the seeds
             (``None``: not removed).
         atlas: step 3c: ``2 x h x w`` uint8 lung atlas (right, left; 255 = lung in every
@@ -577,6 +581,11 @@ def robust_lungs(
         gradient = ndi.sobel(smooth, axis=0)
         px = [tuple(int(round(f * work[0])) for f in r) for r in (top_reach, bottom_reach)]
         lungs = [refine_top_bottom(m, gradient, *px, int(round(edge_cols * work[1]))) for m in lungs]
+    # step 8: the black frame left inside the body box is never lung; one piece per lung
+    frame = outside_dark(resize_bilinear_uint8(image[top:bottom, left:right], work), dark_level)
+    for i, m in enumerate(lungs):
+        kept = _largest(m & ~frame)
+        lungs[i] = m if kept is None else kept
     if atlas is not None and atlas_clip is not None:
         inside = np.maximum(atlas[0], atlas[1]) > 255.0 * atlas_clip
         lungs = [m & inside if (m & inside).any() else m for m in lungs]
