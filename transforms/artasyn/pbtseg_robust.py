@@ -497,9 +497,9 @@ def robust_lungs(
             is at least this fraction (``None``: no such pass).
         atlas_clip: if set, the final lungs are cut to where the atlas (either lung) exceeds
             this fraction (``None``: not cut).
-        refine: step 7 (:func:`refine_edges`): each lung's lateral and medial ends move onto
-            the strongest horizontal step of the equalised image, smoothed by a Gaussian of
-            ``edge_sigma`` (a fraction of the working width).
+        refine: steps 7 and 8 (:func:`refine_edges`, :func:`refine_top_bottom`, the clean-up):
+            each lung's ends move onto the strongest step of the equalised image, smoothed by a
+            Gaussian of ``edge_sigma`` (a fraction of the working width).
         lateral_reach, medial_reach, apex_medial_reach, apex_fraction, edge_rows: the reaches of
             :func:`refine_edges` as fractions of the working width, the median filter's length
             as a fraction of its height.
@@ -581,11 +581,11 @@ def robust_lungs(
         gradient = ndi.sobel(smooth, axis=0)
         px = [tuple(int(round(f * work[0])) for f in r) for r in (top_reach, bottom_reach)]
         lungs = [refine_top_bottom(m, gradient, *px, int(round(edge_cols * work[1]))) for m in lungs]
-    # step 8: the black frame left inside the body box is never lung; one piece per lung
-    frame = outside_dark(resize_bilinear_uint8(image[top:bottom, left:right], work), dark_level)
-    for i, m in enumerate(lungs):
-        kept = _largest(m & ~frame)
-        lungs[i] = m if kept is None else kept
+    if refine:  # step 8: the black frame left inside the body box is never lung; one piece per lung
+        frame = outside_dark(resize_bilinear_uint8(image[top:bottom, left:right], work), dark_level)
+        for i, m in enumerate(lungs):
+            kept = _largest(m & ~frame)
+            lungs[i] = m if kept is None else kept
     if atlas is not None and atlas_clip is not None:
         inside = np.maximum(atlas[0], atlas[1]) > 255.0 * atlas_clip
         lungs = [m & inside if (m & inside).any() else m for m in lungs]
