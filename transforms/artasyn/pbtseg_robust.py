@@ -20,13 +20,14 @@ progressive thresholding and shape test as the seed finder and adds, step by ste
    :data:`ROBUST_THRESHOLDS` (20, 30, ..., 140 on the equalised scale) and the paper's shape
    test (area, upright box, solidity, central centroid, border touch, side of the image). A
    side that this pass does not find gets a second pass with a relaxed shape test
-   (:data:`RELAXED_TEST`: larger area, lower solidity, more border contact, wider band), on
-   the image whose dark regions connected to the border (air around the body) are whitened
-   (:func:`blank_outside`).
-   A side still not found gets a third pass, with the relaxed test, on the image whitened
-   outside the atlas region of step 3c (either lung ``>= atlas_pass``, 0.3 of the healthy
-   images) and in the outside air of step 3b: the dark components left lie where healthy
-   lungs lie, and the shape test still applies (source ``"threshold"``).
+   (:data:`RELAXED_TEST`: larger area, lower solidity, more border contact, wider band) on
+   the image whitened outside the atlas region of step 3c (either lung ``>= atlas_pass``, 0.3
+   of the healthy images) and in the outside air of step 3b: the dark components left lie
+   where healthy lungs lie, and the shape test still applies. A side still not found gets a
+   third pass, with the relaxed test, on the whole image with only its dark regions connected
+   to the border (air around the body) whitened (:func:`blank_outside`). The second pass
+   comes first because the third one, free to take soft tissue, leaks into the shoulders and
+   axillae of diseased images (all three passes: source ``"threshold"``).
 3b. **Outside air out of the seeds.** The air around the body is the darkest part of the
    equalised image (``<= air_level``, 30 of 255) connected to its border (before the border
    pre-step); it is removed from each seed, and the seed's largest 8-connected component
@@ -47,12 +48,29 @@ progressive thresholding and shape test as the seed finder and adds, step by ste
    lateral or lower lung come in, the heart does not.
 5. **Symmetry completion.** A lung whose envelope is less than ``completion_ratio`` of its
    mirrored partner's area (typical of a consolidated lower lobe that PBTSeg leaves out) is
-   completed with the mirror image of the other lung, on its own side of the midline.
+   completed with the mirror image of the other lung, on its own side of the midline and,
+   in the rows it already spans, only lateral of its medial edge (the mirrored right lung
+   would otherwise cover the heart beside a narrow left lung).
 6. **Per-side fallbacks.** A side with no seed gets the mirror image of the other lung across
    the midline (the midpoint of the two lungs' centroids when both are found, else the brightest
    column of the mediastinum); with no seed at all both sides get a template lung: the
    atlas's half-probability region (step 3c), or without an atlas an ellipse at fixed
    fractions of the image.
+7. **Edge refinement.** Each row of each lung becomes one interval whose ends move onto the
+   image's own edges (:func:`refine_edges`): the lateral end to the strongest bright-to-dark
+   step of the (lightly smoothed) equalised image within a few pixels outward (the seeds stop
+   short of the rib cage's inner edge), the medial end to the strongest dark-to-bright step
+   within a few pixels inward (the seeds spill over the heart and mediastinum), or outward in
+   the top quarter of the lung (the apex reaches up beside the trachea); a lateral end moves
+   further in, onto a much stronger step, when the seed leaked along the chest wall or into an
+   axilla or arm. The ends are median-filtered over a few rows. Then each column's top end moves up to the strongest
+   dark-to-bright step within a few pixels (the apex rises above the clavicle) and its bottom
+   end up or down onto the strongest dark-to-bright step going down (the diaphragm: the
+   seeds take in the stomach bubble and the dark recesses below the dome)
+   (:func:`refine_top_bottom`).
+8. **Clean-up.** The black frame left inside the body box (collimated corners, padding:
+   ``<= dark_level`` in the raw image, connected to its border) is cut out of each lung, and
+   each lung keeps its largest 8-connected component.
 
 The label map has PBTSeg's format: 0 background, 1 right lung (image-left), 2 left lung
 (image-right, wins where they overlap). Every lung is present in a robust map; which step
@@ -95,6 +113,8 @@ __all__ = [
     "outside_dark",
     "lateral_hull",
     "load_atlas",
+    "refine_edges",
+    "refine_top_bottom",
     "robust_lungs",
 ]
 
@@ -220,6 +240,124 @@ def lateral_hull(seed: np.ndarray, envelope: np.ndarray, side: int) -> np.ndarra
     return out
 
 
+def refine_edges(
+    lung: np.ndarray,
+    gradient: np.ndarray,
+    side: int,
+    lateral_reach: tuple[int, int] = (4, 1),
+    medial_reach: tuple[int, int] = (6, 0),
+    apex_medial_reach: tuple[int, int] = (2, 4),
+    apex_fraction: float = 0.25,
+    smooth_rows: int = 7,
+    lateral_trim: int = 12,
+    trim_ratio: float = 3.0,
+) -> np.ndarray:
+    """``lung`` with each row's lateral and medial end moved onto the image's edge (step 7).
+
+    Each row of the lung becomes one interval. Its lateral end moves to the strongest
+    bright-to-dark step (entering the lung from outside) within ``lateral_reach`` =
+    ``(outward, inward)`` pixels of where it was; its medial end to the strongest
+    dark-to-bright step (leaving the lung toward the mediastinum) within ``medial_reach`` =
+    ``(inward, outward)`` pixels, or ``apex_medial_reach`` in the top ``apex_fraction`` of the
+    lung's rows (the apex reaches up beside the trachea, the heart is lower down). A lateral end
+    whose row holds, further in (up to ``lateral_trim`` pixels), a bright-to-dark step more than
+    ``trim_ratio`` times as strong as the one found moves there instead: a seed that leaked
+    along the chest wall, into an axilla or an arm, is cut back to the rib cage's strong inner
+    edge. The new ends are median-filtered over ``smooth_rows`` rows.
+
+    Args:
+        lung: 2-D bool mask of one lung.
+        gradient: horizontal derivative of the image (positive where it gets brighter to the
+            right), same shape.
+        side: 0 for the image-left lung (lateral end on the left), 1 for the image-right one.
+    """
+    width = lung.shape[1]
+    rows = np.flatnonzero(lung.any(axis=1))
+    if rows.size == 0:
+        return lung
+    crop = lung[rows]
+    first = np.argmax(crop, axis=1)
+    last = width - 1 - np.argmax(crop[:, ::-1], axis=1)
+    out_dir = -1 if side == 0 else 1  # the lateral direction
+    lateral, medial = (first, last) if side == 0 else (last, first)
+    # the image gets brighter going laterally at the lateral end, medially at the medial one
+    new_lateral = _strongest_step(lateral, gradient, rows, out_dir, lateral_reach, out_dir)
+    if lateral_trim > lateral_reach[1]:
+        deep = _strongest_step(lateral, gradient, rows, out_dir, (-lateral_reach[1] - 1, lateral_trim), out_dir)
+        strong = out_dir * gradient[rows, deep] > trim_ratio * np.maximum(out_dir * gradient[rows, new_lateral], 0)
+        new_lateral = np.where(strong, deep, new_lateral)
+    new_medial = _strongest_step(medial, gradient, rows, -out_dir, medial_reach[::-1], -out_dir)
+    apex = int(apex_fraction * rows.size)
+    if apex > 0:
+        new_medial[:apex] = _strongest_step(
+            medial[:apex], gradient, rows[:apex], -out_dir, apex_medial_reach[::-1], -out_dir
+        )
+    size = max(1, int(smooth_rows))
+    new_lateral = ndi.median_filter(new_lateral, size, mode="nearest")
+    new_medial = ndi.median_filter(new_medial, size, mode="nearest")
+    lo, hi = np.minimum(new_lateral, new_medial), np.maximum(new_lateral, new_medial)
+    cols = np.arange(width)[None, :]
+    out = lung.copy()
+    out[rows] = (cols >= lo[:, None]) & (cols <= hi[:, None])
+    return out
+
+
+def refine_top_bottom(
+    lung: np.ndarray,
+    gradient: np.ndarray,
+    top_reach: tuple[int, int] = (6, 0),
+    bottom_reach: tuple[int, int] = (1, 4),
+    smooth_cols: int = 5,
+) -> np.ndarray:
+    """``lung`` with each column's top and bottom end moved onto the image's edge (step 7).
+
+    Unlike :func:`refine_edges`, the columns are not filled: only the pixels between a
+    column's old and new end are added or removed. The top end moves to the strongest
+    dark-to-bright step going up (into the neck and shoulder above the apex) within
+    ``top_reach`` = ``(up, down)`` pixels, the bottom end to the strongest dark-to-bright step
+    going down (onto the diaphragm) within ``bottom_reach`` = ``(down, up)`` pixels; the new
+    ends are median-filtered over ``smooth_cols`` columns.
+
+    Args:
+        lung: 2-D bool mask of one lung.
+        gradient: vertical derivative of the image (positive where it gets brighter
+            downwards), same shape.
+    """
+    height = lung.shape[0]
+    cols = np.flatnonzero(lung.any(axis=0))
+    if cols.size == 0:
+        return lung
+    size = max(1, int(smooth_cols))
+    rows = np.arange(height)[None, :]
+    crop = lung[:, cols].T  # one row per column of the lung
+    along = gradient.T
+    last = height - 1 - np.argmax(crop[:, ::-1], axis=1)
+    bottom = ndi.median_filter(_strongest_step(last, along, cols, 1, bottom_reach, 1), size, mode="nearest")
+    crop = (crop & ~((rows > bottom[:, None]) & (rows <= last[:, None]))) | (
+        (rows > last[:, None]) & (rows <= bottom[:, None])
+    )
+    first = np.argmax(crop, axis=1)
+    top = ndi.median_filter(_strongest_step(first, along, cols, -1, top_reach, -1), size, mode="nearest")
+    crop = (crop & ~((rows < top[:, None]) & (rows >= first[:, None]))) | (
+        (rows < first[:, None]) & (rows >= top[:, None])
+    )
+    out = lung.copy()
+    out[:, cols] = crop.T
+    return out
+
+
+def _strongest_step(
+    ends: np.ndarray, gradient: np.ndarray, rows: np.ndarray, outward: int, reach: tuple[int, int], sign: int
+) -> np.ndarray:
+    """Per row, the column within ``reach`` = ``(outward, inward)`` pixels of ``ends`` (moving
+    ``outward`` = -1 or +1 counts as outward) where ``sign * gradient`` is largest (ties: the
+    column nearest the outermost)."""
+    offsets = np.arange(reach[0], -reach[1] - 1, -1)
+    cols = np.clip(ends[:, None] + outward * offsets[None, :], 0, gradient.shape[1] - 1)
+    best = np.argmax(sign * gradient[rows[:, None], cols], axis=1)
+    return cols[np.arange(rows.size), best]
+
+
 #: the packaged lung atlas (``bench/make_pbtseg_atlas.py``)
 ATLAS_PATH = Path(__file__).resolve().parent / "data" / "pbtseg_atlas.npz"
 
@@ -258,6 +396,20 @@ def _largest(mask: np.ndarray) -> np.ndarray | None:
     if n == 0:
         return None
     return labels == (int(np.argmax(np.bincount(labels.ravel())[1:])) + 1)
+
+
+def _lateral_of(mask: np.ndarray, side: int) -> np.ndarray:
+    """Per row, the columns on the lateral side of ``mask``'s medial edge, that edge included
+    (``side`` 0: image-left lung, medial edge on the right); every column in a row ``mask``
+    does not reach."""
+    width = mask.shape[1]
+    has = mask.any(axis=1)
+    cols = np.arange(width)[None, :]
+    if side == 0:
+        edge = np.where(has, width - 1 - np.argmax(mask[:, ::-1], axis=1), width)
+        return cols <= edge[:, None]
+    edge = np.where(has, np.argmax(mask, axis=1), -1)
+    return cols >= edge[:, None]
 
 
 def _mediastinum_column(image: np.ndarray) -> float:
@@ -302,6 +454,18 @@ def robust_lungs(
     grow_level: int = 120,
     atlas_clip: float | None = None,
     atlas_pass: float | None = 0.3,
+    refine: bool = True,
+    edge_sigma: float = 0.7 / 128,
+    lateral_reach: tuple[float, float] = (4 / 128, 1 / 128),
+    medial_reach: tuple[float, float] = (6 / 128, 0.0),
+    apex_medial_reach: tuple[float, float] = (2 / 128, 4 / 128),
+    apex_fraction: float = 0.25,
+    edge_rows: float = 7 / 128,
+    lateral_trim: float = 12 / 128,
+    trim_ratio: float = 3.0,
+    top_reach: tuple[float, float] = (6 / 128, 0.0),
+    bottom_reach: tuple[float, float] = (1 / 128, 4 / 128),
+    edge_cols: float = 5 / 128,
 ) -> tuple[np.ndarray, np.ndarray, tuple[str, str]]:
     """Robust lung fields of one 2-D uint8 image (steps 1 to 6 of the module docstring).
 
@@ -311,16 +475,17 @@ def robust_lungs(
         equalize_margin: fraction of each side left out of the equalisation's box.
         work_fraction: the seeds and envelopes are computed at this fraction of the size.
         max_area_fraction: largest seed, as a fraction of the image (the paper's 10000 / 65536).
-        relaxed_test: :func:`pbtseg_lungs` arguments of the second pass, for a side the first
-            pass did not find (``None``: no second pass).
-        outside_level: before the second pass, the dark regions (``<=`` this, equalised
+        relaxed_test: :func:`pbtseg_lungs` arguments of the second and third passes, for a side
+            the first pass did not find (``None``: neither).
+        outside_level: before the third pass, the dark regions (``<=`` this, equalised
             scale) connected to the border are whitened (:func:`blank_outside`; ``None``: not).
         closing_fraction: radius of the closing disk, as a fraction of the width.
         completion_ratio: a lung smaller than this fraction of its mirrored partner is
             completed with the partner's mirror image.
         brighten: apply the paper's border pre-step before the seed passes.
         crop_to_body, dark_level, min_body_fraction: work on :func:`body_box` (the image
-            without its black frame) rather than the whole image.
+            without its black frame) rather than the whole image; ``dark_level`` also bounds
+            the black frame cut out of the lungs in step 8.
         air_level: step 3b: equalised grey level of the outside air removed from the seeds
             (``None``: not removed).
         atlas: step 3c: ``2 x h x w`` uint8 lung atlas (right, left; 255 = lung in every
@@ -328,10 +493,22 @@ def robust_lungs(
             ``None``: no atlas step.
         atlas_min: the atlas region of a lung is where the atlas is at least this fraction.
         grow_level: equalised grey level up to which a seed grows inside its atlas region.
-        atlas_pass: the third seed pass (step 3) keeps the image where the atlas (either lung)
-            is at least this fraction (``None``: no third pass).
+        atlas_pass: the second seed pass (step 3) keeps the image where the atlas (either lung)
+            is at least this fraction (``None``: no such pass).
         atlas_clip: if set, the final lungs are cut to where the atlas (either lung) exceeds
             this fraction (``None``: not cut).
+        refine: steps 7 and 8 (:func:`refine_edges`, :func:`refine_top_bottom`, the clean-up):
+            each lung's ends move onto the strongest step of the equalised image, smoothed by a
+            Gaussian of ``edge_sigma`` (a fraction of the working width).
+        lateral_reach, medial_reach, apex_medial_reach, apex_fraction, edge_rows: the reaches of
+            :func:`refine_edges` as fractions of the working width, the median filter's length
+            as a fraction of its height.
+        lateral_trim, trim_ratio: how far in (a fraction of the working width) a lateral end
+            looks for a step ``trim_ratio`` times stronger than the one it found
+            (:func:`refine_edges`; ``0``: not).
+        top_reach, bottom_reach: the reaches of :func:`refine_top_bottom` (after
+            :func:`refine_edges`) as fractions of the working height, its median filter's
+            length as a fraction of the working width.
         template_centre, template_axes: the template ellipse of the right lung (rows, columns),
             as fractions of the image; the left lung's is its mirror image.
 
@@ -347,25 +524,26 @@ def robust_lungs(
     if brighten:
         small = brighten_border(small)
     seeds = list(pbtseg_lungs(small, thresholds=thresholds, max_area_fraction=max_area_fraction))
-    if relaxed_test and (seeds[0] is None or seeds[1] is None):
-        again = pbtseg_lungs(blank_outside(small, outside_level), thresholds=thresholds, **relaxed_test)
-        seeds = [s if s is not None else a for s, a in zip(seeds, again)]
-    if air_level is not None:
-        air = outside_dark(plain, air_level)
-        seeds = [s if s is None or not (s & air).any() else _largest(s & ~air) for s in seeds]
+    air = None if air_level is None else outside_dark(plain, air_level)
     if isinstance(atlas, str):
         atlas = _packaged_atlas_at(work)
     elif atlas is not None:
         atlas = [resize_bilinear_uint8(np.asarray(a, dtype=np.uint8), work) for a in atlas]
+    # a side the first pass missed: first where healthy lungs lie, then anywhere but the outside air
     if atlas is not None and atlas_pass is not None and relaxed_test and (seeds[0] is None or seeds[1] is None):
         where = np.maximum(atlas[0], atlas[1]) >= 255.0 * atlas_pass
-        masked = np.where(where & ~air if air_level is not None else where, small, np.uint8(255))
+        masked = np.where(where if air is None else where & ~air, small, np.uint8(255))
         again = pbtseg_lungs(masked, thresholds=thresholds, **relaxed_test)
         seeds = [s if s is not None else a for s, a in zip(seeds, again)]
+    if relaxed_test and (seeds[0] is None or seeds[1] is None):
+        again = pbtseg_lungs(blank_outside(small, outside_level), thresholds=thresholds, **relaxed_test)
+        seeds = [s if s is not None else a for s, a in zip(seeds, again)]
+    if air is not None:
+        seeds = [s if s is None or not (s & air).any() else _largest(s & ~air) for s in seeds]
     if atlas is not None:
         prob = [a >= 255.0 * atlas_min for a in atlas]
         dark = small <= grow_level
-        if air_level is not None:
+        if air is not None:
             dark &= ~air
         seeds = [s if s is None else grow_in_atlas(s, dark & prob[i]) for i, s in enumerate(seeds)]
     radius = closing_fraction * work[1]
@@ -384,7 +562,8 @@ def robust_lungs(
         areas = [int(m.sum()) for m in lungs]
         for i in (0, 1):
             if areas[i] < completion_ratio * areas[1 - i]:
-                lungs[i] = close_and_fill(lungs[i] | (mirrored[1 - i] & own_side[i]), radius)
+                add = mirrored[1 - i] & own_side[i] & _lateral_of(lungs[i], i)
+                lungs[i] = close_and_fill(lungs[i] | add, radius)
     for i in (0, 1):
         if lungs[i] is None and lungs[1 - i] is not None and sources[1 - i] == "threshold":
             lungs[i], sources[i] = lungs[1 - i][:, mirror_cols], "mirror"
@@ -392,6 +571,21 @@ def robust_lungs(
         if lungs[i] is None:
             template = _template(work, i, template_centre, template_axes) if atlas is None else atlas[i] >= 128
             lungs[i], sources[i] = template, "template"
+    if refine:
+        smooth = ndi.gaussian_filter(plain.astype(np.float32), edge_sigma * work[1])
+        gradient = ndi.sobel(smooth, axis=1)
+        px = [tuple(int(round(f * work[1])) for f in r) for r in (lateral_reach, medial_reach, apex_medial_reach)]
+        rows = int(round(edge_rows * work[0]))
+        trim = int(round(lateral_trim * work[1]))
+        lungs = [refine_edges(m, gradient, i, *px, apex_fraction, rows, trim, trim_ratio) for i, m in enumerate(lungs)]
+        gradient = ndi.sobel(smooth, axis=0)
+        px = [tuple(int(round(f * work[0])) for f in r) for r in (top_reach, bottom_reach)]
+        lungs = [refine_top_bottom(m, gradient, *px, int(round(edge_cols * work[1]))) for m in lungs]
+    if refine:  # step 8: the black frame left inside the body box is never lung; one piece per lung
+        frame = outside_dark(resize_bilinear_uint8(image[top:bottom, left:right], work), dark_level)
+        for i, m in enumerate(lungs):
+            kept = _largest(m & ~frame)
+            lungs[i] = m if kept is None else kept
     if atlas is not None and atlas_clip is not None:
         inside = np.maximum(atlas[0], atlas[1]) > 255.0 * atlas_clip
         lungs = [m & inside if (m & inside).any() else m for m in lungs]
