@@ -98,20 +98,20 @@ def table(results: dict) -> str:
         return "" if v is None else f"{v:.3f}"
 
     tags = list(results.get("rescored", {}))
-    extra_head = "".join(f" AP last ({t}) | AUC last ({t}) | AUC best ({t}) |" for t in tags)
+    runs = results["runs"].values()
+    cols = [(t, w) for t in tags for w in ("last", "best") if any(r.get(f"metrics_{w}_{t}") for r in runs)]
+    extra_head = "".join(f" AP {w} ({t}) | AUC {w} ({t}) |" for t, w in cols)
     lines = [
-        "| run | paper AP | paper AUC | AP last | AUC last | AP best | AUC best |"
-        + extra_head
-        + " iterations | wall |",
-        "|---|---|---|---|---|---|---|" + "---|---|---|" * len(tags) + "---|---|",
+        "| run | paper AP | paper AUC | AP last | AUC last | AP best | AUC best |" + extra_head + " its | wall |",
+        "|---|---|---|---|---|---|---|" + "---|---|" * len(cols) + "---|---|",
     ]
     for name, r in results["runs"].items():
         pap, pauc = PAPER.get(r["variant"], (None, None)) if r.get("ablation") is None else (None, None)
         last, best = r.get("metrics_last") or {}, r.get("metrics_best") or {}
         extra = ""
-        for t in tags:
-            lt, bt = r.get(f"metrics_last_{t}") or {}, r.get(f"metrics_best_{t}") or {}
-            extra += f" {f(lt.get('ap'))} | {f(lt.get('auc'))} | {f(bt.get('auc'))} |"
+        for t, w in cols:
+            m = r.get(f"metrics_{w}_{t}") or {}
+            extra += f" {f(m.get('ap'))} | {f(m.get('auc'))} |"
         lines.append(
             f"| {name} | {f(pap)} | {f(pauc)} | {f(last.get('ap'))} | {f(last.get('auc'))} | {f(best.get('ap'))} "
             f"| {f(best.get('auc'))} |{extra} {r.get('iterations_logged', '')} | {r.get('train_wall_s', '')} s |"
@@ -120,7 +120,7 @@ def table(results: dict) -> str:
     for stat in ("image_mean", "central_mean", "image_std", "high_freq_energy"):
         if stat in tb:
             b = tb[stat]
-            blank = " |" * (3 * len(tags))
+            blank = " |" * (2 * len(cols))
             lines.append(
                 f"| trivial: {stat} ({b['orientation']}) | | | {f(b['ap_best'])} | {f(b['auc_best'])} "
                 f"| | |{blank} 0 | |"
