@@ -58,6 +58,7 @@ from artasyn.constants import DEFAULT_PIXEL_QUANTILE, DEFAULT_PIXEL_RULE, DEFAUL
 from artasyn.thresholds import PIXEL_RULES, calibrate_thresholds
 
 from .checkpoint import CheckpointError, load_checkpoint
+from .handlers import _items, _scalar
 from .utils import as_bool, atomic_write
 
 __all__ = ["LABEL_THRESHOLDS", "MASK_THRESHOLDS", "CheckpointThresholds", "ThresholdCalibrator"]
@@ -71,18 +72,6 @@ MASK_THRESHOLDS = ("absolute", "relative")
 #: the map options an image threshold (score) and the pixel threshold (mask) depend on
 _SCORE_OPTIONS = ("score_map_mode", "score_map_sigma", "score_in_lungs")
 _MASK_OPTIONS = ("score_map_mode", "score_map_sigma", "mask_in_lungs")
-
-
-def _items(output) -> list[dict]:
-    if output is None:
-        return []
-    return output if isinstance(output, list) else [output]
-
-
-def _scalar(x, default: float = 0.0) -> float:
-    if x is None:
-        return default
-    return float(torch.as_tensor(x).reshape(-1)[0])
 
 
 def _map_options(score_map_mode, score_map_sigma, score_in_lungs, mask_in_lungs) -> dict:
