@@ -88,7 +88,6 @@ def main(argv=None) -> int:
     else:
         ap.error("--datalist or --dataset-dir")
     parser["validate#datalist#section"] = args.section
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     net = parser.get_parsed_content("network_def").eval()
     ckpt = load_checkpoint(args.ckpt, keys=("model",))
     net.load_state_dict(ckpt["model"])
