@@ -177,6 +177,19 @@ def test_no_lung_leaves_image_unchanged_warns_and_counts(caplog):
     assert "empty_lungs.png" in caplog.text
 
 
+@pytest.mark.parametrize("variant", ["final", "anatpaste"])
+def test_no_lung_warning_names_the_file_without_metadata(variant, caplog):
+    """After ``EnsureTyped(track_meta=False)`` (the bundle's training chain) the image has no
+    metadata; the warning then names ``d["image_path"]`` instead of "<unknown>"."""
+    img, _ = toy_pair()
+    item = {"image": torch.as_tensor(img), "lung": torch.zeros(img.shape), "image_path": "/data/no_lungs_here.png"}
+    twins = RandARTTwinsd(keys="image", lung_key="lung", variant=variant, num_twins=1).set_random_state(0)
+    with caplog.at_level(logging.WARNING):
+        twins(item)
+        RandARTAnomalyd(keys="image", lung_key="lung", variant=variant).set_random_state(0)(item)
+    assert caplog.text.count("no_lungs_here.png") == 2 and "<unknown>" not in caplog.text
+
+
 def test_bad_inputs_raise_precise_errors():
     img, lung = toy_pair()
     t = RandARTAnomalyd(keys="image", lung_key="lung")

@@ -33,7 +33,7 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -180,6 +180,23 @@ def source_name(img: Any, default: str | None = "<unknown>") -> str | None:
         if name:
             return str(name)
     return default
+
+
+def source_of(d: Mapping[Hashable, Any], key: Hashable) -> str | None:
+    """The source file of ``d[key]`` in a data dictionary: its metadata, else ``d[f"{key}_path"]``.
+
+    The bundle's datalists carry ``image_path`` beside ``image``, which still names the file
+    after ``EnsureTyped(track_meta=False)`` has dropped the metadata.
+
+    >>> source_of({"image": np.zeros((1, 2, 2)), "image_path": "chest.png"}, "image")
+    'chest.png'
+    >>> source_of({"image": np.zeros((1, 2, 2))}, "image") is None
+    True
+    """
+    name = source_name(d.get(key), None)
+    if name is None and d.get(f"{key}_path"):
+        name = str(d[f"{key}_path"])
+    return name
 
 
 _TRUE = {"true", "yes", "on", "1"}

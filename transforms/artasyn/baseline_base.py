@@ -54,6 +54,7 @@ from .base import (
     empty_mask_like,
     size_scale,
     source_name,
+    source_of,
     synthesis_outputs,
     tag_synthesis,
 )
@@ -183,14 +184,24 @@ class RandLungAnomaly(RandomizableTransform):
     def render(self, image: np.ndarray, lung: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         raise NotImplementedError
 
-    def __call__(self, img, lung, randomize: bool = True, key: str = "image", lung_key: str = "lung"):
+    def __call__(
+        self,
+        img,
+        lung,
+        randomize: bool = True,
+        key: str = "image",
+        lung_key: str = "lung",
+        source: str | None = None,
+    ):
         im, lu = check_image_and_lung(img, lung, key, lung_key)
         if randomize:
             self.randomize(im, lu)
         self.last_no_lung = bool(self._do_transform and not (lu > 0).any())
         if self.last_no_lung:
             self.no_lung_count += 1
-            logger.warning("%s: empty lung map, image left unchanged (source: %s)", self.variant, source_name(img))
+            logger.warning(
+                "%s: empty lung map, image left unchanged (source: %s)", self.variant, source or source_name(img)
+            )
         self.last_painted = self._params is not None and not self.last_no_lung
         out, mask = im, np.zeros(im.shape, np.float32)
         if self.last_painted:
@@ -264,7 +275,9 @@ class RandLungAnomalyd(RandomizableTransform, MapTransform):
                 )
             img = d[key]
             if self._do_transform:
-                d[key], d[self.mask_key] = self.synth(img, d[self.lung_key], key=str(key), lung_key=self.lung_key)
+                d[key], d[self.mask_key] = self.synth(
+                    img, d[self.lung_key], key=str(key), lung_key=self.lung_key, source=source_of(d, key)
+                )
                 painted = self.synth.last_painted
             else:
                 check_image_and_lung(img, d[self.lung_key], str(key), self.lung_key)

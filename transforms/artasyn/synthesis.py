@@ -24,8 +24,9 @@ The variant and the switch are recorded in MetaTensor metadata (``artasyn_varian
 ``artasyn_base_lung_mask``, ``artasyn_no_lung``) and in ``d["artasyn_variant"]``.
 
 An empty lung map leaves the image unchanged (empty mask, label 0), logs a warning naming
-the source file (``filename_or_obj``), sets ``artasyn_no_lung`` and counts it in
-``no_lung_count``.
+the source file (``filename_or_obj``, or for the dictionary transforms ``d[f"{key}_path"]``
+when the image carries no metadata, as after ``EnsureTyped(track_meta=False)``), sets
+``artasyn_no_lung`` and counts it in ``no_lung_count``.
 
 Example::
 
@@ -60,6 +61,7 @@ from .base import (
     empty_mask_like,
     size_scale,
     source_name,
+    source_of,
     synthesis_outputs,
     tag_synthesis,
     to_uint8,
@@ -265,7 +267,15 @@ class RandARTAnomaly(RandomizableTransform):
                 z[1] = rib_scale_alpha(z[1], image_u8, soft, self.rib_weight, self.brightness)
         return composite_over_image(image, z), anomaly_mask(z[1], self.threshold)
 
-    def __call__(self, img, lung, randomize: bool = True, key: str = "image", lung_key: str = "lung"):
+    def __call__(
+        self,
+        img,
+        lung,
+        randomize: bool = True,
+        key: str = "image",
+        lung_key: str = "lung",
+        source: str | None = None,
+    ):
         im, lu = check_image_and_lung(img, lung, key, lung_key)
         im_u8 = to_uint8(im)
         if randomize:
@@ -273,7 +283,7 @@ class RandARTAnomaly(RandomizableTransform):
         self.last_no_lung = bool(self._do_transform and self._plan is None)
         if self.last_no_lung:
             self.no_lung_count += 1
-            logger.warning("ART-ASyn: empty lung map, image left unchanged (source: %s)", source_name(img))
+            logger.warning("ART-ASyn: empty lung map, image left unchanged (source: %s)", source or source_name(img))
         self.last_painted = self._plan is not None
         if self.last_painted:
             out, mask = self.synthesize(im, im_u8, lu)
@@ -373,7 +383,9 @@ class RandARTAnomalyd(_SynthesisMapTransform):
         for key in keys:
             img, lung = self._image_and_lung(d, key)
             if self.variant != "none" and self._do_transform:
-                d[key], d[self.mask_key] = self.synth(img, lung, key=str(key), lung_key=self.lung_key)
+                d[key], d[self.mask_key] = self.synth(
+                    img, lung, key=str(key), lung_key=self.lung_key, source=source_of(d, key)
+                )
                 painted, no_lung = self.synth.last_painted, self.synth.last_no_lung
             else:
                 d[key], d[self.mask_key], painted = _copy(img), empty_mask_like(img), False
@@ -446,7 +458,9 @@ class RandARTTwinsd(_SynthesisMapTransform):
         out = [healthy()] if self.include_healthy else []
         for _ in range(self._k):
             t = {k: _copy(v) for k, v in d.items()}
-            t[key], t[self.mask_key] = self.synth(img, lung, key=str(key), lung_key=self.lung_key)
+            t[key], t[self.mask_key] = self.synth(
+                img, lung, key=str(key), lung_key=self.lung_key, source=source_of(d, key)
+            )
             t[self.target_key] = _copy(img)
             t[self.label_key] = anomaly_label(self.synth.last_painted)
             tag_synthesis(t, [key, self.mask_key, self.target_key], self.variant, blm, self.synth.last_no_lung)
