@@ -36,10 +36,12 @@ progressive thresholding and shape test as the seed finder and adds, step by ste
    lung, made by ``bench/make_pbtseg_atlas.py`` from our own robust maps, without this step,
    of the healthy development images; no ground truth) gives, in the frame of the body box,
    the fraction of healthy images where a pixel is lung. Each seed takes in the components
-   of ``equalised <= grow_level`` (120 of 255; outside air excluded) inside its side's atlas
+   of ``equalised <= grow_level`` (140 of 255; outside air excluded) inside its side's atlas
    region (``>= atlas_min``, 0.4) that it touches (:func:`grow_in_atlas`): hazy lower and
    lateral zones that the seed's threshold left out come in, and a seed can only grow where
-   healthy lungs lie.
+   healthy lungs lie. The level is 140 rather than 120 so that hazy opacities (COVID
+   ground glass) come in too (measured on the development halves: non-COVID Dice 0.853 to
+   0.860, COVID infection pixels inside 81.7% to 83.7%, healthy Dice 0.930 to 0.928).
 4. **Lung field envelope.** Each seed is closed with a disk of radius ``closing_fraction`` of
    the width and its holes are filled: ribs, vessels and bright opacities enclosed by dark lung
    join the lung; the concavity of the heart border (wider than the disk) is kept. Then the
@@ -58,10 +60,11 @@ progressive thresholding and shape test as the seed finder and adds, step by ste
    fractions of the image.
 7. **Edge refinement.** Each row of each lung becomes one interval whose ends move onto the
    image's own edges (:func:`refine_edges`): the lateral end to the strongest bright-to-dark
-   step of the (lightly smoothed) equalised image within a few pixels outward (the seeds stop
-   short of the rib cage's inner edge), the medial end to the strongest dark-to-bright step
-   within a few pixels inward (the seeds spill over the heart and mediastinum), or outward in
-   the top quarter of the lung (the apex reaches up beside the trachea); a lateral end moves
+   step of the (lightly smoothed) equalised image within a few pixels outward (6 of 128: the
+   seeds stop short of the rib cage's inner edge, by more where the periphery is opaque),
+   the medial end to the strongest dark-to-bright step within a few pixels inward (the seeds
+   spill over the heart and mediastinum), or outward in the top quarter of the lung (the
+   apex reaches up beside the trachea); a lateral end moves
    further in, onto a much stronger step, when the seed leaked along the chest wall or into an
    axilla or arm. The ends are median-filtered over a few rows. Then each column's top end moves up to the strongest
    dark-to-bright step within a few pixels (the apex rises above the clavicle) and its bottom
@@ -451,12 +454,12 @@ def robust_lungs(
     air_level: int | None = 30,
     atlas: np.ndarray | None | str = "packaged",
     atlas_min: float = 0.4,
-    grow_level: int = 120,
+    grow_level: int = 140,
     atlas_clip: float | None = None,
     atlas_pass: float | None = 0.3,
     refine: bool = True,
     edge_sigma: float = 0.7 / 128,
-    lateral_reach: tuple[float, float] = (4 / 128, 1 / 128),
+    lateral_reach: tuple[float, float] = (6 / 128, 1 / 128),
     medial_reach: tuple[float, float] = (6 / 128, 0.0),
     apex_medial_reach: tuple[float, float] = (2 / 128, 4 / 128),
     apex_fraction: float = 0.25,
