@@ -221,14 +221,14 @@ def _measure(shared_data, name: str, lung_masks: str = "masks") -> dict:
 
 def test_robust_on_covidquex_normal_finds_both_lungs_and_beats_the_paper(shared_data):
     """covidquex_normal_lung, every 4th image (100): no lung missing, Dice above the paper's
-    (measured: robust 0.930, paper 0.824)."""
+    (measured: robust 0.928, paper 0.824)."""
     m = _measure(shared_data, "covidquex_normal_lung")
     assert m["robust"]["missing"] == 0.0
     assert m["robust"]["dice"] >= 0.91 and m["robust"]["dice"] > m["paper"]["dice"] + 0.08
 
 
 def test_robust_on_covidquex_noncovid_finds_both_lungs_and_beats_the_paper(shared_data):
-    """covidquex_noncovid_lung, every 4th image (30; measured: robust 0.867, paper 0.725)."""
+    """covidquex_noncovid_lung, every 4th image (30; measured: robust 0.874, paper 0.725)."""
     m = _measure(shared_data, "covidquex_noncovid_lung")
     assert m["robust"]["missing"] == 0.0
     assert m["robust"]["dice"] >= 0.84 and m["robust"]["dice"] > m["paper"]["dice"] + 0.1
@@ -236,12 +236,30 @@ def test_robust_on_covidquex_noncovid_finds_both_lungs_and_beats_the_paper(share
 
 def test_robust_takes_in_more_of_the_covid_infection(shared_data):
     """covidquex_covid_infection, every 4th image (100): Dice against masks_lung, and the share of
-    the infection-mask pixels inside the lung map (measured: robust 0.858 and 84.8%, paper 0.711
+    the infection-mask pixels inside the lung map (measured: robust 0.855 and 87.5%, paper 0.711
     and 57.7%)."""
     m = _measure(shared_data, "covidquex_covid_infection", lung_masks="masks_lung")
     assert m["robust"]["missing"] == 0.0
     assert m["robust"]["dice"] >= 0.84 and m["robust"]["dice"] > m["paper"]["dice"] + 0.12
-    assert m["robust"]["inside"] >= 0.83 and m["robust"]["inside"] > m["paper"]["inside"] + 0.25
+    assert m["robust"]["inside"] >= 0.86 and m["robust"]["inside"] > m["paper"]["inside"] + 0.25
+
+
+def test_growth_up_to_grey_140_takes_in_hazy_opacities(shared_data):
+    """covidquex_covid_infection, every 4th image (100): growing the seeds inside the atlas up
+    to equalised grey 140 (the default) rather than 120 puts more of the infection inside the
+    lungs at nearly the same Dice (measured: 87.5% against 85.4%, Dice 0.855 against 0.859)."""
+    scores = {}
+    for level in (120, 140):
+        seg = PBTSeg(mode="robust", robust_kwargs={"grow_level": level})
+        dices, inside, total = [], 0, 0
+        for img, gt, inf in _subset(shared_data, "covidquex_covid_infection", "masks_lung"):
+            lung = seg(img)[0] > 0
+            dices.append(_dice(lung, gt))
+            inside += int((inf & lung).sum())
+            total += int(inf.sum())
+        scores[level] = (float(np.mean(dices)), inside / total)
+    assert scores[140][1] > scores[120][1] + 0.01
+    assert scores[140][0] > scores[120][0] - 0.01
 
 
 def test_robust_on_a_1024_nih_image(shared_data):
