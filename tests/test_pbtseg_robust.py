@@ -14,6 +14,7 @@ from artasyn.pbtseg import PBTSeg, PBTSegd
 from artasyn.pbtseg_robust import (
     blank_outside,
     close_and_fill,
+    convex_lateral_edge,
     equalize_central,
     grow_in_atlas,
     load_atlas,
@@ -176,6 +177,21 @@ def test_refine_top_bottom_moves_the_ends_without_filling_the_columns():
     out = refine_top_bottom(lung, gradient, top_reach=(4, 0), bottom_reach=(1, 4), smooth_cols=1)
     assert out[6:15, 10:30].all() and not out[:5].any() and not out[31:].any()
     assert not out[15:18, 18:22].any()
+
+
+def test_convex_lateral_edge_fills_a_lateral_notch_by_at_most_the_reach():
+    lung = np.zeros((40, 40), bool)
+    lung[5:35, 10:25] = True  # image-left lung: lateral edge at column 10
+    lung[15:25, 10:16] = False  # a consolidation against the chest wall: notch 6 columns deep
+    lung[18:22, 25:30] = True  # a bulge on the medial side
+    out = convex_lateral_edge(lung, side=0, reach=4)
+    assert out[20, 12:16].all() and not out[20, 10:12].any()  # 4 of the 6 columns come in
+    assert np.array_equal(out[:, 16:], lung[:, 16:])  # the medial side is untouched
+    assert not out[:5].any() and not out[35:].any()  # no rows are added
+    assert convex_lateral_edge(lung, side=0, reach=8)[15:25, 10:16].all()
+    mirrored = convex_lateral_edge(lung[:, ::-1], side=1, reach=4)[:, ::-1]
+    assert np.array_equal(mirrored, out)
+    assert convex_lateral_edge(lung, side=0, reach=0) is lung
 
 
 def test_robust_without_atlas_still_runs():
