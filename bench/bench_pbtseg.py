@@ -11,8 +11,9 @@ algorithm) and ``PBTSeg(mode="robust")`` (``artasyn.pbtseg_robust``):
   lung map (pooled over the set), and the images per second of that pass. PNGs are read as
   8-bit grey, the ZhangLab RGB JPEGs through :class:`artasyn.intensity.ToGrayscale`, all at
   their native size (PBTSeg resizes to 256 and maps back). The robust mode was developed on
-  one half of each set (``crc32(stem) % 2 == 0``); the Dice of the other half is reported
-  apart (``dice_heldout_mean``). Results: ``bench/results/pbtseg_modes.json``.
+  one half of each set (``crc32(stem) % 2 == 0``); the Dice and the infection share of the
+  other half are reported apart (``dice_heldout_mean``, ``infection_pixels_inside_heldout``).
+  Results: ``bench/results/pbtseg_modes.json``.
 - ``speed``: the 400 images of ``covidquex_normal_lung`` (256 x 256), NIH at 1024 x 1024 and
   downscaled to 512 x 512, each timed ``--repeats`` times; medians, beside the authors'
   figure of ``reference/summary.json``. Results: ``bench/results/pbtseg.json``.
@@ -125,12 +126,14 @@ def quality(seg: PBTSeg, data: Path, name: str) -> dict:
         row["dice_dev_mean"] = round(float(scores[dev].mean()), 4)
         row["dice_heldout_mean"] = round(float(scores[~dev].mean()), 4)
     if inf_dir is not None:
-        inside = total = 0
+        inside, total = np.zeros(2, dtype=np.int64), np.zeros(2, dtype=np.int64)  # [held-out, dev]
         for m, p in zip(maps, paths):
             inf = read_mask(data / inf_dir / f"{p.stem}.png")
-            inside += int((inf & (m > 0)).sum())
-            total += int(inf.sum())
-        row["infection_pixels_inside"] = round(inside / max(total, 1), 4)
+            inside[int(is_dev(p.stem))] += int((inf & (m > 0)).sum())
+            total[int(is_dev(p.stem))] += int(inf.sum())
+        row["infection_pixels_inside"] = round(int(inside.sum()) / max(int(total.sum()), 1), 4)
+        row["infection_pixels_inside_dev"] = round(int(inside[1]) / max(int(total[1]), 1), 4)
+        row["infection_pixels_inside_heldout"] = round(int(inside[0]) / max(int(total[0]), 1), 4)
     return row
 
 
@@ -238,8 +241,8 @@ def modes_part(args: argparse.Namespace, speed_rows: list[dict]) -> None:
         "measured_on": f"{os.cpu_count()} CPUs, OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}, torch threads 1",
         "load_average_at_start": os.getloadavg(),
         "development_split": "robust mode developed on the images with crc32(stem) % 2 == 0 of each set; "
-        "dice_dev_mean / dice_heldout_mean split the Dice by that rule; the ZhangLab validation sets were "
-        "only measured",
+        "dice_dev_mean / dice_heldout_mean and infection_pixels_inside_dev / _heldout split the Dice and the "
+        "infection share by that rule; the ZhangLab validation sets were only measured",
         "healthy_sets": list(HEALTHY),
         "img_per_s_256_median": medians,
         "results": rows,

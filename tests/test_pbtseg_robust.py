@@ -14,6 +14,7 @@ from artasyn.pbtseg import PBTSeg, PBTSegd
 from artasyn.pbtseg_robust import (
     blank_outside,
     close_and_fill,
+    convex_lateral_edge,
     equalize_central,
     grow_in_atlas,
     load_atlas,
@@ -178,6 +179,21 @@ def test_refine_top_bottom_moves_the_ends_without_filling_the_columns():
     assert not out[15:18, 18:22].any()
 
 
+def test_convex_lateral_edge_fills_a_lateral_notch_by_at_most_the_reach():
+    lung = np.zeros((40, 40), bool)
+    lung[5:35, 10:25] = True  # image-left lung: lateral edge at column 10
+    lung[15:25, 10:16] = False  # a consolidation against the chest wall: notch 6 columns deep
+    lung[18:22, 25:30] = True  # a bulge on the medial side
+    out = convex_lateral_edge(lung, side=0, reach=4)
+    assert out[20, 12:16].all() and not out[20, 10:12].any()  # 4 of the 6 columns come in
+    assert np.array_equal(out[:, 16:], lung[:, 16:])  # the medial side is untouched
+    assert not out[:5].any() and not out[35:].any()  # no rows are added
+    assert convex_lateral_edge(lung, side=0, reach=8)[15:25, 10:16].all()
+    mirrored = convex_lateral_edge(lung[:, ::-1], side=1, reach=4)[:, ::-1]
+    assert np.array_equal(mirrored, out)
+    assert convex_lateral_edge(lung, side=0, reach=0) is lung
+
+
 def test_robust_without_atlas_still_runs():
     right, left, sources = robust_lungs(phantom()[0], atlas=None)
     assert right[120, 75] and left[120, 180] and sources == ("threshold", "threshold")
@@ -221,14 +237,14 @@ def _measure(shared_data, name: str, lung_masks: str = "masks") -> dict:
 
 def test_robust_on_covidquex_normal_finds_both_lungs_and_beats_the_paper(shared_data):
     """covidquex_normal_lung, every 4th image (100): no lung missing, Dice above the paper's
-    (measured: robust 0.930, paper 0.824)."""
+    (measured: robust 0.928, paper 0.824)."""
     m = _measure(shared_data, "covidquex_normal_lung")
     assert m["robust"]["missing"] == 0.0
     assert m["robust"]["dice"] >= 0.91 and m["robust"]["dice"] > m["paper"]["dice"] + 0.08
 
 
 def test_robust_on_covidquex_noncovid_finds_both_lungs_and_beats_the_paper(shared_data):
-    """covidquex_noncovid_lung, every 4th image (30; measured: robust 0.867, paper 0.725)."""
+    """covidquex_noncovid_lung, every 4th image (30; measured: robust 0.874, paper 0.725)."""
     m = _measure(shared_data, "covidquex_noncovid_lung")
     assert m["robust"]["missing"] == 0.0
     assert m["robust"]["dice"] >= 0.84 and m["robust"]["dice"] > m["paper"]["dice"] + 0.1
@@ -236,12 +252,30 @@ def test_robust_on_covidquex_noncovid_finds_both_lungs_and_beats_the_paper(share
 
 def test_robust_takes_in_more_of_the_covid_infection(shared_data):
     """covidquex_covid_infection, every 4th image (100): Dice against masks_lung, and the share of
-    the infection-mask pixels inside the lung map (measured: robust 0.858 and 84.8%, paper 0.711
+    the infection-mask pixels inside the lung map (measured: robust 0.855 and 87.5%, paper 0.711
     and 57.7%)."""
     m = _measure(shared_data, "covidquex_covid_infection", lung_masks="masks_lung")
     assert m["robust"]["missing"] == 0.0
     assert m["robust"]["dice"] >= 0.84 and m["robust"]["dice"] > m["paper"]["dice"] + 0.12
-    assert m["robust"]["inside"] >= 0.83 and m["robust"]["inside"] > m["paper"]["inside"] + 0.25
+    assert m["robust"]["inside"] >= 0.86 and m["robust"]["inside"] > m["paper"]["inside"] + 0.25
+
+
+def test_growth_up_to_grey_140_takes_in_hazy_opacities(shared_data):
+    """covidquex_covid_infection, every 4th image (100): growing the seeds inside the atlas up
+    to equalised grey 140 (the default) rather than 120 puts more of the infection inside the
+    lungs at nearly the same Dice (measured: 87.5% against 85.4%, Dice 0.855 against 0.859)."""
+    scores = {}
+    for level in (120, 140):
+        seg = PBTSeg(mode="robust", robust_kwargs={"grow_level": level})
+        dices, inside, total = [], 0, 0
+        for img, gt, inf in _subset(shared_data, "covidquex_covid_infection", "masks_lung"):
+            lung = seg(img)[0] > 0
+            dices.append(_dice(lung, gt))
+            inside += int((inf & lung).sum())
+            total += int(inf.sum())
+        scores[level] = (float(np.mean(dices)), inside / total)
+    assert scores[140][1] > scores[120][1] + 0.01
+    assert scores[140][0] > scores[120][0] - 0.01
 
 
 def test_robust_on_a_1024_nih_image(shared_data):

@@ -36,10 +36,12 @@ progressive thresholding and shape test as the seed finder and adds, step by ste
    lung, made by ``bench/make_pbtseg_atlas.py`` from our own robust maps, without this step,
    of the healthy development images; no ground truth) gives, in the frame of the body box,
    the fraction of healthy images where a pixel is lung. Each seed takes in the components
-   of ``equalised <= grow_level`` (120 of 255; outside air excluded) inside its side's atlas
+   of ``equalised <= grow_level`` (140 of 255; outside air excluded) inside its side's atlas
    region (``>= atlas_min``, 0.4) that it touches (:func:`grow_in_atlas`): hazy lower and
    lateral zones that the seed's threshold left out come in, and a seed can only grow where
-   healthy lungs lie.
+   healthy lungs lie. The level is 140 rather than 120 so that hazy opacities (COVID
+   ground glass) come in too (measured on the development halves: non-COVID Dice 0.853 to
+   0.860, COVID infection pixels inside 81.7% to 83.7%, healthy Dice 0.930 to 0.928).
 4. **Lung field envelope.** Each seed is closed with a disk of radius ``closing_fraction`` of
    the width and its holes are filled: ribs, vessels and bright opacities enclosed by dark lung
    join the lung; the concavity of the heart border (wider than the disk) is kept. Then the
@@ -58,10 +60,11 @@ progressive thresholding and shape test as the seed finder and adds, step by ste
    fractions of the image.
 7. **Edge refinement.** Each row of each lung becomes one interval whose ends move onto the
    image's own edges (:func:`refine_edges`): the lateral end to the strongest bright-to-dark
-   step of the (lightly smoothed) equalised image within a few pixels outward (the seeds stop
-   short of the rib cage's inner edge), the medial end to the strongest dark-to-bright step
-   within a few pixels inward (the seeds spill over the heart and mediastinum), or outward in
-   the top quarter of the lung (the apex reaches up beside the trachea); a lateral end moves
+   step of the (lightly smoothed) equalised image within a few pixels outward (6 of 128: the
+   seeds stop short of the rib cage's inner edge, by more where the periphery is opaque),
+   the medial end to the strongest dark-to-bright step within a few pixels inward (the seeds
+   spill over the heart and mediastinum), or outward in the top quarter of the lung (the
+   apex reaches up beside the trachea); a lateral end moves
    further in, onto a much stronger step, when the seed leaked along the chest wall or into an
    axilla or arm. The ends are median-filtered over a few rows. Then each column's top end moves up to the strongest
    dark-to-bright step within a few pixels (the apex rises above the clavicle) and its bottom
@@ -71,6 +74,12 @@ progressive thresholding and shape test as the seed finder and adds, step by ste
 8. **Clean-up.** The black frame left inside the body box (collimated corners, padding:
    ``<= dark_level`` in the raw image, connected to its border) is cut out of each lung, and
    each lung keeps its largest 8-connected component.
+9. **Convex lateral edge.** On the component that step 8 keeps (the frame still cut out),
+   each row's lateral end moves out onto the lung's convex hull, by at most ``hull_reach`` (1 of 128)
+   (:func:`convex_lateral_edge`): the notches that consolidations against the chest wall
+   leave in a dark-tissue segmentation close, while a leak cannot drag rows far out
+   (measured on the development halves: COVID infection pixels inside 84.5% to 85.8%, Dice
+   unchanged within 0.002 on the three covidquex sets).
 
 The label map has PBTSeg's format: 0 background, 1 right lung (image-left), 2 left lung
 (image-right, wins where they overlap). Every lung is present in a robust map; which step
@@ -108,6 +117,7 @@ __all__ = [
     "blank_outside",
     "body_box",
     "close_and_fill",
+    "convex_lateral_edge",
     "equalize_central",
     "grow_in_atlas",
     "outside_dark",
@@ -237,6 +247,42 @@ def lateral_hull(seed: np.ndarray, envelope: np.ndarray, side: int) -> np.ndarra
     cols = np.arange(width)[None, :]
     out = envelope.copy()
     out[top:bottom] |= (cols >= lo[:, None]) & (cols <= hi[:, None])
+    return out
+
+
+def convex_lateral_edge(lung: np.ndarray, side: int, reach: int) -> np.ndarray:
+    """``lung`` with each row's lateral end moved out onto the lung's convex hull, by at most
+    ``reach`` pixels (step 9).
+
+    The hull is scikit-image's ``convex_hull_image``, row by row, of the lung's row extents.
+    A consolidation that sits against the chest wall leaves a notch in the lateral edge of a
+    dark-tissue segmentation; the notch comes in, and (``reach`` bounding the move) a leak
+    above the apex or into an axilla cannot drag whole rows out with it. The medial side is
+    not touched (the heart's concavity is real).
+
+    Args:
+        lung: 2-D bool mask of one lung, one 8-connected component (a pixel in every row of its
+            bounding box).
+        side: 0 for the image-left lung (lateral end on the left), 1 for the image-right one.
+        reach: the largest outward move, in pixels (``0``: ``lung`` unchanged).
+    """
+    rows = np.flatnonzero(lung.any(axis=1))
+    if rows.size == 0 or reach <= 0:
+        return lung
+    width = lung.shape[1]
+    top, bottom = int(rows[0]), int(rows[-1]) + 1
+    crop = lung[top:bottom]
+    has = crop.any(axis=1)
+    first = np.argmax(crop, axis=1)
+    last = width - 1 - np.argmax(crop[:, ::-1], axis=1)
+    lo, hi = _convex_hull_rows(first, last)
+    cols = np.arange(width)[None, :]
+    if side == 0:
+        add = (cols >= np.maximum(lo, first - reach)[:, None]) & (cols < first[:, None])
+    else:
+        add = (cols <= np.minimum(hi, last + reach)[:, None]) & (cols > last[:, None])
+    out = lung.copy()
+    out[top:bottom] |= add & has[:, None]
     return out
 
 
@@ -451,12 +497,12 @@ def robust_lungs(
     air_level: int | None = 30,
     atlas: np.ndarray | None | str = "packaged",
     atlas_min: float = 0.4,
-    grow_level: int = 120,
+    grow_level: int = 140,
     atlas_clip: float | None = None,
     atlas_pass: float | None = 0.3,
     refine: bool = True,
     edge_sigma: float = 0.7 / 128,
-    lateral_reach: tuple[float, float] = (4 / 128, 1 / 128),
+    lateral_reach: tuple[float, float] = (6 / 128, 1 / 128),
     medial_reach: tuple[float, float] = (6 / 128, 0.0),
     apex_medial_reach: tuple[float, float] = (2 / 128, 4 / 128),
     apex_fraction: float = 0.25,
@@ -466,6 +512,7 @@ def robust_lungs(
     top_reach: tuple[float, float] = (6 / 128, 0.0),
     bottom_reach: tuple[float, float] = (1 / 128, 4 / 128),
     edge_cols: float = 5 / 128,
+    hull_reach: float = 1 / 128,
 ) -> tuple[np.ndarray, np.ndarray, tuple[str, str]]:
     """Robust lung fields of one 2-D uint8 image (steps 1 to 6 of the module docstring).
 
@@ -509,6 +556,8 @@ def robust_lungs(
         top_reach, bottom_reach: the reaches of :func:`refine_top_bottom` (after
             :func:`refine_edges`) as fractions of the working height, its median filter's
             length as a fraction of the working width.
+        hull_reach: step 9 (:func:`convex_lateral_edge`, with ``refine``): how far (a fraction of
+            the working width) each row's lateral end may move out onto the lung's convex hull.
         template_centre, template_axes: the template ellipse of the right lung (rows, columns),
             as fractions of the image; the left lung's is its mirror image.
 
@@ -583,9 +632,11 @@ def robust_lungs(
         lungs = [refine_top_bottom(m, gradient, *px, int(round(edge_cols * work[1]))) for m in lungs]
     if refine:  # step 8: the black frame left inside the body box is never lung; one piece per lung
         frame = outside_dark(resize_bilinear_uint8(image[top:bottom, left:right], work), dark_level)
+        reach = int(round(hull_reach * work[1]))
         for i, m in enumerate(lungs):
             kept = _largest(m & ~frame)
-            lungs[i] = m if kept is None else kept
+            # step 9 on the one component kept (the hull wants every row of its box)
+            lungs[i] = m if kept is None else convex_lateral_edge(kept, i, reach) & ~frame
     if atlas is not None and atlas_clip is not None:
         inside = np.maximum(atlas[0], atlas[1]) > 255.0 * atlas_clip
         lungs = [m & inside if (m & inside).any() else m for m in lungs]
