@@ -293,6 +293,36 @@ def test_lung_check_lists_images_without_lungs_and_caches_maps(tmp_path):
     assert len(list((tmp_path / "cache").glob("*.pt"))) == 2  # both maps cached for training
 
 
+def test_lung_cache_key_changes_with_the_code_of_the_transforms(monkeypatch, tmp_path):
+    """A cache entry made by older PBTSeg code is not reused: the key holds the code's fingerprint."""
+    from monai.transforms import Resized
+
+    from artasyn.pbtseg import PBTSegd
+    from scripts import utils
+
+    pkg = tmp_path / "pkg"
+    (pkg / "__pycache__").mkdir(parents=True)
+    (pkg / "a.py").write_text("x = 1\n")
+    before = utils.tree_fingerprint(pkg)
+    (pkg / "__pycache__" / "a.cpython-311.pyc").write_bytes(b"compiled")
+    assert utils.tree_fingerprint(pkg) == before  # compiled files do not count
+    (pkg / "a.py").write_text("x = 2\n")
+    assert utils.tree_fingerprint(pkg) != before
+
+    assert len(utils.package_fingerprint("artasyn")) == 32  # the installed tree's md5
+    chain = [Resized("image", (64, 64)), PBTSegd("image", lung_keys="lung", spatial_size=64)]
+    fingerprints = {"artasyn": "old", "monai": "1.6.1"}
+    monkeypatch.setattr(utils, "package_fingerprint", lambda name: fingerprints.get(name, "?"))
+    old = utils.stable_transform_hash(chain)
+    assert utils.stable_transform_hash(chain) == old
+    fingerprints["artasyn"] = "new"
+    assert utils.stable_transform_hash(chain) != old  # PBTSeg's code changed
+    assert utils.stable_transform_hash(chain[:1]) == utils.stable_transform_hash(chain[:1])
+    only_monai = utils.stable_transform_hash(chain[:1])
+    fingerprints["artasyn"] = "newer"
+    assert utils.stable_transform_hash(chain[:1]) == only_monai  # a MONAI-only chain ignores artasyn
+
+
 def _tiny_unet():
     from artasyn.networks import AnomalyUNet
 

@@ -5,9 +5,9 @@ before the synthesis, the cache holds the lung maps. :class:`LungCacheDataset` i
 ``PersistentDataset`` of the bundle:
 
 - an entry is keyed by the item with every file it names stamped by path, size and mtime
-  (:func:`scripts.utils.file_item_hash`) and by the deterministic transforms' settings
-  (:func:`scripts.utils.stable_transform_hash`): an image replaced in place, or a changed
-  ``spatial_size``, gets a new entry; a replaced image is logged (``changed since it was
+  (:func:`scripts.utils.file_item_hash`) and by the deterministic transforms' settings and code
+  (:func:`scripts.utils.stable_transform_hash`): an image replaced in place, a changed
+  ``spatial_size`` or updated PBTSeg code gets a new entry; a replaced image is logged (``changed since it was
   cached``) and its old entry deleted;
 - a damaged entry (truncated, not a cache file, the wrong content) is recomputed and
   rewritten, with a warning naming it; entries are written atomically

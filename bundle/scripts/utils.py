@@ -27,7 +27,9 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import importlib
 import io
 import json
 import logging
@@ -50,6 +52,7 @@ __all__ = [
     "every",
     "file_item_hash",
     "file_mode",
+    "package_fingerprint",
     "remove_stale_temporaries",
     "root_cause",
     "stable_transform_hash",
@@ -225,15 +228,58 @@ def _describe(obj, depth: int = 0):
     return name
 
 
+def tree_fingerprint(folder: str | os.PathLike) -> str:
+    """An md5 of every file under ``folder`` (relative names and contents; caches skipped)."""
+    root = Path(folder)
+    h = hashlib.md5()
+    for f in sorted(p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+        if f.suffix in (".pyc", ".pyo"):
+            continue
+        h.update(f.relative_to(root).as_posix().encode("utf-8") + b"\0")
+        h.update(hashlib.md5(f.read_bytes()).digest())
+    return h.hexdigest()
+
+
+@functools.cache
+def package_fingerprint(name: str) -> str:
+    """What identifies the code of a top-level package whose transforms a cache entry ran.
+
+    ``artasyn`` and ``scripts`` (this project, often an editable install whose version does not
+    change with its code): :func:`tree_fingerprint` of the package folder, data files included;
+    any other package (``monai``, ...): its version.
+    """
+    try:
+        mod = importlib.import_module(name)
+    except ImportError:
+        return "unknown"
+    if name in ("artasyn", "scripts") and getattr(mod, "__file__", None):
+        return tree_fingerprint(Path(mod.__file__).parent)
+    return str(getattr(mod, "__version__", "unknown"))
+
+
+def _packages(transforms) -> set[str]:
+    out = set()
+    for t in transforms:
+        out.add(type(t).__module__.split(".")[0])
+        inner = getattr(t, "transforms", None)
+        if isinstance(inner, (list, tuple)):
+            out |= _packages(inner)
+    return out
+
+
 def stable_transform_hash(transforms) -> bytes:
-    """``hash_transform`` for ``PersistentDataset``: an md5 of the transforms' classes and settings.
+    """``hash_transform`` for ``PersistentDataset``: an md5 of the transforms' classes, settings and code.
 
     MONAI's ``json_hashing`` falls back to the class names only (transforms are not JSON
     serializable), so a changed ``spatial_size`` would reuse stale cache files; this hashes a
     JSON description of each transform's attributes (arrays by content), so the cache key
-    changes whenever a deterministic transform's setting does.
+    changes whenever a deterministic transform's setting does, and the
+    :func:`package_fingerprint` of every package the transforms come from, so that an updated
+    algorithm (a new PBTSeg robust mode, say) does not reuse maps its older code cached.
     """
-    text = json.dumps(_describe(list(transforms)), sort_keys=True, default=str)
+    transforms = list(transforms)
+    code = {pkg: package_fingerprint(pkg) for pkg in sorted(_packages(transforms))}
+    text = json.dumps({"transforms": _describe(transforms), "code": code}, sort_keys=True, default=str)
     return hashlib.md5(text.encode("utf-8")).hexdigest().encode("utf-8")
 
 
