@@ -194,7 +194,13 @@ def main() -> None:
     ap.add_argument("--min-mask-px", nargs="*", type=int, default=list(MIN_MASK_PX))
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
-    overrides = {k: json.loads(v) for k, v in (s.split("=", 1) for s in args.set)}
+    overrides = {}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError as e:
+            ap.error(f"--set {item!r}: the value of {key!r} must be JSON (a string in double quotes): {e}")
     presets = [str(CONFIGS / p) for p in args.presets]
     t0 = time.perf_counter()
     val_parser = _parser([str(CONFIGS / "train.json"), *presets], overrides)
