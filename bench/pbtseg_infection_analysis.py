@@ -87,35 +87,29 @@ def analyse(lung_map: np.ndarray, gt_lung: np.ndarray, infection: np.ndarray, ti
         return out
     dist, (near_r, near_c) = ndi.distance_transform_edt(~lung_map, return_indices=True)
     d = dist[miss]
-    out["distance"] = {}
-    for lo, hi in DISTANCE_BANDS:
-        sel = (d >= lo - 0.5) if hi is None else (d >= lo - 0.5) & (d < hi + 0.5)
-        out["distance"][band_name(lo, hi)] = int(sel.sum())
+    bands = {
+        band_name(lo, hi): (d >= lo - 0.5) if hi is None else (d >= lo - 0.5) & (d < hi + 0.5)
+        for lo, hi in DISTANCE_BANDS
+    }
+    out["distance"] = {name: int(sel.sum()) for name, sel in bands.items()}
     rr, cc = np.nonzero(miss)
     dr = rr - near_r[miss]
     dc = cc - near_c[miss]
     # lateral: away from the midline
     away = np.where(cc >= midline, dc, -dc)
     vertical = np.abs(dr) > np.abs(dc)
-    out["direction"] = {
-        "apical": int((vertical & (dr < 0)).sum()),
-        "basal": int((vertical & (dr > 0)).sum()),
-        "lateral": int((~vertical & (away > 0)).sum()),
-        "medial": int((~vertical & (away <= 0)).sum()),
+    directions = {
+        "apical": vertical & (dr < 0),
+        "basal": vertical & (dr > 0),
+        "lateral": ~vertical & (away > 0),
+        "medial": ~vertical & (away <= 0),
     }
+    out["direction"] = {k: int(m.sum()) for k, m in directions.items()}
     # distance x direction, inside the GT lung only (the part a lung map can take back)
     in_gt = gt_lung[miss]
-    out["inside_gt_by_band_direction"] = {}
-    for lo, hi in DISTANCE_BANDS:
-        sel = (d >= lo - 0.5) if hi is None else (d >= lo - 0.5) & (d < hi + 0.5)
-        sel &= in_gt
-        name = band_name(lo, hi)
-        out["inside_gt_by_band_direction"][name] = {
-            "apical": int((sel & vertical & (dr < 0)).sum()),
-            "basal": int((sel & vertical & (dr > 0)).sum()),
-            "lateral": int((sel & ~vertical & (away > 0)).sum()),
-            "medial": int((sel & ~vertical & (away <= 0)).sum()),
-        }
+    out["inside_gt_by_band_direction"] = {
+        name: {k: int((sel & in_gt & m).sum()) for k, m in directions.items()} for name, sel in bands.items()
+    }
     return out
 
 
