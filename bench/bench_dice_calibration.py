@@ -32,7 +32,7 @@ import torch
 from PIL import Image
 
 from artasyn.constants import DICE_ERROR_THRESHOLD, DICE_SCALE, PAPER_DICE_ERROR_THRESHOLD
-from artasyn.losses import SoftDiceAnomalyLoss
+from artasyn.model.losses import SoftDiceAnomalyLoss
 from artasyn.synthesis import RandARTAnomaly
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,7 +1,7 @@
 """Benchmark PBTSeg (docs/method.md section 1), per mode: quality on every real set, and speed.
 
 Two parts, both in one process with one thread, for ``PBTSeg(mode="paper")`` (the authors'
-algorithm) and ``PBTSeg(mode="robust")`` (``artasyn.pbtseg_robust``):
+algorithm) and ``PBTSeg(mode="robust")`` (``artasyn.lungs.robust``):
 
 - ``modes``: on every set of ``../shared/data`` (the three ``covidquex_*`` sets, NIH, the
   ZhangLab train-normal and validation sets): how often a lung is missing from the label map
@@ -38,7 +38,7 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from artasyn.intensity import ToGrayscale  # noqa: E402
-from artasyn.pbtseg import PBTSEG_MODES, PBTSeg, resize_bilinear_uint8  # noqa: E402
+from artasyn.lungs.pbtseg import PBTSEG_MODES, PBTSeg, resize_bilinear_uint8  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -103,7 +103,7 @@ def quality(seg: PBTSeg, data: Path, name: str) -> dict:
         found.append(f)
     elapsed = time.process_time() - start
     if seg.mode == "robust":  # which step gave each side (cheap to recompute: not timed)
-        from artasyn.pbtseg_robust import robust_lungs
+        from artasyn.lungs.robust import robust_lungs
 
         sources = [robust_lungs(resize_bilinear_uint8(i[0], (256, 256)), **seg.robust_kwargs)[2] for i in images]
     row = {
@@ -201,7 +201,7 @@ def speed_part(args: argparse.Namespace) -> list[dict]:
     write_json(
         args.out_speed,
         {
-            "what": "PBTSeg (artasyn.pbtseg.PBTSeg, spatial_size=256) images/s per mode, one process, one thread",
+            "what": "PBTSeg (artasyn.lungs.pbtseg.PBTSeg, spatial_size=256) images/s per mode, one process, one thread",
             "load_average_at_start": os.getloadavg(),
             "measured_on": f"{os.cpu_count()} CPUs, OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}, torch threads 1",
             "authors_note": "authors' figures: reference/summary.json (segmentation call only; "
@@ -286,7 +286,7 @@ def logging_off() -> None:
     """No-lung warnings are expected on some images; keep the table readable."""
     import logging
 
-    logging.getLogger("artasyn.pbtseg").setLevel(logging.ERROR)
+    logging.getLogger("artasyn.lungs.pbtseg").setLevel(logging.ERROR)
 
 
 if __name__ == "__main__":

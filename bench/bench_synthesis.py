@@ -9,7 +9,7 @@ and the peak memory (``ru_maxrss``). Compared with the authors' figure of
 
 Data: 256 x 256: the 200 ``covidquex_normal_lung`` images listed in ``summary.json`` with the
 authors' lung maps; 512 and 1024: ``nih_nofinding_normal`` (1024 x 1024; 512 = bilinear
-downscale) with lung maps from :class:`artasyn.pbtseg.PBTSeg` when it is importable, else the
+downscale) with lung maps from :class:`artasyn.lungs.pbtseg.PBTSeg` when it is importable, else the
 sizes are skipped.
 
 Usage::
@@ -53,9 +53,9 @@ def load_256(data: Path, names: list[str]):
 
 def load_large(data: Path, size: int, n: int):
     try:
-        from artasyn.pbtseg import PBTSeg
+        from artasyn.lungs.pbtseg import PBTSeg
     except Exception as e:  # pragma: no cover - depends on the colleague's module
-        print(f"[skip {size}] artasyn.pbtseg not importable: {e}")
+        print(f"[skip {size}] artasyn.lungs.pbtseg not importable: {e}")
         return [], []
     seg = PBTSeg()
     files = sorted((data / "nih_nofinding_normal" / "images").glob("*.png"))[:n]

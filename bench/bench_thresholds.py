@@ -2,10 +2,10 @@
 """Benchmark: what the decision thresholds of a trained checkpoint do on its held-apart test images.
 
 The thresholds are calibrated on the validation half (``train.json``'s ``validate#dataset``)
-with :func:`artasyn.thresholds.calibrate_thresholds`, as the training's
+with :func:`artasyn.scoring.thresholds.calibrate_thresholds`, as the training's
 :class:`scripts.thresholds.ThresholdCalibrator` does, and applied to the test half
 (``evaluate.json``'s) with :func:`artasyn.scoring.absolute_mask`, as
-:class:`artasyn.thresholds.AnomalyDecisiond` does. The pixel threshold is swept over
+:class:`artasyn.scoring.thresholds.AnomalyDecisiond` does. The pixel threshold is swept over
 
 - the rule: ``pooled`` (the quantile ``q`` of all the healthy validation map values: at most
   ``1 - q`` of the healthy pixels masked) or ``image_max`` (the quantile ``q`` of each healthy
@@ -133,8 +133,8 @@ def _labels(calib: dict, test: list[dict]) -> dict:
 
 
 def _calibrate(items: list[dict], **setting) -> dict:
-    """:func:`artasyn.thresholds.calibrate_thresholds` of ``items`` (the bundle's defaults, or ``setting``)."""
-    from artasyn.thresholds import calibrate_thresholds
+    """:func:`artasyn.scoring.thresholds.calibrate_thresholds` of ``items`` (the bundle's defaults, or ``setting``)."""
+    from artasyn.scoring.thresholds import calibrate_thresholds
 
     healthy = [o for o in items if o["label"] == 0]
     return calibrate_thresholds(
@@ -147,7 +147,7 @@ def _calibrate(items: list[dict], **setting) -> dict:
 
 
 def _masks(calib: dict):
-    """The absolute mask of an item under ``calib`` (as :class:`artasyn.thresholds.AnomalyDecisiond` draws it)."""
+    """The absolute mask of an item under ``calib`` (as :class:`artasyn.AnomalyDecisiond` draws it)."""
     from artasyn.scoring import absolute_mask
 
     t, min_px = calib["pixel_threshold"], calib["min_mask_px"]
@@ -184,7 +184,7 @@ def _fmt(v) -> str:
 
 def main() -> None:
     from artasyn import constants as C
-    from artasyn.thresholds import PIXEL_RULES
+    from artasyn.scoring.thresholds import PIXEL_RULES
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--ckpt", required=True, type=Path)

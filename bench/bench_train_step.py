@@ -10,10 +10,10 @@ load of a shared machine hits both alike. The batch is random images and masks: 
 cost does not depend on the content.
 
 - ``ours``: the bundle's step as it trains (``scripts.training.ARTASynTrainingStep`` in a MONAI
-  ``SupervisedTrainer``, ``TwinReconstruction`` of ``artasyn.networks.AnomalyUNet`` (variant
+  ``SupervisedTrainer``, ``TwinReconstruction`` of ``artasyn.model.networks.AnomalyUNet`` (variant
   ``ours_noreuse``: with a separate encoder pass of the targets, as before the reuse of the
   healthy rows' features),
-  ``artasyn.losses.ARTASynLoss``, ``scripts.ema.EMAHandler``): one encoder-decoder pass of the
+  ``artasyn.model.losses.ARTASynLoss``, ``scripts.ema.EMAHandler``): one encoder-decoder pass of the
   input and one encoder pass of its healthy target; with ``--channels-last`` and
   ``bf16`` variants (the step's ``cpu_bf16``: bfloat16 autocast of the forward and loss);
 - ``authors``: their ``TrainLoop.run_step`` (``utils/train_util.py``) on their ``UNetModel``
@@ -59,7 +59,7 @@ def make_batch(batch: int, twins: int, size: int, seed: int = 0) -> dict:
 
 
 def our_network(args):
-    from artasyn.networks import AnomalyUNet
+    from artasyn.model.networks import AnomalyUNet
 
     return AnomalyUNet(
         spatial_dims=2,
@@ -84,7 +84,7 @@ class OurStep:
     ) -> None:
         from monai.engines import SupervisedTrainer
 
-        from artasyn.losses import ARTASynLoss
+        from artasyn.model.losses import ARTASynLoss
         from scripts.ema import EMAHandler, create_ema_model
         from scripts.training import ARTASynTrainingStep, TwinReconstruction
 

@@ -303,7 +303,7 @@ def evaluation_preprocessing(parser):
     """
     from monai.transforms import Compose, Resized
 
-    from artasyn.pbtseg import PBTSegd
+    from artasyn.lungs.pbtseg import PBTSegd
     from scripts.transforms import LoadMaskd
 
     load = list(parser.get_parsed_content("load_transforms"))

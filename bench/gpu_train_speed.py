@@ -50,8 +50,8 @@ def synthetic_speed(batch: int, size: int, iters: int, warmup: int, amp: bool, c
     from monai.engines import SupervisedTrainer
 
     sys.path.insert(0, str(BUNDLE))  # the bundle's own code, imported as ``scripts``
-    from artasyn.losses import ARTASynLoss
-    from artasyn.networks import AnomalyUNet
+    from artasyn.model.losses import ARTASynLoss
+    from artasyn.model.networks import AnomalyUNet
     from scripts.ema import EMAHandler, create_ema_model
     from scripts.training import ARTASynTrainingStep, TwinReconstruction, prepare_network
 

@@ -21,8 +21,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 from bench_pbtseg import SETS, image_paths, is_dev, read_gray  # noqa: E402
 
-from artasyn.pbtseg import resize_bilinear_uint8, resize_nearest  # noqa: E402
-from artasyn.pbtseg_robust import body_box, robust_lungs  # noqa: E402
+from artasyn.lungs.pbtseg import resize_bilinear_uint8, resize_nearest  # noqa: E402
+from artasyn.lungs.robust import body_box, robust_lungs  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 ATLAS_SETS = ("covidquex_normal_lung", "nih_nofinding_normal", "zhanglab_train_normal")

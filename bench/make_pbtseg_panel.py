@@ -27,7 +27,7 @@ from PIL import Image, ImageDraw  # noqa: E402
 from scipy import ndimage as ndi  # noqa: E402
 
 from artasyn.intensity import ToGrayscale  # noqa: E402
-from artasyn.pbtseg import PBTSeg, resize_bilinear_uint8, resize_nearest  # noqa: E402
+from artasyn.lungs.pbtseg import PBTSeg, resize_bilinear_uint8, resize_nearest  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TILE = 256
@@ -114,7 +114,7 @@ def main() -> None:
     args = parser.parse_args()
     import logging
 
-    logging.getLogger("artasyn.pbtseg").setLevel(logging.ERROR)
+    logging.getLogger("artasyn.lungs.pbtseg").setLevel(logging.ERROR)
     paper, robust = PBTSeg(mode="paper"), PBTSeg(mode="robust")
     header = Image.new("RGB", (3 * TILE, 18), (0, 0, 0))
     draw = ImageDraw.Draw(header)

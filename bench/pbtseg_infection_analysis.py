@@ -34,7 +34,7 @@ import numpy as np  # noqa: E402
 from bench_pbtseg import SETS, image_paths, is_dev, read_gray, read_mask, write_json  # noqa: E402
 from scipy import ndimage as ndi  # noqa: E402
 
-from artasyn.pbtseg import PBTSeg  # noqa: E402
+from artasyn.lungs.pbtseg import PBTSeg  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SET = "covidquex_covid_infection"

@@ -17,7 +17,7 @@ import artasyn
 
 SKIPPED: set[str] = set()
 MODULES = ["artasyn"] + sorted(
-    f"artasyn.{m.name}" for m in pkgutil.iter_modules(artasyn.__path__) if f"artasyn.{m.name}" not in SKIPPED
+    m.name for m in pkgutil.walk_packages(artasyn.__path__, prefix="artasyn.") if m.name not in SKIPPED
 )
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 #: "docs/method.md section 2.4", "``docs/method.md`` sections 2.2, 2.3", "... sections 2.1-2.6"
@@ -37,8 +37,10 @@ def test_docstring_examples_run(name):
 
 
 def test_every_module_is_checked():
-    steps = ("base", "constants", "intensity", "pbtseg", "brush", "strokes", "effects", "anatomy", "composite")
-    for name in (*steps, "synthesis", "networks", "losses", "phantom"):
+    top = ("base", "constants", "intensity", "phantom", "lungs", "synthesis", "baselines", "model", "scoring")
+    lungs = ("lungs.paper", "lungs.robust", "lungs.resample", "lungs.pbtseg")
+    steps = tuple(f"synthesis.{m}" for m in ("brush", "strokes", "effects", "anatomy", "composite", "art"))
+    for name in (*top, *lungs, *steps, "model.networks", "model.losses", "scoring.maps", "scoring.thresholds"):
         assert f"artasyn.{name}" in MODULES
 
 
@@ -48,7 +50,7 @@ def test_every_cited_section_of_the_method_exists(repo_root: Path):
     headings = set(re.findall(r"^#{2,3} (\d+(?:\.\d+)?)\.? ", method, flags=re.M))
     cited = set()
     sources = [
-        *(repo_root / "transforms" / "artasyn").glob("*.py"),
+        *(repo_root / "transforms" / "artasyn").rglob("*.py"),
         *(repo_root / "bundle" / "scripts").glob("*.py"),
         *(repo_root / "bench").glob("*.py"),
         *(repo_root / "tests").glob("test_*.py"),

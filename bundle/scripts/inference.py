@@ -20,7 +20,7 @@ What runs, in order (the ids of ``inference.json``):
 - ``postprocessing``: :class:`artasyn.scoring.AnomalyScored` (anomaly map ``(x - r)^2``,
   image score = its mean, mask ``|x - r| >= max(0.03, tau * max |x - r|)`` per image,
   optionally inside the PBTSeg lungs) into ``anomaly_map``, ``score`` and ``anomaly_mask``;
-  then :class:`artasyn.thresholds.AnomalyDecisiond` with the checkpoint's decision thresholds
+  then :class:`artasyn.scoring.thresholds.AnomalyDecisiond` with the checkpoint's decision thresholds
   (:class:`scripts.thresholds.CheckpointThresholds`, ``thresholds``): ``anomaly_label`` = 1
   (abnormal) when ``score`` exceeds the image threshold (``label_threshold``: ``specificity``
   or ``f1``), and ``anomaly_mask`` replaced by ``anomaly_map > pixel_threshold`` without its

@@ -8,7 +8,7 @@ Usage::
     python bundle/scripts/make_panel.py --out panel.png --images a.png b.png --lungs a_lung.png b_lung.png
     python bundle/scripts/make_panel.py --out panel.png --phantom 3
 
-Lung maps: ``--lungs`` (label PNGs: 0, 1 right, 2 left), else :class:`artasyn.pbtseg.PBTSeg`.
+Lung maps: ``--lungs`` (label PNGs: 0, 1 right, 2 left), else :class:`artasyn.lungs.pbtseg.PBTSeg`.
 ``--phantom N`` draws N procedural phantoms with :mod:`artasyn.phantom` (their own lung maps).
 """
 
@@ -81,7 +81,7 @@ def load_pairs(args) -> list[tuple[np.ndarray, np.ndarray]]:
             lung = np.asarray(Image.open(args.lungs[k]).resize((args.size, args.size), Image.NEAREST))
         else:
             if seg is None:
-                from artasyn.pbtseg import PBTSeg
+                from artasyn.lungs.pbtseg import PBTSeg
 
                 seg = PBTSeg()
             lung = np.asarray(seg(img[None]))[0]

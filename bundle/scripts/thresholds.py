@@ -1,6 +1,6 @@
 """Decision thresholds in the bundle: calibrated at every validation, saved with the weights, applied after.
 
-The thresholds themselves are :mod:`artasyn.thresholds` (``docs/method.md`` section 4): an
+The thresholds themselves are :mod:`artasyn.scoring.thresholds` (``docs/method.md`` section 4): an
 image-score threshold at a stated specificity on the healthy validation images, the F1-optimal
 one (when the validation set has both classes), and a pixel threshold on the anomaly map's own
 scale (a high quantile of the healthy validation images' maps: of all their values, rule
@@ -28,7 +28,7 @@ The saved entry (a plain dictionary, also the content of ``val_thresholds.json``
 ``image_threshold_specificity``, ``specificity``, ``val_specificity``, ``val_sensitivity``,
 ``image_threshold_f1``, ``f1``, ``pixel_threshold``, ``pixel_quantile``, ``pixel_rule``,
 ``min_mask_px``, ``val_healthy_mask_rate``, ``n_healthy``, ``n_diseased``, ``n_pixels``
-(:func:`artasyn.thresholds.calibrate_thresholds`), the map options ``score_map_mode``,
+(:func:`artasyn.scoring.thresholds.calibrate_thresholds`), the map options ``score_map_mode``,
 ``score_map_sigma``, ``score_in_lungs``, ``mask_in_lungs``, and ``epoch`` (the validation they
 come from).
 
@@ -55,7 +55,7 @@ import numpy as np
 import torch
 
 from artasyn.constants import DEFAULT_PIXEL_QUANTILE, DEFAULT_PIXEL_RULE, DEFAULT_SPECIFICITY
-from artasyn.thresholds import PIXEL_RULES, calibrate_thresholds
+from artasyn.scoring.thresholds import PIXEL_RULES, calibrate_thresholds
 
 from .checkpoint import CheckpointError, load_checkpoint
 from .handlers import _items, _scalar

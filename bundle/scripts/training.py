@@ -75,7 +75,7 @@ class TwinReconstruction(nn.Module):
 
     Args:
         network: a module with ``forward_with_features(x) -> (recon, feats)`` and
-            ``encode(x) -> feats``, as :class:`artasyn.networks.AnomalyUNet`. Its parameters are
+            ``encode(x) -> feats``, as :class:`artasyn.model.networks.AnomalyUNet`. Its parameters are
             this module's (``network.`` prefixed in a ``state_dict``); checkpoints, EMA and
             inference use ``network`` itself.
     """
@@ -86,7 +86,7 @@ class TwinReconstruction(nn.Module):
         for name in ("forward_with_features", "encode"):
             if not callable(getattr(network, name, None)):
                 raise TypeError(
-                    f"TwinReconstruction needs a network with {name}() (as artasyn.networks.AnomalyUNet), "
+                    f"TwinReconstruction needs a network with {name}() (as artasyn.model.networks.AnomalyUNet), "
                     f"got {type(network).__name__}"
                 )
         self.network = network
@@ -141,7 +141,7 @@ class ARTASynTrainingStep:
             gradients and the optimizer stay float32); faster where the CPU has bfloat16
             instructions (``bench/bench_train_step.py`` measures it).
 
-    ``engine.loss_function`` is :class:`artasyn.losses.ARTASynLoss` (or anything with its
+    ``engine.loss_function`` is :class:`artasyn.model.losses.ARTASynLoss` (or anything with its
     call signature returning a dict with ``total``). ``engine.network`` is a
     :class:`TwinReconstruction`, or a ``DistributedDataParallel`` of one: the step calls
     ``engine.network(input, target)`` once (``target`` is ``None`` when the loss weighs the

@@ -1,24 +1,25 @@
 """ART-ASyn for MONAI: PBTSeg lung segmentation and ART-ASyn anomaly synthesis as MONAI transforms.
 
-Each stage of the method lives in its own module (sections of ``docs/method.md``):
+The folders follow the method's order (sections of ``docs/method.md``); shared helpers sit at
+the top:
 
-- :mod:`artasyn.constants`: every constant of the method, named once.
-- :mod:`artasyn.base`: what the steps share (LA layers, size scaling, conversions, input checks).
-- :mod:`artasyn.intensity`: input helpers (grayscale, 0..255 range).
-- :mod:`artasyn.pbtseg`: PBTSeg, progressive binary thresholding lung segmentation (section 1).
-- :mod:`artasyn.pbtseg_robust`: the robust lung segmentation of ``PBTSeg(mode="robust")``.
-- :mod:`artasyn.brush`, :mod:`artasyn.strokes`: the brush and the painted layer A_base (2.1).
-- :mod:`artasyn.effects`: T_blur, T_cryst and the layer composition (2.2, 2.3).
-- :mod:`artasyn.anatomy`: T_rib, rib-intensity and lung scaling (2.4).
-- :mod:`artasyn.composite`: compositing and the anomaly mask (2.5).
-- :mod:`artasyn.synthesis`: the whole chain, ``RandARTAnomaly(d)`` (2.6).
-- :mod:`artasyn.anatpaste`, :mod:`artasyn.cutpaste`, :mod:`artasyn.perlin`: the baseline
-  syntheses ART-ASyn is compared with, by name in :mod:`artasyn.baselines` (``variant``).
-- :mod:`artasyn.networks`, :mod:`artasyn.losses`: the reconstruction network and the eq.-1 loss (3).
-- :mod:`artasyn.scoring`: anomaly map, image score and masks per tau (4).
-- :mod:`artasyn.thresholds`: decision thresholds calibrated on validation images: a
-  normal / abnormal label and an absolute mask (4, our addition).
+- :mod:`artasyn.constants` (every constant of the method, named once), :mod:`artasyn.base`
+  (what the steps share: LA layers, size scaling, conversions, input checks) and
+  :mod:`artasyn.intensity` (input helpers: grayscale, 0..255 range).
+- :mod:`artasyn.lungs`: finding the lungs without labels, PBTSeg (section 1): the paper's
+  thresholding, the robust mode, resizing, and the MONAI transforms.
+- :mod:`artasyn.synthesis`: painting anomalies, ART-ASyn (section 2): brush, strokes, effects
+  (T_blur, T_cryst), anatomy (T_rib), compositing, and the whole chain.
+- :mod:`artasyn.baselines`: the syntheses ART-ASyn is compared with (AnatPaste, CutPaste,
+  Perlin), by name (``variant``).
+- :mod:`artasyn.model`: the reconstruction network and the eq.-1 loss (section 3).
+- :mod:`artasyn.scoring`: anomaly map, image score, masks per tau, and decision thresholds
+  calibrated on validation images (section 4).
 - :mod:`artasyn.phantom`: procedural chest X-ray phantoms (the embedded data set).
+
+Users import from the package (``from artasyn import PBTSegd``). The module paths of the flat
+layout of 0.1 (``artasyn.pbtseg``, ``artasyn.networks``, ...) still import, as aliases of the
+modules' new places (:data:`MOVED_MODULES`).
 
 Example (a phantom, its PBTSeg lungs, one A_final anomaly)::
 
@@ -33,23 +34,15 @@ Example (a phantom, its PBTSeg lungs, one A_final anomaly)::
 
 __version__ = "0.1.0"
 
-# detector network, losses and phantom data (docs/method.md section 3; embedded data set)
+import importlib
+import sys
+
 from . import base, constants  # noqa: E402
-from .anatomy import RibIntensityScale, RibIntensityScaled  # noqa: E402
-from .anatpaste import RandAnatPaste, RandAnatPasted  # noqa: E402  (baselines)
 from .baselines import BASELINES  # noqa: E402
-from .brush import StampBank, load_brush_texture, make_brush_texture  # noqa: E402  (ART-ASyn synthesis)
-from .composite import CompositeAnomaly, CompositeAnomalyd  # noqa: E402
-from .cutpaste import RandCutPaste, RandCutPasted  # noqa: E402
-from .effects import (
-    ComposeAnomalyLayers,
-    ComposeAnomalyLayersd,
-    LayerGaussianBlur,
-    LayerGaussianBlurd,
-    RandCrystallize,
-    RandCrystallized,
-)  # noqa: E402
-from .intensity import (
+from .baselines.anatpaste import RandAnatPaste, RandAnatPasted  # noqa: E402
+from .baselines.cutpaste import RandCutPaste, RandCutPasted  # noqa: E402
+from .baselines.perlin import RandPerlinAnomaly, RandPerlinAnomalyd  # noqa: E402
+from .intensity import (  # noqa: E402
     ScaleTo8Bit,
     ScaleTo8BitD,
     ScaleTo8Bitd,
@@ -58,20 +51,65 @@ from .intensity import (
     ToGrayscaleD,
     ToGrayscaled,
     ToGrayscaleDict,
-)  # noqa: E402
-from .losses import (
+)
+from .lungs import PBTSeg, PBTSegD, PBTSegd, PBTSegDict, brighten_border, pbtseg_lungs, robust_lungs  # noqa: E402
+from .model import (  # noqa: E402
+    AnomalyUNet,
     ARTASynLoss,
     FeatureConsistencyLoss,
     GlobalReconstructionLoss,
     LocalReconstructionLoss,
     SoftDiceAnomalyLoss,
-)  # noqa: E402
-from .networks import AnomalyUNet  # noqa: E402
-from .pbtseg import PBTSeg, PBTSegD, PBTSegd, PBTSegDict, brighten_border, pbtseg_lungs  # noqa: E402
-from .pbtseg_robust import robust_lungs  # noqa: E402
-from .perlin import RandPerlinAnomaly, RandPerlinAnomalyd  # noqa: E402
+)
 from .phantom import generate_phantom_dataset, make_phantom  # noqa: E402
-from .scoring import AnomalyScored, anomaly_map, anomaly_masks, anomaly_scores, image_score  # noqa: E402
-from .strokes import RandBrushAnomaly, RandBrushAnomalyd  # noqa: E402
-from .synthesis import RandARTAnomaly, RandARTAnomalyd, RandARTTwinsd  # noqa: E402
-from .thresholds import AnomalyDecisiond, calibrate_thresholds  # noqa: E402
+from .scoring import (  # noqa: E402
+    AnomalyDecisiond,
+    AnomalyScored,
+    anomaly_map,
+    anomaly_masks,
+    anomaly_scores,
+    calibrate_thresholds,
+    image_score,
+)
+from .synthesis import (  # noqa: E402
+    ComposeAnomalyLayers,
+    ComposeAnomalyLayersd,
+    CompositeAnomaly,
+    CompositeAnomalyd,
+    LayerGaussianBlur,
+    LayerGaussianBlurd,
+    RandARTAnomaly,
+    RandARTAnomalyd,
+    RandARTTwinsd,
+    RandBrushAnomaly,
+    RandBrushAnomalyd,
+    RandCrystallize,
+    RandCrystallized,
+    RibIntensityScale,
+    RibIntensityScaled,
+    StampBank,
+    load_brush_texture,
+    make_brush_texture,
+)
+
+#: the flat layout's module names (0.1) and the modules they are now: ``import artasyn.pbtseg``
+#: and ``from artasyn.networks import AnomalyUNet`` keep working
+MOVED_MODULES = {
+    "pbtseg": "lungs.pbtseg",
+    "pbtseg_robust": "lungs.robust",
+    "brush": "synthesis.brush",
+    "strokes": "synthesis.strokes",
+    "effects": "synthesis.effects",
+    "anatomy": "synthesis.anatomy",
+    "composite": "synthesis.composite",
+    "anatpaste": "baselines.anatpaste",
+    "cutpaste": "baselines.cutpaste",
+    "perlin": "baselines.perlin",
+    "baseline_base": "baselines.common",
+    "networks": "model.networks",
+    "losses": "model.losses",
+    "thresholds": "scoring.thresholds",
+}
+for _old, _new in MOVED_MODULES.items():
+    globals()[_old] = sys.modules[f"{__name__}.{_old}"] = importlib.import_module(f".{_new}", __name__)
+del _old, _new

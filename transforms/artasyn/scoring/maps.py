@@ -17,7 +17,7 @@ The reconstruction network (section 3) returns the healthy version ``r`` of an i
 - :func:`anomaly_scores` computes the three at once, :class:`AnomalyScored` is its dictionary
   transform (an evaluator's post-transform);
 - :func:`absolute_mask`: the mask of one absolute threshold on the map, ``amap > t`` (the
-  decision thresholds calibrated on healthy validation images, :mod:`artasyn.thresholds`),
+  decision thresholds calibrated on healthy validation images, :mod:`artasyn.scoring.thresholds`),
   optionally without its connected components of fewer than ``min_px`` pixels
   (:func:`drop_small_components`; :func:`min_mask_pixels`, the default ``min_px`` of a map
   size); :func:`mask_values`, the map values such a mask is drawn from, and
@@ -43,8 +43,8 @@ import torch
 from monai.transforms import MapTransform
 from scipy import ndimage
 
-from .base import as_bool
-from .constants import DEFAULT_TAUS, MIN_MASK_AREA_FRACTION, MIN_THRESHOLD
+from ..base import as_bool
+from ..constants import DEFAULT_TAUS, MIN_MASK_AREA_FRACTION, MIN_THRESHOLD
 
 __all__ = [
     "DEFAULT_TAUS",
@@ -250,7 +250,7 @@ def empty_mask_threshold(amap, lung=None, min_px: int = 0) -> float:
     ``scipy.ndimage.label`` a step, ~17 steps at 256 x 256); the smallest value when no
     component ever gets that large. The mask is empty exactly for ``t >=`` this value, so the
     share of a set of images whose mask is not empty at ``t`` is the share of their values
-    above ``t`` (the ``image_max`` rule of :func:`artasyn.thresholds.calibrate_thresholds`).
+    above ``t`` (the ``image_max`` rule of :func:`artasyn.scoring.thresholds.calibrate_thresholds`).
     ``amap``: ``H x W`` or channel-first (the channels' maximum, as :func:`absolute_mask`).
 
     >>> import torch

@@ -22,7 +22,7 @@ the colour of the painted layer is that gray wherever its alpha is non-zero.
 Example::
 
     >>> import numpy as np
-    >>> from artasyn.brush import StampBank, make_brush_texture, paint_stamps
+    >>> from artasyn.synthesis.brush import StampBank, make_brush_texture, paint_stamps
     >>> bank = StampBank(make_brush_texture(seed=0), base_width=80)
     >>> from PIL import Image
     >>> canvas = Image.new("L", (256, 256), 0)
@@ -45,7 +45,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from .constants import BRUSH_TEXTURE_SIZE, STAMP_ANGLE_STEP, STAMP_CACHE_BYTES
+from ..constants import BRUSH_TEXTURE_SIZE, STAMP_ANGLE_STEP, STAMP_CACHE_BYTES
 
 __all__ = [
     "BRUSH_TEXTURE_QUANTILES",
@@ -236,7 +236,7 @@ class StampBank:
     is a soft blob, so this does not change the statistics), widths are exact integers. The
     cache holds at most ``max_bytes`` of stamps (oldest dropped first; a full bank takes about
     8 MiB at 256 x 256, 125 MiB at 1024 x 1024 with the width step of
-    :func:`artasyn.strokes.plan_strokes`). The per-threshold boxes of all cached stamps live in
+    :func:`artasyn.synthesis.strokes.plan_strokes`). The per-threshold boxes of all cached stamps live in
     one numpy table, ``boxes[slot, t]``, so that :func:`stamp_pastes` places a batch of stamps
     with one fancy index.
 

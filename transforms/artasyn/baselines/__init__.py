@@ -4,13 +4,13 @@
 :mod:`artasyn.synthesis` (``RandARTAnomalyd``, ``RandARTTwinsd``) take these names besides
 ``"none"``, ``"base"``, ``"base_blur_cryst"`` and ``"final"``:
 
-| variant | method | module |
+| variant | method | module (in ``artasyn.baselines``) |
 |---|---|---|
-| ``"anatpaste"`` | AnatPaste (Sato et al. 2023): own patch, blurred shape, in the lungs | :mod:`artasyn.anatpaste` |
-| ``"cutpaste"`` | CutPaste (Li et al. 2021): own rectangle, jittered, in the lungs | :mod:`artasyn.cutpaste` |
-| ``"perlin"`` | DRAEM / anomalib: thresholded Perlin noise, texture blended, in the lungs | :mod:`artasyn.perlin` |
+| ``"anatpaste"`` | AnatPaste (Sato et al. 2023): own patch, blurred shape, in the lungs | :mod:`.anatpaste` |
+| ``"cutpaste"`` | CutPaste (Li et al. 2021): own rectangle, jittered, in the lungs | :mod:`.cutpaste` |
+| ``"perlin"`` | DRAEM / anomalib: thresholded Perlin noise, texture blended, in the lungs | :mod:`.perlin` |
 
-Each follows the contract of :class:`artasyn.baseline_base.RandLungAnomaly`.
+Each follows the contract of :class:`artasyn.baselines.common.RandLungAnomaly`.
 
 Example::
 
@@ -22,7 +22,7 @@ Example::
 from __future__ import annotations
 
 from .anatpaste import RandAnatPaste
-from .baseline_base import RandLungAnomaly
+from .common import RandLungAnomaly
 from .cutpaste import RandCutPaste
 from .perlin import RandPerlinAnomaly
 

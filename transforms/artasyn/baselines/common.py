@@ -1,7 +1,7 @@
 """What the baseline anomaly syntheses (AnatPaste, CutPaste, Perlin noise) share.
 
-The baselines of :mod:`artasyn.anatpaste`, :mod:`artasyn.cutpaste` and :mod:`artasyn.perlin`
-follow the contract of :class:`artasyn.synthesis.RandARTAnomaly`, so that
+The baselines of :mod:`artasyn.baselines.anatpaste`, :mod:`artasyn.baselines.cutpaste` and
+:mod:`artasyn.baselines.perlin` follow the contract of :class:`artasyn.synthesis.RandARTAnomaly`, so that
 :class:`artasyn.synthesis.RandARTAnomalyd` and :class:`artasyn.synthesis.RandARTTwinsd` take
 them through ``variant``:
 
@@ -27,7 +27,7 @@ mask comes out empty (too faint) is discarded: the image is returned unchanged, 
 Example (a lung pixel drawn from ``R``; the blend leaves ``alpha == 0`` pixels exact)::
 
     >>> import numpy as np
-    >>> from artasyn.baseline_base import blend, lung_pixel
+    >>> from artasyn.baselines.common import blend, lung_pixel
     >>> lung = np.zeros((8, 8), np.uint8); lung[2:4, 5] = 1
     >>> row, col = lung_pixel(np.random.RandomState(0), lung); bool(lung[row, col])
     True
@@ -47,7 +47,7 @@ from monai.transforms import MapTransform, RandomizableTransform
 from monai.utils import TransformBackends
 from PIL import Image, ImageEnhance
 
-from .base import (
+from ..base import (
     REFERENCE_SIZE,
     anomaly_label,
     check_image_and_lung,
@@ -58,7 +58,7 @@ from .base import (
     synthesis_outputs,
     tag_synthesis,
 )
-from .constants import MASK_THRESHOLD, PATCH_AREA_RATIO, PATCH_ASPECT_RATIO
+from ..constants import MASK_THRESHOLD, PATCH_AREA_RATIO, PATCH_ASPECT_RATIO
 
 __all__ = [
     "RandLungAnomaly",

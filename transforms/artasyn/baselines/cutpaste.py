@@ -6,7 +6,7 @@ PyTorch code that AnatPaste builds on (``CutPasteNormal``):
 
 1. Patch: area uniform in [0.02, 0.15] of the image, aspect (width / height) log-uniform in
    [0.3, 1 / 0.3], ``w = round(sqrt(area * aspect))``, ``h = round(sqrt(area / aspect))``, cut
-   at a uniform position inside the image (:func:`artasyn.baseline_base.draw_patch_box`).
+   at a uniform position inside the image (:func:`artasyn.baselines.common.draw_patch_box`).
 2. Colour jitter of the patch: brightness and contrast factors uniform in [0.9, 1.1]
    (``ColorJitter(0.1, ...)``; saturation and hue do nothing to a gray image).
 3. Paste: at a random location, hard-edged (the patch replaces the pixels).
@@ -22,7 +22,7 @@ How ours differs:
 Example::
 
     >>> import numpy as np
-    >>> from artasyn.cutpaste import RandCutPasted
+    >>> from artasyn.baselines.cutpaste import RandCutPasted
     >>> img = np.tile(np.arange(256, dtype=np.uint8), (256, 1))[None]
     >>> lung = np.zeros((1, 256, 256), np.uint8); lung[0, 60:200, 40:110] = 1; lung[0, 60:200, 150:220] = 2
     >>> out = RandCutPasted(keys="image", lung_key="lung").set_random_state(0)({"image": img, "lung": lung})
@@ -38,8 +38,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .base import REFERENCE_SIZE
-from .baseline_base import (
+from ..base import REFERENCE_SIZE
+from ..constants import PATCH_AREA_RATIO, PATCH_ASPECT_RATIO, PATCH_JITTER
+from .common import (
     MASK_THRESHOLD,
     RandLungAnomaly,
     RandLungAnomalyd,
@@ -48,7 +49,6 @@ from .baseline_base import (
     jitter_patch,
     lung_pixel,
 )
-from .constants import PATCH_AREA_RATIO, PATCH_ASPECT_RATIO, PATCH_JITTER
 
 __all__ = ["RandCutPaste", "RandCutPasted", "RandCutPasteD", "RandCutPasteDict"]
 
@@ -64,7 +64,7 @@ class CutPasteParams(NamedTuple):
 class RandCutPaste(RandLungAnomaly):
     """CutPaste on one 1 x H x W image (0..255) and its lung label map; see the module docstring.
 
-    ``__call__(img, lung)`` returns ``(image, mask)`` (:class:`artasyn.baseline_base.RandLungAnomaly`).
+    ``__call__(img, lung)`` returns ``(image, mask)`` (:class:`artasyn.baselines.common.RandLungAnomaly`).
 
     Args:
         prob: probability of synthesizing.

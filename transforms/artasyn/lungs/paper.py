@@ -1,9 +1,9 @@
-"""PBTSeg: progressive binary thresholding lung segmentation (``docs/method.md`` section 1).
+"""PBTSeg's thresholding, the authors' algorithm (``docs/method.md`` section 1).
 
 Unsupervised, no weights: the image is thresholded at ``t = 50, 55, ..., 160``; at each
 threshold the 8-connected dark components with a plausible lung shape are kept, and each side
-keeps the largest plausible component seen so far. The result is a label map
-(0 background, 1 right lung = image-left, 2 left lung = image-right).
+keeps the largest plausible component seen so far (:func:`pbtseg_lungs`), optionally after the
+border pre-step (:func:`brighten_border`).
 
 The components of all 23 thresholds are found at once, as horizontal runs of dark pixels read
 off one rank image and joined row to row (one ``connected_components`` call on the run graph),
@@ -16,35 +16,27 @@ of the authors' code (all 920 covidquex_* images identical), about 15 times fast
 Example::
 
     >>> import numpy as np
-    >>> from artasyn.pbtseg import PBTSeg
-    >>> img = np.full((1, 256, 256), 200, np.uint8)      # bright body
-    >>> img[0, 60:180, 50:100] = 30                      # dark image-left lung field
-    >>> img[0, 60:180, 156:206] = 30                     # dark image-right lung field
-    >>> lung = PBTSeg()(img)
-    >>> lung.shape, lung.dtype, sorted(np.unique(lung).tolist())
-    ((1, 256, 256), dtype('uint8'), [0, 1, 2])
+    >>> from artasyn.lungs.paper import pbtseg_lungs
+    >>> img = np.full((256, 256), 200, np.uint8)         # bright body
+    >>> img[60:180, 50:100] = 30                         # dark image-left lung field
+    >>> right, left = pbtseg_lungs(img)
+    >>> int(right.sum()), left is None
+    (6000, True)
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Hashable, Mapping, Sequence
-from typing import Any, NamedTuple
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
-import torch
-from monai.config import DtypeLike, KeysCollection, NdarrayOrTensor
-from monai.data.meta_tensor import MetaTensor
-from monai.transforms.transform import MapTransform, Transform
-from monai.utils.enums import TransformBackends
-from monai.utils.misc import ensure_tuple, ensure_tuple_rep
+from monai.config import NdarrayOrTensor
 from monai.utils.type_conversion import convert_data_type, convert_to_dst_type
 from scipy import ndimage as ndi
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import connected_components
 
-from .base import source_name
-from .constants import (
+from ..constants import (
     BORDER_BOX_SIDE,
     BORDER_BOX_TOP,
     BORDER_GAIN,
@@ -55,37 +47,10 @@ from .constants import (
     MIN_LUNG_AREA_FRACTION,
     MIN_LUNG_SOLIDITY,
     PBTSEG_THRESHOLDS,
-    REFERENCE_SIZE,
     SIDE_DIVISOR,
 )
 
-__all__ = [
-    "PBTSEG_MODES",
-    "PBTSeg",
-    "PBTSegd",
-    "PBTSegD",
-    "PBTSegDict",
-    "brighten_border",
-    "pbtseg_lungs",
-    "resize_bilinear_uint8",
-    "resize_nearest",
-]
-
-logger = logging.getLogger(__name__)
-
-#: the paper's thresholds: 50, 55, ..., 160 (inclusive); the name this module has always exported
-PAPER_THRESHOLDS = PBTSEG_THRESHOLDS
-
-#: metadata keys written into the output MetaTensor's ``meta``
-META_RIGHT_FOUND = "pbtseg_right_lung_found"
-META_LEFT_FOUND = "pbtseg_left_lung_found"
-META_MODE = "pbtseg_mode"
-#: robust mode: how each lung was obtained (``artasyn.pbtseg_robust.LUNG_SOURCES``)
-META_RIGHT_SOURCE = "pbtseg_right_lung_source"
-META_LEFT_SOURCE = "pbtseg_left_lung_source"
-
-#: ``PBTSeg(mode=...)``: the authors' algorithm, or the robust one of ``pbtseg_robust``
-PBTSEG_MODES = ("paper", "robust")
+__all__ = ["brighten_border", "pbtseg_lungs"]
 
 _FOUR_CONNECTED = ndi.generate_binary_structure(2, 1)
 # scikit-image ``perimeter(image, neighborhood=4)``: the boundary pixels are convolved with this
@@ -433,63 +398,6 @@ def _kept_components(
     return kept
 
 
-# --------------------------------------------------------------------------------------------
-# resizing (OpenCV INTER_LINEAR / nearest semantics) and the border pre-step
-# --------------------------------------------------------------------------------------------
-
-
-def _linear_taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Source indices and 11-bit fixed-point weights of a half-pixel-centre linear resize."""
-    scale = n_in / n_out
-    src = (np.arange(n_out, dtype=np.float64) + 0.5) * scale - 0.5
-    i0 = np.floor(src).astype(np.int64)
-    frac = src - i0
-    frac[i0 < 0] = 0.0
-    i0 = np.clip(i0, 0, n_in - 1)
-    frac[i0 >= n_in - 1] = 0.0
-    i1 = np.minimum(i0 + 1, n_in - 1)
-    w0 = np.rint((1.0 - frac) * 2048).astype(np.int64)
-    return i0, i1, w0
-
-
-def resize_bilinear_uint8(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Resize a 2-D uint8 image like OpenCV ``cv2.resize(..., interpolation=INTER_LINEAR)``.
-
-    Half-pixel centres (``src = (dst + 0.5) * in / out - 0.5``, clamped at the edges), two
-    source pixels per axis, **no antialiasing** when downscaling (as OpenCV), weights in
-    11-bit fixed point and OpenCV's integer rounding of 8-bit images. Checked against OpenCV:
-    identical for 1024 -> 512 and 1024 -> 256, at most one grey level apart on under 1% of
-    the pixels for other factors. Same size: returned unchanged.
-    """
-    height, width = image.shape
-    if (height, width) == tuple(size):
-        return image
-    r0, r1, wr = _linear_taps(height, size[0])
-    c0, c1, wc = _linear_taps(width, size[1])
-    wc = wc.astype(np.int32)
-    top, bottom = image[r0], image[r1]  # only the source rows that are used
-    horiz_0 = top[:, c0].astype(np.int32) * wc + top[:, c1].astype(np.int32) * (2048 - wc)
-    horiz_1 = bottom[:, c0].astype(np.int32) * wc + bottom[:, c1].astype(np.int32) * (2048 - wc)
-    wr = wr.astype(np.int32)
-    # OpenCV's vectorized vertical pass: drop 4 bits, multiply, drop 16, round off the last 2
-    vert = ((wr[:, None] * (horiz_0 >> 4)) >> 16) + (((2048 - wr)[:, None] * (horiz_1 >> 4)) >> 16)
-    return ((vert + 2) >> 2).astype(np.uint8)
-
-
-def resize_nearest(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Nearest-neighbour resize of a 2-D label map with half-pixel centres.
-
-    Output pixel ``i`` takes input ``floor((i + 0.5) * in / out)`` (PyTorch ``nearest-exact``);
-    for integer upscaling factors this equals OpenCV ``INTER_NEAREST``.
-    """
-    height, width = labels.shape
-    if (height, width) == tuple(size):
-        return labels
-    rows = ((2 * np.arange(size[0]) + 1) * height) // (2 * size[0])
-    cols = ((2 * np.arange(size[1]) + 1) * width) // (2 * size[1])
-    return labels[rows[:, None], cols[None, :]]
-
-
 def brighten_border(
     image: NdarrayOrTensor,
     gain: float = BORDER_GAIN,
@@ -534,215 +442,3 @@ def brighten_border(
     field = ndi.correlate1d(field, kernel, axis=1, mode="mirror").astype(np.float32)
     out = np.clip(plane * field, 0, 255).astype(np.uint8).reshape(arr.shape)
     return convert_to_dst_type(out, dst=image, dtype=np.uint8)[0]
-
-
-# --------------------------------------------------------------------------------------------
-# MONAI transforms
-# --------------------------------------------------------------------------------------------
-
-
-class PBTSeg(Transform):
-    """PBTSeg lung segmentation of a chest X-ray (``docs/method.md`` section 1).
-
-    Input: a ``1 x H x W`` image (numpy array, torch tensor or MetaTensor), rows the vertical
-    axis (load PNGs with ``LoadImage(reverse_indexing=False)``, ``docs/method.md`` section 7),
-    grey values in 0..255 (use :class:`artasyn.intensity.ScaleTo8Bit` for other ranges).
-    Values are rounded to integers and clipped to [0, 255] (uint8, as the authors read images).
-
-    The image is resized to ``spatial_size`` (default 256 x 256, the paper's) with
-    :func:`resize_bilinear_uint8` (OpenCV ``INTER_LINEAR`` semantics: half-pixel centres, no
-    antialiasing), optionally border-brightened (:func:`brighten_border`), segmented there, and
-    the label map is brought back to ``H x W`` with :func:`resize_nearest`. With
-    ``spatial_size=None`` it runs at the native size; every size-dependent constant is a
-    fraction of the image (areas of ``H * W``, sixths and thirds), so 256 x 256 gives the same
-    result either way.
-
-    ``mode="robust"`` replaces the segmentation at the working size by
-    :func:`artasyn.pbtseg_robust.robust_lungs` (exposure normalisation, per-side fallbacks,
-    lung-field envelopes that take bright opacities in); the output format is the same, both
-    lungs are always present, and a MetaTensor also gets ``meta["pbtseg_right_lung_source"]``
-    and ``meta["pbtseg_left_lung_source"]`` (``"threshold"``, ``"mirror"`` or ``"template"``).
-
-    Output: label map ``1 x H x W``, 0 background, 1 right lung (image-left), 2 left lung
-    (image-right; wins where the two overlap), of type ``dtype`` (default uint8 /
-    ``torch.uint8``), same container as the input. A MetaTensor keeps its metadata and gets
-    ``meta["pbtseg_right_lung_found"]`` and ``meta["pbtseg_left_lung_found"]`` (bool).
-    When no lung is found the map is empty and a warning is logged (once per source file,
-    named from ``meta["filename_or_obj"]`` when known); a constant image is such a case.
-
-    Raises:
-        ValueError: the image is not ``1 x H x W``, or holds NaN / infinite values.
-    """
-
-    backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
-
-    def __init__(
-        self,
-        spatial_size: int | Sequence[int] | None = REFERENCE_SIZE,
-        brighten_border: bool = False,
-        thresholds: Sequence[float] = PBTSEG_THRESHOLDS,
-        min_area_fraction: float = MIN_LUNG_AREA_FRACTION,
-        max_area_fraction: float = MAX_LUNG_AREA_FRACTION,
-        min_solidity: float = MIN_LUNG_SOLIDITY,
-        max_border_fraction: float = MAX_BORDER_FRACTION,
-        centroid_band_divisor: int = CENTROID_BAND_DIVISOR,
-        side_divisor: int = SIDE_DIVISOR,
-        early_stop_threshold: float = EARLY_STOP_THRESHOLD,
-        dtype: DtypeLike | torch.dtype = np.uint8,
-        mode: str = "paper",
-        robust_kwargs: Mapping[str, Any] | None = None,
-    ) -> None:
-        """
-        Args:
-            spatial_size: working size, an int (square) or ``(h, w)``; ``None``: native size.
-            brighten_border: apply :func:`brighten_border` at the working size first.
-            thresholds: grey-level thresholds, in increasing order (paper: 50, 55, ..., 160).
-            min_area_fraction, max_area_fraction: open range of a lung's area, as fractions of
-                the working image (paper: 2000 and 10000 of 256 x 256 pixels).
-            min_solidity: a lung's area over its convex-hull area must exceed this (0.6).
-            max_border_fraction: limit of the convex hull's border-touch fraction (0.15).
-            centroid_band_divisor: the centroid must lie strictly inside the central band
-                between ``1/d`` and ``1 - 1/d`` of each axis (paper: sixths).
-            side_divisor: side split of the bounding boxes (paper: thirds of the width).
-            early_stop_threshold: stop at the first threshold above this that keeps no
-                component (paper: 130).
-            dtype: dtype of the label map.
-            mode: ``"paper"`` (default): the authors' PBTSeg, label maps identical to theirs;
-                ``"robust"``: :func:`artasyn.pbtseg_robust.robust_lungs` (exposure
-                normalisation, per-side fallbacks, lung-field envelopes; both lungs always
-                present). The threshold and shape arguments above apply to ``"paper"`` only.
-            robust_kwargs: arguments of :func:`~artasyn.pbtseg_robust.robust_lungs`
-                (``"robust"`` only).
-        """
-        if mode not in PBTSEG_MODES:
-            raise ValueError(f"PBTSeg mode must be one of {PBTSEG_MODES}, got {mode!r}")
-        if mode == "robust" and brighten_border:
-            raise ValueError("PBTSeg(mode='robust') brightens the border itself: leave brighten_border=False")
-        self.mode = mode
-        self.robust_kwargs = dict(robust_kwargs or {})
-        if spatial_size is not None:
-            spatial_size = tuple(int(s) for s in ensure_tuple_rep(spatial_size, 2))
-        self.spatial_size = spatial_size
-        self.brighten_border = brighten_border
-        self.params = {
-            "thresholds": tuple(thresholds),
-            "min_area_fraction": min_area_fraction,
-            "max_area_fraction": max_area_fraction,
-            "min_solidity": min_solidity,
-            "max_border_fraction": max_border_fraction,
-            "centroid_band_divisor": centroid_band_divisor,
-            "side_divisor": side_divisor,
-            "early_stop_threshold": early_stop_threshold,
-        }
-        self.dtype = dtype
-        self._warned: set[str] = set()
-
-    def __call__(self, img: NdarrayOrTensor) -> NdarrayOrTensor:
-        """Segment the lungs of ``img`` (``1 x H x W``); returns the label map."""
-        return self.segment(img)[0]
-
-    def segment(self, img: NdarrayOrTensor, key: Hashable | None = None) -> tuple[NdarrayOrTensor, tuple[bool, bool]]:
-        """Label map and ``(right_found, left_found)``; ``key`` only names the input in errors."""
-        plane = self._to_uint8_plane(img, key)
-        height, width = plane.shape
-        work_size = self.spatial_size or (height, width)
-        work = resize_bilinear_uint8(plane, work_size)
-        sources = None
-        if self.mode == "robust":
-            from .pbtseg_robust import robust_lungs  # that module builds on this one
-
-            right, left, sources = robust_lungs(work, **self.robust_kwargs)
-        else:
-            if self.brighten_border:
-                work = brighten_border(work)
-            right, left = pbtseg_lungs(work, **self.params)
-        labels = np.zeros(work.shape, dtype=np.uint8)
-        if right is not None:
-            labels[right] = 1
-        if left is not None:
-            labels[left] = 2
-        labels = resize_nearest(labels, (height, width))[None]
-        found = (right is not None, left is not None)
-        if not any(found):
-            self._warn_no_lung(img)
-        out = convert_to_dst_type(labels, dst=img, dtype=self.dtype)[0]
-        if isinstance(out, MetaTensor):
-            out.meta = dict(out.meta)  # never write into the input's dictionary
-            out.meta[META_RIGHT_FOUND] = found[0]
-            out.meta[META_LEFT_FOUND] = found[1]
-            out.meta[META_MODE] = self.mode
-            if sources is not None:
-                out.meta[META_RIGHT_SOURCE], out.meta[META_LEFT_SOURCE] = sources
-        return out, found
-
-    @staticmethod
-    def _to_uint8_plane(img: NdarrayOrTensor, key: Hashable | None) -> np.ndarray:
-        where = f"key {key!r} with shape" if key is not None else "shape"
-        shape = tuple(img.shape)
-        if len(shape) != 3 or shape[0] != 1:
-            raise ValueError(f"PBTSeg expects a 1xHxW image, got {where} {shape}")
-        arr = convert_data_type(img, np.ndarray)[0][0]
-        if arr.dtype == np.uint8:
-            return arr
-        if arr.dtype == bool:
-            return arr.astype(np.uint8) * 255
-        if not np.all(np.isfinite(arr)):
-            raise ValueError(f"PBTSeg got NaN or infinite values in the image ({where} {shape})")
-        return np.clip(np.rint(arr), 0, 255).astype(np.uint8)
-
-    def _warn_no_lung(self, img: NdarrayOrTensor) -> None:
-        source = source_name(img, default=None)
-        if source is None:
-            logger.warning("PBTSeg found no lung (source unknown): the label map is empty.")
-            return
-        if source not in self._warned:
-            self._warned.add(source)
-            logger.warning("PBTSeg found no lung in %s: the label map is empty.", source)
-
-
-class PBTSegd(MapTransform):
-    """Dictionary-based :class:`PBTSeg`: segments ``d[key]`` into ``d[lung_key]``.
-
-    For each image key, the label map (see :class:`PBTSeg` for type, dtype and metadata) is
-    written to the matching ``lung_keys`` entry, and ``d[f"{key}_{found_postfix}"]`` gets a
-    ``torch.bool`` tensor ``[right_found, left_found]`` (always the same type, so batches
-    collate). Put it before any random transform so that ``CacheDataset`` caches lung maps.
-    """
-
-    backend = PBTSeg.backend
-
-    def __init__(
-        self,
-        keys: KeysCollection,
-        lung_keys: KeysCollection = "lung",
-        found_postfix: str | None = "lungs_found",
-        allow_missing_keys: bool = False,
-        **pbtseg_kwargs,
-    ) -> None:
-        """
-        Args:
-            keys: image keys to segment.
-            lung_keys: where to write each label map, one per key (default ``"lung"``).
-            found_postfix: postfix of the found-lungs key; ``None`` writes no such key.
-            allow_missing_keys: don't raise if a key is missing.
-            pbtseg_kwargs: arguments of :class:`PBTSeg`.
-        """
-        super().__init__(keys, allow_missing_keys)
-        self.lung_keys = ensure_tuple(lung_keys)
-        if len(self.lung_keys) != len(self.keys):
-            raise ValueError(
-                f"PBTSegd needs one lung key per image key, got keys {self.keys} and lung_keys {self.lung_keys}"
-            )
-        self.found_postfix = found_postfix
-        self.pbtseg = PBTSeg(**pbtseg_kwargs)
-
-    def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
-        d = dict(data)
-        for key, lung_key in self.key_iterator(d, self.lung_keys):
-            d[lung_key], found = self.pbtseg.segment(d[key], key=key)
-            if self.found_postfix is not None:
-                d[f"{key}_{self.found_postfix}"] = torch.tensor(found, dtype=torch.bool)
-        return d
-
-
-PBTSegD = PBTSegDict = PBTSegd

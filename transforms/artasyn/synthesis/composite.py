@@ -11,7 +11,7 @@ exactly as they were and nothing is ever darkened.
 Example::
 
     >>> import numpy as np
-    >>> from artasyn.composite import CompositeAnomaly
+    >>> from artasyn.synthesis.composite import CompositeAnomaly
     >>> img = np.full((1, 32, 32), 60, np.uint8)
     >>> z = np.zeros((2, 32, 32), np.float32); z[:, 8:24, 8:24] = np.array([200, 150])[:, None, None]
     >>> out, mask = CompositeAnomaly()(img, z)
@@ -30,8 +30,8 @@ from monai.transforms import MapTransform, Transform
 from monai.utils import TransformBackends
 from monai.utils.type_conversion import convert_data_type, convert_to_dst_type
 
-from .base import as_layer, check_layer_shape, float32_like, to_uint8
-from .constants import MASK_THRESHOLD
+from ..base import as_layer, check_layer_shape, float32_like, to_uint8
+from ..constants import MASK_THRESHOLD
 
 __all__ = [
     "brighten_over",

@@ -22,7 +22,7 @@ C, ``"anomaly_cryst_blur"`` for Cb).
 Example::
 
     >>> import numpy as np
-    >>> from artasyn.effects import LayerGaussianBlur, RandCrystallize, ComposeAnomalyLayers
+    >>> from artasyn.synthesis.effects import LayerGaussianBlur, RandCrystallize, ComposeAnomalyLayers
     >>> a = np.zeros((2, 64, 64), np.float32); a[:, 20:40, 20:40] = np.array([200, 120])[:, None, None]
     >>> b = LayerGaussianBlur(radius=8)(a)
     >>> c = RandCrystallize(num_seeds=50).set_random_state(0)(a)
@@ -43,8 +43,8 @@ from monai.utils import TransformBackends
 from PIL import Image, ImageFilter
 from scipy import ndimage
 
-from .base import REFERENCE_SIZE, as_layer, clip_uint8, float32_like, size_scale
-from .constants import (
+from ..base import REFERENCE_SIZE, as_layer, clip_uint8, float32_like, size_scale
+from ..constants import (
     BASE_ALPHA_SCALE,
     BLUR_ALPHA_SCALE,
     BLUR_RADIUS,

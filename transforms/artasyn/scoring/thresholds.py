@@ -30,7 +30,7 @@ value seen on validation (the highest one still called normal), and a perfect re
 
 Example (20 healthy scores 1..20, three diseased; one healthy map of five values)::
 
-    >>> from artasyn.thresholds import calibrate_thresholds
+    >>> from artasyn.scoring.thresholds import calibrate_thresholds
     >>> t = calibrate_thresholds(
     ...     scores=[*range(1, 21), 18.5, 25, 30],
     ...     labels=[0] * 20 + [1] * 3,
@@ -59,9 +59,9 @@ import numpy as np
 import torch
 from monai.transforms import MapTransform
 
-from .base import as_bool
-from .constants import DEFAULT_PIXEL_QUANTILE, DEFAULT_PIXEL_RULE, DEFAULT_SPECIFICITY
-from .scoring import absolute_mask, empty_mask_threshold, mask_values, min_mask_pixels
+from ..base import as_bool
+from ..constants import DEFAULT_PIXEL_QUANTILE, DEFAULT_PIXEL_RULE, DEFAULT_SPECIFICITY
+from .maps import absolute_mask, empty_mask_threshold, mask_values, min_mask_pixels
 
 __all__ = [
     "AnomalyDecisionD",

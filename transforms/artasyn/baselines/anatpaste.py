@@ -35,7 +35,7 @@ How ours differs:
 Example::
 
     >>> import numpy as np
-    >>> from artasyn.anatpaste import RandAnatPasted
+    >>> from artasyn.baselines.anatpaste import RandAnatPasted
     >>> img = np.tile(np.arange(256, dtype=np.uint8), (256, 1))[None]
     >>> lung = np.zeros((1, 256, 256), np.uint8); lung[0, 60:200, 40:110] = 1; lung[0, 60:200, 150:220] = 2
     >>> out = RandAnatPasted(keys="image", lung_key="lung").set_random_state(0)({"image": img, "lung": lung})
@@ -51,8 +51,16 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from .base import REFERENCE_SIZE
-from .baseline_base import (
+from ..base import REFERENCE_SIZE
+from ..constants import (
+    ANATPASTE_BLUR_RANGE,
+    ANATPASTE_MARGIN,
+    ANATPASTE_PEAK_RANGE,
+    PATCH_AREA_RATIO,
+    PATCH_ASPECT_RATIO,
+    PATCH_JITTER,
+)
+from .common import (
     MASK_THRESHOLD,
     RandLungAnomaly,
     RandLungAnomalyd,
@@ -61,14 +69,6 @@ from .baseline_base import (
     draw_patch_box,
     jitter_patch,
     lung_pixel,
-)
-from .constants import (
-    ANATPASTE_BLUR_RANGE,
-    ANATPASTE_MARGIN,
-    ANATPASTE_PEAK_RANGE,
-    PATCH_AREA_RATIO,
-    PATCH_ASPECT_RATIO,
-    PATCH_JITTER,
 )
 
 __all__ = ["RandAnatPaste", "RandAnatPasted", "RandAnatPasteD", "RandAnatPasteDict"]
@@ -88,7 +88,7 @@ class AnatPasteParams(NamedTuple):
 class RandAnatPaste(RandLungAnomaly):
     """AnatPaste on one 1 x H x W image (0..255) and its lung label map; see the module docstring.
 
-    ``__call__(img, lung)`` returns ``(image, mask)`` (:class:`artasyn.baseline_base.RandLungAnomaly`).
+    ``__call__(img, lung)`` returns ``(image, mask)`` (:class:`artasyn.baselines.common.RandLungAnomaly`).
 
     Args:
         prob: probability of synthesizing.

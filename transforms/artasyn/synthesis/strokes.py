@@ -16,7 +16,7 @@ max(1, int(0.05 * width))``; every stamp is jittered (width uniform integer in
 ``int(p * opacity * flow)`` with opacity in [0.07, 0.3), flow in [0.67, 1.0)). Stamps are
 composited "over" a transparent segment layer (all width-80 stamps, then all width-50
 ones), the segment's alpha is floored to ``int(0.95 * a)`` and the segments are composited
-over each other, all with Pillow's integer arithmetic (:func:`artasyn.brush.paint_stamps`).
+over each other, all with Pillow's integer arithmetic (:func:`artasyn.synthesis.brush.paint_stamps`).
 
 Pixel constants (brush widths, control offset) are given at 256 x 256 and scale with
 ``sqrt(H * W) / 256``.
@@ -24,7 +24,7 @@ Pixel constants (brush widths, control offset) are given at 256 x 256 and scale 
 Example::
 
     >>> import numpy as np
-    >>> from artasyn.strokes import RandBrushAnomaly
+    >>> from artasyn.synthesis.strokes import RandBrushAnomaly
     >>> img = np.full((1, 256, 256), 100, np.uint8)
     >>> lung = np.zeros((1, 256, 256), np.uint8); lung[0, 60:200, 40:110] = 1; lung[0, 60:200, 150:220] = 2
     >>> layer = RandBrushAnomaly().set_random_state(0)(img, lung)
@@ -44,9 +44,8 @@ from monai.transforms import MapTransform, RandomizableTransform
 from monai.utils import TransformBackends
 from PIL import Image
 
-from .base import REFERENCE_SIZE, check_image_and_lung, empty_layer, float32_like, size_scale, source_name, to_uint8
-from .brush import StampBank, painted_box, resolve_brush_texture, stamp_pastes
-from .constants import (
+from ..base import REFERENCE_SIZE, check_image_and_lung, empty_layer, float32_like, size_scale, source_name, to_uint8
+from ..constants import (
     BRUSH_WIDTHS,
     COLOUR_PERCENTILE,
     CONTROL_OFFSET,
@@ -62,6 +61,7 @@ from .constants import (
     STAMP_SPACING_FRACTION,
     WIDTH_JITTER,
 )
+from .brush import StampBank, painted_box, resolve_brush_texture, stamp_pastes
 
 __all__ = [
     "StrokePlan",
@@ -204,8 +204,8 @@ def render_strokes(
     """Render a :class:`StrokePlan` into a 2 x H x W float32 LA layer.
 
     The placement of every stamp of the image is computed at once per brush
-    (:func:`artasyn.brush.stamp_pastes`); the pastes then run segment by segment, in the plan's
-    order (the same pixels as :func:`artasyn.brush.paint_stamps` per segment and brush)."""
+    (:func:`artasyn.synthesis.brush.stamp_pastes`); the pastes then run segment by segment, in the plan's
+    order (the same pixels as :func:`artasyn.synthesis.brush.paint_stamps` per segment and brush)."""
     h, w = int(shape[0]), int(shape[1])
     seg_lut = np.floor(np.arange(256) * float(segment_opacity)).clip(0, 255).astype(np.int64).tolist()
     total = Image.new("L", (w, h), 0)

@@ -15,7 +15,7 @@ Sizes (dilation, kernel, sigma) scale with ``sqrt(H * W) / 256``.
 Example::
 
     >>> import numpy as np
-    >>> from artasyn.anatomy import RibIntensityScale
+    >>> from artasyn.synthesis.anatomy import RibIntensityScale
     >>> img = np.full((1, 64, 64), 128, np.uint8); lung = np.zeros((1, 64, 64)); lung[0, 20:40, 10:30] = 1
     >>> layer = np.zeros((2, 64, 64), np.float32); layer[:, 15:45, 5:35] = np.array([200, 100])[:, None, None]
     >>> RibIntensityScale()(layer, img, lung).shape
@@ -34,7 +34,7 @@ from monai.transforms import MapTransform, Transform
 from monai.utils import TransformBackends
 from scipy import ndimage
 
-from .base import (
+from ..base import (
     REFERENCE_SIZE,
     as_layer,
     check_image_and_lung,
@@ -44,7 +44,7 @@ from .base import (
     size_scale,
     to_uint8,
 )
-from .constants import ALPHA_BRIGHTNESS, LUNG_DILATION, RIB_WEIGHT, SOFT_MASK_KERNEL, SOFT_MASK_SIGMA
+from ..constants import ALPHA_BRIGHTNESS, LUNG_DILATION, RIB_WEIGHT, SOFT_MASK_KERNEL, SOFT_MASK_SIGMA
 
 _SOFT_CACHE: dict = {}
 

@@ -53,8 +53,7 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform, RandomizableTransform
 from monai.utils import TransformBackends
 
-from .anatomy import rib_scale_alpha, soft_lung_mask
-from .base import (
+from ..base import (
     REFERENCE_SIZE,
     anomaly_label,
     check_image_and_lung,
@@ -66,9 +65,8 @@ from .base import (
     tag_synthesis,
     to_uint8,
 )
-from .baselines import BASELINES
-from .composite import anomaly_mask, composite_over_image
-from .constants import (
+from ..baselines import BASELINES
+from ..constants import (
     ALPHA_BRIGHTNESS,
     BASE_ALPHA_SCALE,
     BLUR_ALPHA_SCALE,
@@ -85,6 +83,8 @@ from .constants import (
     SOFT_MASK_KERNEL,
     SOFT_MASK_SIGMA,
 )
+from .anatomy import rib_scale_alpha, soft_lung_mask
+from .composite import anomaly_mask, composite_over_image
 from .effects import compose_layers, crystallize, pil_gaussian_blur
 from .strokes import RandBrushAnomaly, plan_strokes, render_strokes
 
@@ -167,7 +167,7 @@ class RandARTAnomaly(RandomizableTransform):
         threshold: mask threshold on the final alpha (80).
         reference_size: size (256) at which pixel constants are given; they scale with
             ``sqrt(H * W) / reference_size``. ``None`` keeps them fixed.
-        **brush_kwargs: :class:`artasyn.strokes.RandBrushAnomaly` arguments (brush_widths,
+        **brush_kwargs: :class:`artasyn.synthesis.strokes.RandBrushAnomaly` arguments (brush_widths,
             control_offset, opacity_range, angle_step, width_step, stamp_cache_bytes, ...).
     """
 

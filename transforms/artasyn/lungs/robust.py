@@ -1,6 +1,6 @@
 """Robust PBTSeg: a label-free lung segmentation in PBTSeg's spirit (``ALGORITHM.md`` sections 1, 8).
 
-The paper's PBTSeg (:func:`artasyn.pbtseg.pbtseg_lungs`) thresholds raw grey levels, so its
+The paper's PBTSeg (:func:`artasyn.lungs.paper.pbtseg_lungs`) thresholds raw grey levels, so its
 result depends on exposure and on dark air at the border; it keeps only the dark part of a lung
 (bright consolidations fall outside), and it leaves a lung out when no dark component passes its
 shape test. ``PBTSeg(mode="robust")`` runs :func:`robust_lungs`, which keeps PBTSeg's
@@ -15,7 +15,7 @@ progressive thresholding and shape test as the seed finder and adds, step by ste
 2. **Reduced working size.** Everything below runs at ``work_fraction`` of the working size
    (128 x 128 for 256 x 256); the label map is brought back with nearest neighbours.
 3. **Seeds: PBTSeg's thresholding on the equalised, border-brightened image.** The paper's
-   border pre-step (:func:`artasyn.pbtseg.brighten_border`) keeps dark air outside the body
+   border pre-step (:func:`artasyn.lungs.paper.brighten_border`) keeps dark air outside the body
    from passing as lung; then :func:`pbtseg_lungs` with the thresholds
    :data:`ROBUST_THRESHOLDS` (20, 30, ..., 140 on the equalised scale) and the paper's shape
    test (area, upright box, solidity, central centroid, border touch, side of the image). A
@@ -90,7 +90,7 @@ Measured on ``../shared/data`` (``bench/bench_pbtseg.py``): see ``bench/results/
 Example::
 
     >>> import numpy as np
-    >>> from artasyn.pbtseg_robust import robust_lungs
+    >>> from artasyn.lungs.robust import robust_lungs
     >>> img = np.full((256, 256), 200, np.uint8)      # bright body
     >>> img[60:180, 50:100] = 30                      # dark image-left lung field
     >>> right, left, sources = robust_lungs(img)
@@ -107,7 +107,8 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage as ndi
 
-from .pbtseg import _convex_hull_rows, brighten_border, pbtseg_lungs, resize_bilinear_uint8, resize_nearest
+from .paper import _convex_hull_rows, brighten_border, pbtseg_lungs
+from .resample import resize_bilinear_uint8, resize_nearest
 
 __all__ = [
     "ATLAS_PATH",
@@ -405,7 +406,7 @@ def _strongest_step(
 
 
 #: the packaged lung atlas (``bench/make_pbtseg_atlas.py``)
-ATLAS_PATH = Path(__file__).resolve().parent / "data" / "pbtseg_atlas.npz"
+ATLAS_PATH = Path(__file__).resolve().parents[1] / "data" / "pbtseg_atlas.npz"
 
 
 @lru_cache(maxsize=1)

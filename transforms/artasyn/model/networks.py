@@ -14,7 +14,7 @@ together with the reconstruction, computing the encoder once.
 Example::
 
     >>> import torch
-    >>> from artasyn.networks import AnomalyUNet
+    >>> from artasyn.model.networks import AnomalyUNet
     >>> net = AnomalyUNet(channels=8, channel_mult=(1, 2, 2), num_res_blocks=1, attention_downsample=(4,))
     >>> x = torch.rand(2, 1, 64, 64)
     >>> recon, feats = net.forward_with_features(x)
@@ -35,7 +35,7 @@ from monai.networks.layers.factories import Conv, Pool
 from monai.networks.layers.utils import get_norm_layer
 from torch import nn
 
-from .constants import (
+from ..constants import (
     UNET_ATTENTION_DOWNSAMPLE,
     UNET_CHANNEL_MULT,
     UNET_CHANNELS,

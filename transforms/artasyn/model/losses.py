@@ -12,7 +12,7 @@ values 0/1), all zeros for a healthy sample. The thresholds below assume that ra
 Example::
 
     >>> import torch
-    >>> from artasyn.losses import ARTASynLoss
+    >>> from artasyn.model.losses import ARTASynLoss
     >>> x = torch.rand(2, 1, 32, 32); target = x.clone(); mask = torch.zeros_like(x)
     >>> recon = torch.rand(2, 1, 32, 32, requires_grad=True)
     >>> feats = torch.rand(2, 16, 4, 4)
@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from monai.losses import DiceLoss
 from torch import nn
 
-from .constants import DICE_ERROR_THRESHOLD, DICE_SCALE, W_DICE, W_FEAT, W_GLOBAL, W_LOCAL
+from ..constants import DICE_ERROR_THRESHOLD, DICE_SCALE, W_DICE, W_FEAT, W_GLOBAL, W_LOCAL
 
 __all__ = [
     "GlobalReconstructionLoss",

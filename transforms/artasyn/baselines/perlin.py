@@ -33,7 +33,7 @@ How ours differs:
 Example::
 
     >>> import numpy as np
-    >>> from artasyn.perlin import RandPerlinAnomalyd, perlin_noise
+    >>> from artasyn.baselines.perlin import RandPerlinAnomalyd, perlin_noise
     >>> perlin_noise((224, 224), (4, 8), np.zeros((5, 9))).shape
     (224, 224)
     >>> img = np.full((1, 256, 256), 80, np.uint8)
@@ -52,8 +52,8 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image, ImageOps
 
-from .base import REFERENCE_SIZE
-from .baseline_base import MASK_THRESHOLD, RandLungAnomaly, RandLungAnomalyd, sharpen
+from ..base import REFERENCE_SIZE
+from .common import MASK_THRESHOLD, RandLungAnomaly, RandLungAnomalyd, sharpen
 
 __all__ = [
     "AUGMENTERS",
@@ -165,7 +165,7 @@ class RandPerlinAnomaly(RandLungAnomaly):
     """Perlin-noise anomaly on one 1 x H x W image (0..255) and its lung label map; see the
     module docstring.
 
-    ``__call__(img, lung)`` returns ``(image, mask)`` (:class:`artasyn.baseline_base.RandLungAnomaly`).
+    ``__call__(img, lung)`` returns ``(image, mask)`` (:class:`artasyn.baselines.common.RandLungAnomaly`).
 
     Args:
         prob: probability of synthesizing.
