@@ -299,3 +299,28 @@ def test_bundle_variant_override_reaches_the_synthesis(variant, repo_root):
     parser["variant"] = variant
     twins = parser.get_parsed_content("train#preprocessing_synthesis#0")
     assert isinstance(twins, RandARTTwinsd) and isinstance(twins.synth, BASELINES[variant])
+
+
+def test_anatpaste_mask_covers_every_visible_change(shared_data):
+    """On 96 ``covidquex_normal_lung`` images (PBTSeg lungs), no pixel outside AnatPaste's mask
+    changes by more than 10 grey levels; with the opacity rule alone some image had such pixels."""
+    from artasyn import PBTSeg
+
+    files = sorted((shared_data / "covidquex_normal_lung" / "images").glob("*.png"))[::4][:96]
+    new, old = BASELINES["anatpaste"](), BASELINES["anatpaste"](mask_change=float("inf"))
+    new.set_random_state(3), old.set_random_state(3)
+    outside_new = outside_old = 0
+    for f in files:
+        img = np.asarray(Image.open(f).convert("L"))[None]
+        lung = PBTSeg()(img)
+        if not (lung > 0).any():
+            continue
+        for t in (new, old):
+            out, mask = t(img, lung)
+            leak = (np.abs(np.asarray(out, np.float32) - img) > 10) & (np.asarray(mask) == 0)
+            if t is new:
+                outside_new += int(leak.any())
+            else:
+                outside_old += int(leak.any())
+    assert outside_new == 0
+    assert outside_old > 0

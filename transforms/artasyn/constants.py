@@ -148,6 +148,8 @@ PATCH_ASPECT_RATIO = 0.3
 PATCH_JITTER = 0.1
 #: AnatPaste: margin (px at 256) the shape is shrunk by, blur radius and peak opacity ranges
 ANATPASTE_MARGIN = 10.0
+#: AnatPaste's mask also holds every pixel its soft edge changes by more than this (grey levels)
+ANATPASTE_MASK_CHANGE = 10.0
 ANATPASTE_BLUR_RANGE = (0, 15)
 ANATPASTE_PEAK_RANGE = (150, 255)
 
