@@ -196,3 +196,24 @@ def test_evaluation_of_a_random_tiny_network_checkpoint(covid_eval, tmp_path):
     table = bz.table({"metrics": m, "settings": settings})
     row = next(line for line in table.splitlines() if line.startswith("| constant: ground-truth lung"))
     assert row.endswith("|  |")  # docs/method.md's 128 px figures are not shown beside 64 px ones
+
+
+def test_map_variants_rank_a_bright_lesion_and_normalise_a_systematic_error():
+    """A lesion brighter than its reconstruction ranks first in every signed map; an error that
+    every healthy image makes at one place (a rib edge) fools the plain map but not the z-map."""
+    rng = np.random.default_rng(0)
+    n, size = 6, 32
+    recon = rng.uniform(0.3, 0.5, (n, size, size)).astype(np.float32)
+    images = recon + rng.normal(0, 0.005, recon.shape).astype(np.float32)
+    images[:, 4:8, 4:28] += 0.2  # systematic error: strong on every image, healthy ones too
+    infection = np.zeros(images.shape, bool)
+    infection[:, 16:24, 10:20] = True
+    images[infection] += 0.1  # the lesion: weaker than the systematic error, but only here
+    ref_recon = rng.uniform(0.3, 0.5, (8, size, size)).astype(np.float32)
+    ref_images = ref_recon + rng.normal(0, 0.005, ref_recon.shape).astype(np.float32)
+    ref_images[:, 4:8, 4:28] += 0.2
+    arrays = {"image": images, "infection": infection, "lung_gt": np.ones(images.shape, bool)}
+    v = bz.map_variants(arrays, recon, ref_images, ref_recon)
+    assert v["signed_sigma1"]["micro"] < 0.95  # the rib-edge error outranks part of the lesion
+    assert v["z_signed_sigma1"]["micro"] > 0.99
+    assert set(v) >= {"positive_sigma3", "signed_sigma6", "z_signed_sigma3", "raw_z"}
