@@ -138,7 +138,7 @@ def find_images(folder: str | Path, report=None) -> list[str]:
         else:
             logger.warning("file skipped: %s (%s)", p, skip_reason(p))
     counts = [
-        (len(skipped), "files skipped (not images)"),
+        (len(skipped), "skipped (not images)"),
         (outputs, f"outputs of an inference run skipped (*{INFERENCE_OUTPUT_TAG}*)"),
         (hidden, "hidden files not read"),
         (folders, "sub-folders not read (folders are not read recursively)"),

@@ -301,7 +301,7 @@ def inference_datalist(
         items.append({"image": p, "image_path": p})
     report.n_input = len(seen)
     logger.info(
-        "inference: %d images to process, %d unreadable, %d files skipped (not images)",
+        "inference: %d images to process, %d unreadable, %d skipped (not images)",
         len(items),
         len(report.failed),
         len(report.skipped),
