@@ -8,8 +8,10 @@ phantoms, scoring); what only this bundle needs lives here, one concern a module
 
 - :mod:`.loading`: the one loading chain of every workflow (file -> ``1 x H x W`` in 0..255)
   and the pre-check that decodes a file in full;
+- :mod:`.dicom`: DICOM radiographs read as a clinical viewer shows them (rescale, window or
+  VOI LUT, MONOCHROME1 inverted), and a writer of test / demo DICOMs;
 - :mod:`.datalist`: datalists from the authors' folder layout or a MONAI datalist JSON, the
-  data report (rejected and converted files), the embedded phantom default;
+  data report (skipped, rejected and converted files), the embedded phantom default;
 - :mod:`.transforms`: optional lesion masks and image labels of the evaluation data;
 - :mod:`.lungs`: the lung cache (keyed by file stamps and settings, damaged entries
   recomputed) and the cached PBTSeg pass that lists no-lung and failing images;
@@ -25,6 +27,6 @@ phantoms, scoring); what only this bundle needs lives here, one concern a module
 - :mod:`.utils`: atomic file writes (the user's umask), root causes of errors, the cache
   keys of ``PersistentDataset`` and an event filter.
 
-``make_panel.py`` (a figure) and ``monailabel_bundle.py`` (a MONAI Label copy of the bundle)
-are command-line entry points.
+``make_panel.py`` (a figure), ``monailabel_bundle.py`` (a MONAI Label copy of the bundle) and
+``monailabel_demo.py`` (a live MONAI Label round trip) are command-line entry points.
 """

@@ -1,6 +1,8 @@
 """Datalists for the bundle: the authors' folder layout or a MONAI datalist JSON.
 
-Every image is checked before a workflow starts, by decoding it in full through the loading
+The files of a folder that are not images (:func:`scripts.loading.is_image_file`: PNG, JPEG,
+NIfTI, DICOM) are named as skipped, each once, in the log and in the JSON data report
+(``skipped``), and counted. Every image is checked before a workflow starts, by decoding it in full through the loading
 chain the workflow uses (:func:`scripts.loading.check_radiograph`); a file that cannot be used
 (unreadable, truncated, NaN / infinite values, not 2-D, smaller than ``min_size``, constant)
 is left out and listed by path with its reason in the log and in the JSON data report
@@ -57,7 +59,8 @@ from pathlib import Path
 
 import torch
 
-from .loading import MIN_IMAGE_SIZE, check_radiograph, read_radiograph
+from .dicom import has_dicom_preamble
+from .loading import IMAGE_SUFFIXES, MIN_IMAGE_SIZE, SUPPORTED_FORMATS, check_radiograph, is_image_file, read_radiograph
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -71,13 +74,12 @@ __all__ = [
     "find_images",
     "is_inference_output",
     "load_datalist_json",
+    "skip_reason",
     "split_validation",
 ]
 
 logger = logging.getLogger("artasyn.bundle")
 
-#: File name endings read as images (PNG / JPEG through PIL, NIfTI through nibabel).
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".nii", ".nii.gz")
 MASK_DIRS = ("{split}/diseased_mask", "{split}/masks", "ground_truth/diseased")
 SECTIONS = ("training", "validation", "test")
 #: what names the outputs of ``run inference`` (``<stem>.artasyn-mask.png``, ...): never read as inputs
@@ -85,11 +87,12 @@ INFERENCE_OUTPUT_TAG = ".artasyn-"
 
 
 def _stem(path: str | Path) -> str:
+    """The name without its image suffix; a DICOM file named without one (``1.2.840.5``) keeps its whole name."""
     name = Path(path).name
     for suffix in IMAGE_SUFFIXES:
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
-    return Path(name).stem
+    return name if has_dicom_preamble(path) else Path(name).stem
 
 
 def is_inference_output(path: str | Path) -> bool:
@@ -97,24 +100,53 @@ def is_inference_output(path: str | Path) -> bool:
     return INFERENCE_OUTPUT_TAG in Path(path).name
 
 
-def _is_image(path: Path) -> bool:
-    return path.is_file() and path.name.lower().endswith(IMAGE_SUFFIXES) and not path.name.startswith(".")
+def skip_reason(path: str | Path) -> str:
+    """Why a file of a folder is not read as an image (it names the supported formats)."""
+    path = Path(path)
+    kind = f"{path.suffix!r} file" if path.suffix else "file without a suffix or the DICOM preamble"
+    return f"not an image type the bundle reads ({kind}); supported: {SUPPORTED_FORMATS}"
 
 
-def find_images(folder: str | Path) -> list[str]:
+def find_images(folder: str | Path, report=None) -> list[str]:
     """Image files of ``folder`` (not recursive), sorted by name; ``[]`` if it doesn't exist.
 
-    Outputs of an earlier inference run (:func:`is_inference_output`) are not images to read:
-    they are skipped, and counted in the log.
+    Images are the files :func:`scripts.loading.is_image_file` accepts (PNG, JPEG, NIfTI by their
+    suffix, DICOM by its suffix or its preamble). Every other file is named as skipped with
+    :func:`skip_reason`: through ``report.add_skipped(path, reason)`` (a :class:`DataReport` or
+    an inference report, which log it once and keep it for their JSON / CSV), else in a warning.
+    Outputs of an earlier inference run (:func:`is_inference_output`), hidden files (``.*``)
+    and sub-folders are not read either: they are counted in the log.
     """
     folder = Path(folder)
     if not folder.is_dir():
         return []
-    found = [p for p in sorted(folder.iterdir()) if _is_image(p)]
-    outputs = [p for p in found if is_inference_output(p)]
-    if outputs:
-        logger.info("%s: %d outputs of an inference run skipped (*%s*)", folder, len(outputs), INFERENCE_OUTPUT_TAG)
-    return [str(p) for p in found if not is_inference_output(p)]
+    images, skipped, outputs, hidden, folders = [], [], 0, 0, 0
+    for p in sorted(folder.iterdir()):
+        if p.is_dir():
+            folders += 1
+        elif p.name.startswith("."):
+            hidden += 1
+        elif is_inference_output(p):
+            outputs += 1
+        elif is_image_file(p):
+            images.append(str(p))
+        else:
+            skipped.append(str(p))
+    for p in skipped:
+        if report is not None:
+            report.add_skipped(p, skip_reason(p))
+        else:
+            logger.warning("file skipped: %s (%s)", p, skip_reason(p))
+    counts = [
+        (len(skipped), "skipped (not images)"),
+        (outputs, f"outputs of an inference run skipped (*{INFERENCE_OUTPUT_TAG}*)"),
+        (hidden, "hidden files not read"),
+        (folders, "sub-folders not read (folders are not read recursively)"),
+    ]
+    said = [f"{n} {what}" for n, what in counts if n]
+    if said:
+        logger.info("%s: %d images; %s", folder, len(images), ", ".join(said))
+    return images
 
 
 def inspect_image_file(path: str | Path, min_size: int = MIN_IMAGE_SIZE) -> tuple[str | None, list[str]]:
@@ -129,7 +161,7 @@ def inspect_image_file(path: str | Path, min_size: int = MIN_IMAGE_SIZE) -> tupl
 def check_image_file(path: str | Path, min_size: int = MIN_IMAGE_SIZE) -> str | None:
     """``None`` if ``path`` can be used as an image, else the reason it cannot.
 
-    Every pixel is decoded through the workflows' own loading chain (PNG / JPEG / NIfTI), so a
+    Every pixel is decoded through the workflows' own loading chain (PNG / JPEG / NIfTI / DICOM), so a
     truncated stream, an unsupported layout, NaN / infinite values, an image smaller than
     ``min_size`` or a constant image are found here, before any workflow starts.
     """
@@ -162,6 +194,7 @@ def _prod(shape: Sequence[int]) -> int:
 class DataReport:
     """What the data preparation found, by path: logged, counted and saved as JSON (atomically).
 
+    ``skipped``: files of the data folders that are not images, each ``{"path", "reason"}``.
     ``rejected``: files left out, each ``{"path", "reason", "stage"}`` (``stage``: ``pre-check``,
     or ``lung cache`` for a file that failed later); the JSON also carries them under their
     former name ``unreadable``. ``converted``: accepted images read with a conversion
@@ -175,6 +208,7 @@ class DataReport:
 
     def __init__(self, path: str | Path | None = None) -> None:
         self.path = Path(path) if path is not None else None
+        self.skipped: list[dict] = []
         self.rejected: list[dict] = []
         self.converted: list[dict] = []
         self.no_lung: list[str] = []
@@ -195,6 +229,13 @@ class DataReport:
 
     add_unreadable = add_rejected
 
+    def add_skipped(self, path: str, reason: str) -> None:
+        """Record a file of a data folder that is not an image (logged once, naming it)."""
+        if any(item["path"] == str(path) for item in self.skipped):
+            return  # the folder was listed again (validation and test share it)
+        self.skipped.append({"path": str(path), "reason": str(reason)})
+        logger.warning("file skipped: %s (%s)", path, reason)
+
     def add_converted(self, path: str, note: str) -> None:
         """Record an accepted image read with a conversion (logged once, naming it)."""
         self.converted.append({"path": str(path), "note": str(note)})
@@ -203,12 +244,14 @@ class DataReport:
     def to_dict(self) -> dict:
         return {
             "counts": dict(self.counts),
+            "n_skipped": len(self.skipped),
             "n_rejected": len(self.rejected),
             "n_converted": len(self.converted),
             "n_unreadable": len(self.rejected),
             "n_no_lung": len(self.no_lung),
             "n_one_lung": len(self.one_lung),
             "n_missing_mask": len(self.missing_mask),
+            "skipped": self.skipped,
             "rejected": self.rejected,
             "converted": self.converted,
             "unreadable": self.rejected,
@@ -221,7 +264,8 @@ class DataReport:
     def summary(self) -> str:
         counts = ", ".join(f"{k}: {v}" for k, v in self.counts.items())
         return (
-            f"data: {counts}; rejected: {len(self.rejected)}, converted: {len(self.converted)}, "
+            f"data: {counts}; skipped (not images): {len(self.skipped)}, rejected: {len(self.rejected)}, "
+            f"converted: {len(self.converted)}, "
             f"no lung found: {len(self.no_lung)}, one lung only: {len(self.one_lung)}, "
             f"diseased without mask: {len(self.missing_mask)}"
         )
@@ -290,13 +334,14 @@ def split_validation(items: list[dict], val_fraction: float) -> tuple[list[dict]
     return val, rest
 
 
-def _folder_items(root: Path, split: str) -> list[dict]:
-    items = [{"image": p, "label": 0, "mask": ""} for p in find_images(root / split / "healthy")]
+def _folder_items(root: Path, split: str, report: DataReport | None = None) -> list[dict]:
+    items = [{"image": p, "label": 0, "mask": ""} for p in find_images(root / split / "healthy", report)]
     masks: dict[str, str] = {}
     for pattern in MASK_DIRS:
-        for p in find_images(root / pattern.format(split=split)):
+        for p in find_images(root / pattern.format(split=split), report):
             masks.setdefault(_stem(p), p)
-    items += [{"image": p, "label": 1, "mask": masks.get(_stem(p), "")} for p in find_images(root / split / "diseased")]
+    diseased = find_images(root / split / "diseased", report)
+    items += [{"image": p, "label": 1, "mask": masks.get(_stem(p), "")} for p in diseased]
     return items
 
 
@@ -375,10 +420,10 @@ def build_datalist(
             items = val if section == "validation" else test
     elif source.is_dir():
         if section == "training":
-            items = [{"image": p} for p in find_images(source / "train" / "healthy")]
+            items = [{"image": p} for p in find_images(source / "train" / "healthy", report)]
         else:
-            val = _folder_items(source, "val")
-            test = _folder_items(source, "test")
+            val = _folder_items(source, "val", report)
+            test = _folder_items(source, "test", report)
             if not val:
                 val, test = split_validation(test, val_fraction)
             items = val if section == "validation" else test

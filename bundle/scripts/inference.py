@@ -6,10 +6,14 @@ What runs, in order (the ids of ``inference.json``):
   folder or inside one (inference never writes among its inputs);
 - :func:`inference_datalist`: the images to read, from a folder, a list of files (or a text
   file of paths, one a line) or a MONAI datalist JSON; outputs of an earlier run
-  (``*.artasyn-*``) are never read as inputs; every file is decoded in full first
-  (:func:`scripts.datalist.inspect_image_file`), and a missing or unusable one is recorded in
-  the :class:`InferenceReport` (logged, and a ``failed`` row of the CSV, with the reason),
-  never fatal.
+  (``*.artasyn-*``) are never read as inputs; the files of a folder that are not images
+  (PNG, JPEG, NIfTI, DICOM) are named as skipped (logged once each, and a ``skipped`` row of
+  the CSV); every file is decoded in full first
+  (:func:`scripts.datalist.inspect_image_file`), and a missing or unusable one (an explicit
+  input of a type the bundle does not read among them, the reason naming the supported
+  formats) is recorded in the :class:`InferenceReport` (logged, and a ``failed`` row of the
+  CSV, with the reason), never fatal. A single ``--input_files`` path that is neither an image
+  nor a text list of paths stops the run with an error naming it and the supported formats.
 - ``preprocessing``: :class:`scripts.loading.LoadChestXRayd` (the loading chain of training
   and evaluation too: rows first, grey, 0..255 with 16-bit images scaled by their bit depth),
   :class:`RecordSpatialShaped` (the original size), resize to ``spatial_size``, PBTSeg lungs,
@@ -68,7 +72,6 @@ from monai.transforms.transform import apply_transform
 from artasyn.constants import DEFAULT_TAU
 
 from .datalist import (
-    IMAGE_SUFFIXES,
     INFERENCE_OUTPUT_TAG,
     _stem,
     find_images,
@@ -76,7 +79,7 @@ from .datalist import (
     is_inference_output,
     load_datalist_json,
 )
-from .loading import MIN_IMAGE_SIZE
+from .loading import MIN_IMAGE_SIZE, SUPPORTED_FORMATS, is_image_file
 from .utils import as_bool, atomic_write, root_cause
 
 __all__ = [
@@ -107,16 +110,25 @@ OUTPUT_SUFFIXES = {
 
 
 class InferenceReport:
-    """The files an inference run could not use (by path and reason), the conversion notes, its counts."""
+    """The files an inference run could not use (by path and reason), the files of its input folder
+    that are not images (``skipped``), the conversion notes, its counts."""
 
     def __init__(self) -> None:
         self.failed: list[dict] = []
+        self.skipped: list[dict] = []
         self.notes: dict[str, list[str]] = {}
         self.n_input = 0
 
     def add_failed(self, path: str, reason: str) -> None:
         self.failed.append({"path": str(path), "reason": str(reason)})
         logger.warning("inference: cannot read %s (%s); listed as failed, the run continues", path, reason)
+
+    def add_skipped(self, path: str, reason: str) -> None:
+        """A file of the input folder that is not an image: logged once, a ``skipped`` row of the CSV."""
+        if any(item["path"] == str(path) for item in self.skipped):
+            return
+        self.skipped.append({"path": str(path), "reason": str(reason)})
+        logger.warning("inference: skipped %s (%s)", path, reason)
 
 
 def require_file(path: str | os.PathLike, what: str = "checkpoint") -> str:
@@ -126,28 +138,72 @@ def require_file(path: str | os.PathLike, what: str = "checkpoint") -> str:
     return str(path)
 
 
+def _pil_identifies(path: Path) -> bool:
+    from PIL import Image
+
+    try:
+        with Image.open(path):
+            return True
+    except Exception:
+        return False
+
+
+def _path_list(path: Path) -> list[str] | None:
+    """The paths of a text list (one a line, ``#`` comments, relative to the list), ``None`` if not text.
+
+    A JSON file is refused (a MONAI datalist goes to ``--input_datalist``).
+    """
+    if path.name.lower().endswith(".json"):
+        raise ValueError(
+            f"--input_files {path}: a JSON file; a MONAI datalist goes to --input_datalist, "
+            "--input_files takes images or a text list of paths (one a line)"
+        )
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        return None
+    if "\0" in text:
+        return None
+    lines = [ln.strip() for ln in text.splitlines()]
+    return [str(path.parent / ln) if not os.path.isabs(ln) else ln for ln in lines if ln and not ln.startswith("#")]
+
+
 def _file_list(input_files) -> list[str]:
+    """The paths of ``--input_files``: a list, a comma-separated string, one image, or a text list of paths.
+
+    One existing path is an image when :func:`scripts.loading.is_image_file` says so (PNG,
+    JPEG, NIfTI, DICOM by suffix or preamble) or Pillow identifies it (other formats named
+    explicitly); else it is read as a UTF-8 text list of paths; a binary file that is neither
+    raises a ``ValueError`` naming it and the supported formats.
+    """
     if not input_files:
         return []
     if isinstance(input_files, (str, os.PathLike)):
         p = Path(os.path.expanduser(str(input_files)))
-        if p.is_file() and not p.name.lower().endswith(IMAGE_SUFFIXES):  # a text file of paths
-            base = p.parent
-            lines = [ln.strip() for ln in p.read_text().splitlines()]
-            return [str(base / ln) if not os.path.isabs(ln) else ln for ln in lines if ln and not ln.startswith("#")]
+        if p.is_file() and not is_image_file(p):
+            listed = _path_list(p)
+            if listed is not None:
+                return listed
+            if _pil_identifies(p):
+                return [str(p)]
+            kind = f"{p.suffix!r} file" if p.suffix else "file without a suffix or the DICOM preamble"
+            raise ValueError(
+                f"--input_files {p}: neither an image the bundle reads ({kind}) nor a text list of paths (one a "
+                f"line, UTF-8); supported images: {SUPPORTED_FORMATS}"
+            )
         return [s.strip() for s in str(input_files).split(",") if s.strip()]
     return [str(f) for f in input_files]
 
 
-def _input_paths(input_dir, input_files, datalist, sections) -> list[str]:
+def _input_paths(input_dir, input_files, datalist, sections, report: InferenceReport | None = None) -> list[str]:
     paths: list[str] = []
     if input_dir:
         folder = Path(os.path.expanduser(str(input_dir)))
         if not folder.is_dir():
             raise FileNotFoundError(f"input_dir {folder} is not a folder")
-        found = find_images(folder)
+        found = find_images(folder, report)
         if not found:
-            logger.warning("inference: no PNG / JPEG / NIfTI image in %s", folder)
+            logger.warning("inference: no image in %s (supported: %s)", folder, SUPPORTED_FORMATS)
         paths += found
     paths += _file_list(input_files)
     if datalist:
@@ -206,12 +262,15 @@ def inference_datalist(
     """Items ``{"image": path, "image_path": path}`` of every readable input image.
 
     Args:
-        input_dir: a folder; its PNG / JPEG / NIfTI files (not recursive), sorted by name.
+        input_dir: a folder; its PNG / JPEG / NIfTI / DICOM files (not recursive), sorted by
+            name; its other files are named as skipped in ``report``.
         input_files: paths (a list, a comma-separated string, or a text file with one path a
-            line, relative to the text file).
+            line, relative to the text file); a single file that is neither an image nor a
+            text list raises ``ValueError`` naming it and the supported formats.
         datalist: a MONAI datalist JSON; the ``image`` of every item of ``sections``.
         sections: the datalist sections to read.
-        report: receives the missing and unusable files (with the reason) and conversion notes.
+        report: receives the missing and unusable files (with the reason), the skipped files of
+            ``input_dir`` and the conversion notes.
         min_size: images smaller than ``min_size`` x ``min_size`` pixels are refused.
 
     At least one of ``input_dir``, ``input_files`` and ``datalist`` must be given. Duplicates
@@ -219,7 +278,7 @@ def inference_datalist(
     ``ValueError`` when nothing was asked for.
     """
     report = report if report is not None else InferenceReport()
-    paths = _input_paths(input_dir, input_files, datalist, sections)
+    paths = _input_paths(input_dir, input_files, datalist, sections, report)
     if not (input_dir or input_files or datalist):
         raise ValueError(
             "inference needs an input: --input_dir <folder>, --input_files <list or file> or --input_datalist <json>"
@@ -241,7 +300,12 @@ def inference_datalist(
             logger.info("inference: %s converted on reading (%s)", p, "; ".join(notes))
         items.append({"image": p, "image_path": p})
     report.n_input = len(seen)
-    logger.info("inference: %d images to process, %d unreadable", len(items), len(report.failed))
+    logger.info(
+        "inference: %d images to process, %d unreadable, %d skipped (not images)",
+        len(items),
+        len(report.failed),
+        len(report.skipped),
+    )
     return items
 
 
@@ -438,7 +502,8 @@ class AnomalyOutputWriter:
     of this run or of an earlier one in the CSV, has the stem). Names with ``.artasyn-`` are
     never read as inputs. The CSV gets this run's rows appended at the end, under a lock and
     rewritten atomically, so several runs into one folder keep all their rows. Columns:
-    ``run_id``, ``file`` (the input), ``status`` (``ok`` or ``failed: reason``), ``score`` (mean
+    ``run_id``, ``file`` (the input), ``status`` (``ok``, ``failed: reason``, or ``skipped: reason``
+    for a file of the input folder that is not an image), ``score`` (mean
     squared error), ``label`` (``abnormal`` / ``normal``; empty without an image threshold),
     ``label_threshold`` (``specificity`` or ``f1``) and ``image_threshold`` (its value: abnormal
     when ``score`` is above it), ``mask_rule`` (``absolute``: ``anomaly_map > mask_threshold``;
@@ -641,9 +706,15 @@ class AnomalyOutputWriter:
             atomic_write(path, buf.getvalue())
         return path
 
+    def _skipped_row(self, path: str, reason: str) -> dict:
+        row = dict.fromkeys(self.COLUMNS, "")
+        row.update(run_id=self.run_id, file=path, status=f"skipped: {reason}")
+        return row
+
     def _finish(self, engine) -> None:
         rows = self.rows + [self._failed_row(f["path"], f["reason"]) for f in self.report.failed]
-        self.append_rows(rows)
+        skipped = [self._skipped_row(f["path"], f["reason"]) for f in self.report.skipped]
+        self.append_rows(rows + skipped)
         ok = [r for r in rows if r["status"] == "ok"]
         failed = len(rows) - len(ok)
         with_anomaly = sum(1 for r in ok if int(r["anomaly_area_px"]) > 0)
@@ -654,6 +725,7 @@ class AnomalyOutputWriter:
             "images": len(rows),
             "written": len(ok),
             "failed": failed,
+            "skipped": len(skipped),
             "with_anomaly": with_anomaly,
             "no_lung": no_lung,
             "seconds": elapsed,
@@ -675,7 +747,8 @@ class AnomalyOutputWriter:
         else:
             masks = f"masks: relative, tau {self.tau:g}"
         line = (
-            f"inference: {len(rows)} images, {len(ok)} written, {failed} failed, {no_lung} without lungs found; "
+            f"inference: {len(rows)} images, {len(ok)} written, {failed} failed, {len(skipped)} skipped "
+            f"(not images), {no_lung} without lungs found; "
             f"{labels}; {masks}; {elapsed:.1f} s ({self.summary['images_per_second']:.2f} images/s); "
             f"outputs in {self.output_dir} (CSV: {self.csv_name}, run {self.run_id})"
         )

@@ -17,6 +17,15 @@ no config merging is needed. This script only packages a copy:
 The folder name must not contain ``classification``, ``detection``, ``deepedit`` or
 ``deepgrow``: MONAI Label takes the task type from it (anything else is a segmentation task).
 
+DICOM studies: MONAI Label's local datastore lists the files of ``--studies`` whose names match
+its setting ``MONAI_LABEL_DATASTORE_FILE_EXT`` (0.8.5: ``*.nii.gz``, ``*.nii``, ``*.nrrd``,
+``*.jpg``, ``*.png``, ``*.tif``, ``*.svs``, ``*.xml``), which has no ``*.dcm``: a ``.dcm``
+radiograph would be left out of the datastore without a word. Start the server with that
+setting extended (:data:`DATASTORE_FILE_EXT`, as an environment variable:
+:func:`datastore_env`; this script prints the line); the bundle's own loading chain then reads
+the ``.dcm`` study as every workflow does (:mod:`scripts.dicom`). DICOM files without the
+``.dcm`` suffix are not listed by the datastore: name them ``*.dcm``.
+
 Usage (from the repository root)::
 
     python bundle/scripts/monailabel_bundle.py --ckpt bundle/models/model.pt \\
@@ -42,10 +51,28 @@ from scripts.checkpoint import load_checkpoint  # noqa: E402
 from scripts.utils import atomic_write  # noqa: E402
 
 CONFIGS = BUNDLE / "configs"
+#: MONAI Label 0.8.5's default ``MONAI_LABEL_DATASTORE_FILE_EXT`` (``monailabel/config.py``) ...
+MONAI_LABEL_DEFAULT_FILE_EXT = ("*.nii.gz", "*.nii", "*.nrrd", "*.jpg", "*.png", "*.tif", "*.svs", "*.xml")
+#: ... and the one to start the server with, so that DICOM radiographs are studies too
+DATASTORE_FILE_EXT = (*MONAI_LABEL_DEFAULT_FILE_EXT, "*.dcm")
 #: what MONAI Label's task type detection must not find in the folder name
 _OTHER_TASKS = ("classification", "detection", "deepedit", "deepgrow")
 
 logger = logging.getLogger("artasyn.bundle")
+
+
+def datastore_env() -> dict[str, str]:
+    """The environment that makes MONAI Label's local datastore list ``*.dcm`` studies too.
+
+    ``MONAI_LABEL_DATASTORE_FILE_EXT`` is a pydantic setting: a JSON list read from the
+    environment (or a ``.env`` file in the server's working folder).
+    """
+    return {"MONAI_LABEL_DATASTORE_FILE_EXT": json.dumps(list(DATASTORE_FILE_EXT))}
+
+
+def datastore_export_line() -> str:
+    """The shell line to run before ``monailabel start_server`` (see :func:`datastore_env`)."""
+    return " ".join(f"export {k}='{v}'" for k, v in datastore_env().items())
 
 
 def inference_config(presets: list[str] | tuple[str, ...] = (), overrides: dict | None = None) -> dict:
@@ -123,6 +150,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO)
     out = make_monailabel_bundle(args.out, args.ckpt, args.preset)
     print(f"MONAI Label bundle written to {out}")
+    print(f"for DICOM (*.dcm) studies, start the server after: {datastore_export_line()}")
 
 
 if __name__ == "__main__":

@@ -14,19 +14,25 @@ What it does, all under a work folder (a temporary one unless ``--work``):
    ``<work>/apps/monaibundle/model/artasyn_cxr_anomaly_segmentation``, with ``--ckpt`` as its
    weights or, without ``--ckpt``, the weights of a freshly initialised network (seed 0) of the
    ``small.json`` preset (an untrained network: the round trip is checked, not the detector);
-3. fills ``<work>/studies`` with radiographs: the files of ``--studies``, or by default a few
+3. fills ``<work>/studies`` with radiographs: the images of ``--studies`` (PNG, JPEG, NIfTI,
+   DICOM; a DICOM file is copied as ``<name>.dcm``, a ``.jpeg`` as ``.jpg``, the names MONAI
+   Label's datastore lists; every other file is named as skipped), or by default a few
    real ones from ``../shared/data`` (``$ARTASYN_SHARED_DATA``) when that folder is there
    (COVID-QU-Ex 256 x 256 PNGs, a 1024 x 1024 NIH PNG, a 224 x 224 RGB ZhangLab JPEG), plus a
    non-square phantom (200 rows x 160 columns, from ``artasyn.phantom``) so that rows and
-   columns cannot be swapped unnoticed;
+   columns cannot be swapped unnoticed, as a PNG and as a 12-bit MONOCHROME1 DICOM
+   (``phantom_200x160_mono1.dcm``, stored as ``4095 - x``: it must give the PNG's mask);
 4. starts ``monailabel start_server --app ... --studies ... --conf models
    artasyn_cxr_anomaly_segmentation --conf zoo_source local --conf sam2 false --conf
-   skip_trainers true`` on 127.0.0.1 and a free port, in the background, and waits for
-   ``GET /info/`` to answer;
+   skip_trainers true`` on 127.0.0.1 and a free port, in the background, with
+   ``MONAI_LABEL_DATASTORE_FILE_EXT`` extended by ``*.dcm``
+   (:func:`scripts.monailabel_bundle.datastore_env`: MONAI Label's default list has no DICOM),
+   and waits for ``GET /info/`` to answer;
 5. the client (standard library only): checks ``/info/`` (the model, its type, the label
-   ``opacity``), lists the datastore, then for every study ``POST
-   /infer/artasyn_cxr_anomaly_segmentation?image=<id>&output=all`` (and once more with the
-   phantom uploaded as a file), reads the multipart answer (JSON params + label file) and
+   ``opacity``), lists the datastore (every study must be in it, the DICOM ones too), then for
+   every study ``POST /infer/artasyn_cxr_anomaly_segmentation?image=<id>&output=all`` (and
+   once more with each phantom, PNG and DICOM, uploaded as a file), reads the multipart
+   answer (JSON params + label file) and
    checks that the label is a PNG of the radiograph's size (rows x columns) with values in
    {0, 1}, and that it equals the mask the bundle's own ``inference.json`` computes in this
    process from the same file and weights;
@@ -91,19 +97,61 @@ def _first(folder: Path, pattern: str, n: int) -> list[Path]:
     return sorted(folder.glob(pattern))[:n] if folder.is_dir() else []
 
 
+def study_name(path: Path) -> str:
+    """The name a radiograph gets in the studies folder: one that MONAI Label's datastore lists.
+
+    DICOM files (by suffix or preamble) become ``<stem>.dcm`` and ``.jpeg`` becomes ``.jpg``
+    (the datastore lists ``*.dcm`` with :func:`scripts.monailabel_bundle.datastore_env`, and
+    ``*.jpg`` but not ``*.jpeg``); other names are kept.
+    """
+    from scripts.dicom import DICOM_SUFFIXES, is_dicom_file
+
+    name, low = path.name, path.name.lower()
+    if low.endswith(".jpeg"):
+        return name[: -len(".jpeg")] + ".jpg"
+    if low.endswith(".nii.gz") or low.endswith((".nii", ".png", ".jpg")):
+        return name
+    if is_dicom_file(path):
+        for suffix in DICOM_SUFFIXES:
+            if low.endswith(suffix):
+                return name[: -len(suffix)] + ".dcm"
+        return name + ".dcm"
+    return name
+
+
+def study_id(name: str) -> str:
+    """MONAI Label's image id of a study file: its name less the datastore extension (``a.nii.gz`` -> ``a``)."""
+    from scripts.monailabel_bundle import DATASTORE_FILE_EXT
+
+    for ext in sorted((e.lstrip("*") for e in DATASTORE_FILE_EXT), key=len, reverse=True):
+        if name.endswith(ext):
+            return name[: -len(ext)]
+    return name.rsplit(".", 1)[0]
+
+
 def make_studies(studies: Path, source: str | None) -> list[Path]:
-    """Fill ``studies`` with radiographs (see the module docstring); the list of files written."""
+    """Fill ``studies`` with radiographs (see the module docstring); the list of files written.
+
+    From ``source``, the files :func:`scripts.loading.is_image_file` accepts are copied (under
+    :func:`study_name`); every other file is named as skipped.
+    """
     from PIL import Image
 
     from artasyn.phantom import make_phantom
+    from scripts.dicom import write_dicom
+    from scripts.loading import SUPPORTED_FORMATS, is_image_file
 
     studies.mkdir(parents=True, exist_ok=True)
     picked: list[Path] = []
     if source:
         src = Path(source)
-        picked = sorted(p for p in src.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".nii", ".gz"))
+        files = sorted(p for p in src.iterdir() if p.is_file() and not p.name.startswith("."))
+        picked = [p for p in files if is_image_file(p)]
+        for p in files:
+            if p not in picked:
+                print(f"[demo] skipped {p}: not an image (supported: {SUPPORTED_FORMATS})")
         if not picked:
-            raise SystemExit(f"no PNG/JPEG/NIfTI radiograph in {src}")
+            raise SystemExit(f"no radiograph in {src} (supported: {SUPPORTED_FORMATS})")
     else:
         data = _shared_data()
         if (data / "README.md").is_file():
@@ -112,14 +160,15 @@ def make_studies(studies: Path, source: str | None) -> list[Path]:
             picked += _first(data / "zhanglab_val" / "pneumonia", "*.jpeg", 1)
     written = []
     for p in picked:
-        name = p.name
-        if name.lower().endswith(".jpeg"):  # MONAI Label's datastore lists *.jpg, not *.jpeg
-            name = name[: -len(".jpeg")] + ".jpg"
+        name = study_name(p)
         shutil.copy2(p, studies / name)  # a temporary copy for the server's datastore
         written.append(studies / name)
     phantom = make_phantom(200, diseased=True, seed=7)["image"][:, 20:180]  # 200 rows x 160 columns
     Image.fromarray(phantom).save(studies / "phantom_200x160.png")
     written.append(studies / "phantom_200x160.png")
+    # the same phantom as a 12-bit MONOCHROME1 DICOM (white stored as 0): it reads as the PNG does
+    twelve = (phantom.astype(np.uint32) * 4095 // 255).astype(np.uint16)
+    written.append(write_dicom(studies / "phantom_200x160_mono1.dcm", 4095 - twelve, "MONOCHROME1", bits_stored=12))
     return written
 
 
@@ -213,8 +262,13 @@ def check_label(name: str | None, data: bytes | None, study: Path, expected: np.
 
     if data is None:
         return False, {"error": "no label file in the answer"}
-    with Image.open(study) as im:
-        rows, cols = im.height, im.width
+    if study.name.lower().endswith(".dcm"):
+        from scripts.loading import read_radiograph
+
+        rows, cols = (int(s) for s in read_radiograph(study).shape[1:])
+    else:
+        with Image.open(study) as im:
+            rows, cols = im.height, im.width
     label = Image.open(io.BytesIO(data))
     arr = np.asarray(label)
     values = sorted(int(v) for v in np.unique(arr))
@@ -246,17 +300,22 @@ def run_client(base: str, studies: list[Path], expected: ExpectedMask) -> bool:
     _, body = _request(f"{base}/datastore/?output=all")
     ids = sorted(json.loads(body).get("objects", {}))
     print(f"[client] GET /datastore/: {len(ids)} images {ids}")
-    by_id = {p.name.rsplit(".", 1)[0]: p for p in studies}
+    by_id = {study_id(p.name): p for p in studies}
+    missing = sorted(set(by_id) - set(ids))
+    if missing:
+        print(f"[client]   not in the datastore: {missing} -> FAIL")
     all_ok &= set(ids) == set(by_id)
 
     requests = [(i, by_id[i], False) for i in ids if i in by_id]
-    requests.append(("phantom_200x160", by_id["phantom_200x160"], True))
+    for name in ("phantom_200x160", "phantom_200x160_mono1"):
+        requests.append((name, by_id[name], True))
     for image_id, study, upload in requests:
         params = json.dumps({"result_extension": ".png"})
         if upload:
             url = f"{base}/infer/{MODEL}?output=all"
+            kind = "application/dicom" if study.name.endswith(".dcm") else "image/png"
             body, ctype = _multipart(
-                {"params": (None, params.encode(), "text/plain"), "file": (study.name, study.read_bytes(), "image/png")}
+                {"params": (None, params.encode(), "text/plain"), "file": (study.name, study.read_bytes(), kind)}
             )
             what = f"POST /infer/{MODEL} (file upload {study.name})"
         else:
@@ -291,7 +350,9 @@ def monailabel_env(tmp: Path | None = None) -> dict:
     """This environment, as an activated one: the ``monailabel`` script runs ``$MONAILABEL_PYEXE`` (else
     ``python`` from ``PATH``), which must be this interpreter even when the venv is not activated.
     ``tmp``: the server's ``TMPDIR`` (it leaves its logging config and uploads there)."""
-    env = dict(os.environ, MONAILABEL_PYEXE=sys.executable)
+    from scripts.monailabel_bundle import datastore_env
+
+    env = dict(os.environ, MONAILABEL_PYEXE=sys.executable, **datastore_env())
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     if tmp is not None:
         tmp.mkdir(parents=True, exist_ok=True)
