@@ -39,7 +39,9 @@ What runs, in order (the ids of ``inference.json``):
   input file, status, score, label and the threshold that gave it, the mask's rule and
   threshold, anomaly area in pixels and as a fraction, lungs found, the names of the three
   outputs, notes; under a file lock, rewritten atomically, so runs into one folder keep every
-  row), and logs a summary line.
+  row), and logs a summary line. The files are drawn, encoded and written in a background
+  thread (``writer_threads``) while the network goes on; :func:`set_torch_threads`
+  (``initialize``) leaves CPU cores to the DataLoader workers and that thread.
 
 Example (a checkpoint trained by the bundle in ``bundle/models/model.pt``)::
 
