@@ -18,7 +18,9 @@ tables on stdout:
   DataLoader workers, user + system; less sensitive to other load: ``2 / cpu_seconds_per_image``
   bounds the rate on 2 free cores).
 - ``network_only``: the reconstruction network alone (eval mode, no gradients, random input at
-  the working size, one thread) for batch sizes 1 and 4.
+  the working size, one thread) for batch sizes 1 and 4, of both presets (``cpu``, ``paper``).
+
+``--part end_to_end`` or ``--part network`` runs one part and keeps the other in ``--out``.
 
 Model: ``--preset cpu`` (default) is the network and anomaly map of ``cpu.json`` (the 2-core
 preset: 128 x 128, width 8, positive map, sigma 3), ``--preset paper`` the paper's network at
@@ -30,7 +32,7 @@ absolute masks and their small-component filter run as with a trained checkpoint
 ``--before <json>`` copies the ``end_to_end`` part of an earlier result file (e.g. measured at
 an earlier commit with the same command) under ``before`` and adds the ratio of the medians.
 
-    nice -n 15 python bench/bench_inference.py [--preset cpu] [--n 24] [--repeats 3] \\
+    nice -n 15 python bench/bench_inference.py [--part all] [--preset cpu] [--n 24] [--repeats 3] \\
         [--sizes 256 512 1024 mixed] [--before old.json] [--out bench/results/inference.json]
 """
 
@@ -237,6 +239,7 @@ def rate(net, device, batch: int, repeats: int, size: int = 256) -> float:
 
 def network_only(overrides: dict, repeats: int, threads: int = 1) -> dict:
     previous = torch.get_num_threads()
+    load = os.getloadavg()[0]
     torch.set_num_threads(threads)
     parser = _parser(overrides)
     size = int(parser.get_parsed_content("spatial_size")[0])
@@ -254,6 +257,7 @@ def network_only(overrides: dict, repeats: int, threads: int = 1) -> dict:
             )
     torch.set_num_threads(previous)
     return {
+        "load_avg_start": round(load, 2),
         "input": [1, size, size],
         "parameters": sum(p.numel() for p in net.parameters()),
         "cpu_threads": threads,
@@ -269,19 +273,7 @@ def write_json(path: Path, obj: dict) -> None:
     os.replace(tmp, path)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--preset", choices=("cpu", "paper"), default="cpu")
-    ap.add_argument("--ckpt", default=None, help="a checkpoint of the preset's network (default: made here)")
-    ap.add_argument("--n", type=int, default=24, help="images per set")
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--sizes", nargs="+", default=["256", "512", "1024", "mixed"])
-    ap.add_argument("--skip-network", action="store_true", help="no network-only part")
-    ap.add_argument("--before", default=None, help="an earlier result JSON: its end_to_end becomes 'before'")
-    ap.add_argument("--label", default="", help="what was measured (e.g. the commit)")
-    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "inference.json"))
-    args = ap.parse_args()
-
+def run_end_to_end(args) -> dict:
     overrides = preset_overrides(args.preset)
     work = Path(tempfile.mkdtemp(prefix="bench_inference_"))
     try:
@@ -296,7 +288,7 @@ def main() -> None:
         load_end = os.getloadavg()
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    result = {
+    return {
         "what": "images/s of `run inference` (inference.json defaults, every output written), median of repeats",
         "label": args.label,
         "preset": args.preset,
@@ -310,35 +302,63 @@ def main() -> None:
         "load_avg_end": [round(x, 2) for x in load_end],
         "results": rows,
     }
-    out = {"end_to_end": result}
-    if not args.skip_network:
-        out["network_only"] = network_only(overrides, repeats=5)
-    if args.before:
-        before = json.loads(Path(args.before).read_text())
-        out["before"] = before.get("end_to_end", before)
-        old = {r["set"]: r["images_per_s"] for r in out["before"].get("results", [])}
-        out["ratio"] = {r["set"]: round(r["images_per_s"] / old[r["set"]], 2) for r in rows if old.get(r["set"])}
-    write_json(Path(args.out), out)
 
-    print(
-        f"\n| set | images | images/s ({args.preset} preset, median of {args.repeats}) | before | ratio "
-        "| CPU s/image | load avg |"
-    )
-    print("|---|---|---|---|---|---|---|")
-    old = {r["set"]: r["images_per_s"] for r in out.get("before", {}).get("results", [])}
-    for r in rows:
-        b = old.get(r["set"])
-        ratio = f"{r['images_per_s'] / b:.1f}x" if b else ""
-        loads = "-".join(f"{x:.1f}" for x in (min(r["load_avg_1min"]), max(r["load_avg_1min"])))
+
+def print_tables(out: dict) -> None:
+    if "end_to_end" in out:
+        res = out["end_to_end"]
         print(
-            f"| {r['set']} | {r['n']} | {r['images_per_s']:.2f} | {b if b else ''} | {ratio} "
-            f"| {r['cpu_seconds_per_image']:.3f} | {loads} |"
+            f"\n| set | images | images/s ({res['preset']} preset, median of {res['repeats']}) | before | ratio "
+            "| CPU s/image | load avg |"
         )
-    if "network_only" in out:
-        net = out["network_only"]
-        print(f"\nnetwork only ({net['input'][1]} x {net['input'][2]}, {net['cpu_threads']} thread):")
+        print("|---|---|---|---|---|---|---|")
+        old = {r["set"]: r["images_per_s"] for r in out.get("before", {}).get("results", [])}
+        for r in res["results"]:
+            b = old.get(r["set"])
+            ratio = f"{r['images_per_s'] / b:.1f}x" if b else ""
+            loads = "-".join(f"{x:.1f}" for x in (min(r["load_avg_1min"]), max(r["load_avg_1min"])))
+            print(
+                f"| {r['set']} | {r['n']} | {r['images_per_s']:.2f} | {b if b else ''} | {ratio} "
+                f"| {r['cpu_seconds_per_image']:.3f} | {loads} |"
+            )
+    for preset, net in out.get("network_only", {}).items():
+        size = f"{net['input'][1]} x {net['input'][2]}"
+        print(
+            f"\nnetwork only, {preset} preset ({size}, {net['parameters']} parameters, {net['cpu_threads']} thread, "
+            f"load average {net.get('load_avg_start', float('nan')):.1f}):"
+        )
         for r in net["results"]:
             print(f"| {r['device']} | batch {r['batch']} | {r['images_per_s']:.2f} images/s |")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--part", choices=("all", "end_to_end", "network"), default="all")
+    ap.add_argument("--preset", choices=("cpu", "paper"), default="cpu", help="end to end: the model")
+    ap.add_argument("--ckpt", default=None, help="a checkpoint of the preset's network (default: made here)")
+    ap.add_argument("--n", type=int, default=24, help="images per set")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--sizes", nargs="+", default=["256", "512", "1024", "mixed"])
+    ap.add_argument("--before", default=None, help="an earlier result JSON: its end_to_end becomes 'before'")
+    ap.add_argument("--label", default="", help="what was measured (e.g. the commit)")
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "inference.json"))
+    args = ap.parse_args()
+
+    path = Path(args.out)
+    out = json.loads(path.read_text()) if args.part != "all" and path.is_file() else {}
+    if args.part in ("all", "end_to_end"):
+        out["end_to_end"] = run_end_to_end(args)
+        out.pop("before", None), out.pop("ratio", None)
+        if args.before:
+            before = json.loads(Path(args.before).read_text())
+            out["before"] = before.get("end_to_end", before)
+            old = {r["set"]: r["images_per_s"] for r in out["before"].get("results", [])}
+            rows = out["end_to_end"]["results"]
+            out["ratio"] = {r["set"]: round(r["images_per_s"] / old[r["set"]], 2) for r in rows if old.get(r["set"])}
+    if args.part in ("all", "network"):
+        out["network_only"] = {preset: network_only(preset_overrides(preset), repeats=5) for preset in ("cpu", "paper")}
+    write_json(path, out)
+    print_tables(out)
     print(f"-> {args.out}")
 
 
