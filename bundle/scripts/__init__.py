@@ -15,7 +15,10 @@ phantoms, scoring); what only this bundle needs lives here, one concern a module
   recomputed) and the cached PBTSeg pass that lists no-lung and failing images;
 - :mod:`.training`: the eq.-1 training iteration and its one-forward network view;
 - :mod:`.ema`: EMA weights and their ignite handler;
+- :mod:`.schedule`: how many iterations and epochs a training runs, its learning-rate schedule;
 - :mod:`.checkpoint`: checkpoints written atomically and checked on load, resumable training;
+- :mod:`.checkpoint_config`: checkpoints that describe their network and settings, and the
+  network and settings of inference read back from them;
 - :mod:`.metrics`: micro (pooled) Dice and the evaluator's metric dictionaries;
 - :mod:`.handlers`: image panels, the per-image score CSV and the metrics JSON;
 - :mod:`.thresholds`: decision thresholds calibrated at every validation and saved with the
