@@ -96,13 +96,15 @@ def _pil_convert(img):
     return img.convert(target[0]) if target is not None else img
 
 
-_PNG_LOADER = LoadImage(
-    reader=PILReader(reverse_indexing=False, converter=_pil_convert),
+#: one loader (each ``LoadImage`` builds MONAI's default readers, and some warn when they do):
+#: NIfTI by nibabel, everything else by PIL (a reader is chosen by the file's suffix, the last
+#: listed first)
+_LOADER = LoadImage(
+    reader=[NibabelReader(), PILReader(reverse_indexing=False, converter=_pil_convert)],
     image_only=True,
     ensure_channel_first=True,
     dtype=None,
 )
-_NIFTI_LOADER = LoadImage(reader=NibabelReader(), image_only=True, ensure_channel_first=True, dtype=None)
 
 
 def read_radiograph(path: str | os.PathLike) -> MetaTensor:
@@ -112,8 +114,7 @@ def read_radiograph(path: str | os.PathLike) -> MetaTensor:
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no such file: {path}")
-    name = str(path).lower()
-    img = (_NIFTI_LOADER if name.endswith(NIFTI_SUFFIXES) else _PNG_LOADER)(path)
+    img = _LOADER(path)
     if img.ndim == 4 and img.shape[-1] == 1:  # a 2-D NIfTI stored as H x W x 1
         img = img[..., 0]
     if img.ndim != 3:
