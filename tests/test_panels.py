@@ -35,14 +35,14 @@ def test_row_title_names_file_true_label_score_and_decision():
 
     assert (
         panel_row_title(_item("covid_17.png", 1, 0.0123456, 1, 0))
-        == "covid_17.png | true: diseased | score 0.01235 | decision: abnormal"
+        == "data/covid_17.png | true: diseased | score 0.01235 | decision: abnormal"
     )
     assert (
         panel_row_title(_item("normal_3.png", 0, 0.002, 0, 1))
-        == "normal_3.png | true: healthy | score 0.002 | decision: normal"
+        == "data/normal_3.png | true: healthy | score 0.002 | decision: normal"
     )
     assert panel_row_title(_item("n.png", 0, 0.5, None, 2)).endswith("decision: none (no threshold applied)")
-    assert panel_row_title(_item("x.png", 0, 0.5, None, 2), "/other/y.png").startswith("y.png | ")
+    assert panel_row_title(_item("x.png", 0, 0.5, None, 2), "/other/y.png").startswith("other/y.png | ")
 
 
 def _run_handler(items, tmp_path):

@@ -175,10 +175,13 @@ class DataReport:
 
     Each per-file fact is logged once, when it is recorded (a rejected file and a file without
     lungs as a warning, a conversion as information); :meth:`log` then gives the counts.
+    ``log_files=False``: a scratch report whose lung facts are recorded again elsewhere (the
+    per-rank shards of :mod:`scripts.ddp`) logs none.
     """
 
-    def __init__(self, path: str | Path | None = None) -> None:
+    def __init__(self, path: str | Path | None = None, log_files: bool = True) -> None:
         self.path = Path(path) if path is not None else None
+        self.log_files = bool(log_files)
         self.rejected: list[dict] = []
         self.converted: list[dict] = []
         self.no_lung: list[str] = []
@@ -210,6 +213,8 @@ class DataReport:
         if str(path) in self.no_lung:
             return
         self.no_lung.append(str(path))
+        if not self.log_files:
+            return
         logger.warning(
             "PBTSeg found no lung in %s (%s): kept%s",
             path,

@@ -82,17 +82,18 @@ PANEL_COLUMNS = ("input", "reconstruction", "error map (scaled to its max)", "{m
 def panel_row_title(item: dict, filename: str = "") -> str:
     """The title of an item's panel row: ``file | true label | score | decision``.
 
-    ``filename`` (else the item's own ``image_path`` or metadata), the true label (``label``:
+    ``filename`` (else the item's own ``image_path`` or metadata; its folder and name), the true label (``label``:
     0 healthy, 1 diseased), the image score (``score``, its first value) and the decision of
     the checkpoint's image threshold (``pred_label``: ``abnormal`` / ``normal``; ``no decision``
     where none was applied, e.g. during training, whose thresholds come at the epoch's end).
 
     >>> panel_row_title({"label": 1, "score": [0.01234567], "pred_label": 1}, "/data/covid_1.png")
-    'covid_1.png | true: diseased | score 0.01235 | decision: abnormal'
+    'data/covid_1.png | true: diseased | score 0.01235 | decision: abnormal'
     >>> panel_row_title({"label": 0, "score": [0.002]}, "n.png")
     'n.png | true: healthy | score 0.002 | decision: none (no threshold applied)'
     """
-    name = Path(filename or _filename(item, None)).name or "(unnamed)"
+    path = Path(filename or _filename(item, None))
+    name = f"{path.parent.name}/{path.name}" if path.parent.name else path.name or "(unnamed)"
     label = "diseased" if _scalar(item.get("label")) > 0.5 else "healthy"
     score = _scalar(item.get("score"), float("nan"))
     decided = item.get("pred_label")
