@@ -26,7 +26,7 @@ Model: ``--preset cpu`` (default) is the network and anomaly map of ``cpu.json``
 preset: 128 x 128, width 8, positive map, sigma 3), ``--preset paper`` the paper's network at
 256 x 256 (``inference.json`` as it is). The checkpoint is ``--ckpt`` (its network must be the
 preset's), or by default seeded random weights with decision thresholds calibrated on 8
-``covidquex_normal_lung`` images (``artasyn.thresholds.calibrate_thresholds``), so labels,
+``covidquex_normal_lung`` images (``artasyn.scoring.thresholds.calibrate_thresholds``), so labels,
 absolute masks and their small-component filter run as with a trained checkpoint.
 
 ``--before <json>`` copies the ``end_to_end`` part of an earlier result file (e.g. measured at
@@ -82,7 +82,7 @@ def make_checkpoint(path: Path, overrides: dict, calib_files: list[str], seed: i
     """Seeded random weights of the preset's network, with thresholds calibrated on ``calib_files``."""
     sys.path.insert(0, str(ROOT / "bundle"))
     from artasyn.scoring import AnomalyScored
-    from artasyn.thresholds import calibrate_thresholds
+    from artasyn.scoring.thresholds import calibrate_thresholds
 
     torch.manual_seed(seed)
     parser = _parser(overrides)

@@ -289,7 +289,7 @@ def preset_settings(parser) -> dict:
     out = {k: parser.get_parsed_content(k) for k in keys}
     out["spatial_size"] = [int(s) for s in out["spatial_size"]]
     out["taus"] = [float(t) for t in out["taus"]]
-    out["iterations"] = int(out["max_epochs"]) * int(out["iterations_per_epoch"])
+    out["iterations"] = int(parser.get_parsed_content("total_iterations"))  # max_epochs x epoch_length
     return out
 
 

@@ -81,12 +81,10 @@ def test_train_config_holds_the_paper_defaults():
     assert cfg["spatial_size"] == [256, 256] and cfg["batch_size"] == 4 and cfg["max_iterations"] == 100000
     assert cfg["learning_rate"] == 1e-4 and cfg["ema_decay"] == 0.9999 and cfg["variant"] == "final"
     assert cfg["training"] == "%run"
-    assert (cfg["loss"]["w_global"], cfg["loss"]["w_local"], cfg["loss"]["w_feat"], cfg["loss"]["w_dice"]) == (
-        1.0,
-        2.0,
-        1.0,
-        1.0,
-    )
+    assert (cfg["w_global"], cfg["w_local"], cfg["w_feat"], cfg["w_dice"]) == (1.0, 2.0, 1.0, 1.0)
+    assert {k: cfg["loss"][k] for k in ("w_global", "w_local", "w_feat", "w_dice")} == {
+        k: f"@{k}" for k in ("w_global", "w_local", "w_feat", "w_dice")
+    }
 
 
 def test_small_preset_only_overrides():

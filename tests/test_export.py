@@ -58,8 +58,8 @@ def test_ckpt_export_round_trips(tmp_path):
             "bundle/configs/inference.json",
             "--key_in_ckpt",
             "model",
-            "--bundle_root",
-            str(tmp_path),
+            "--ckpt_path",  # the checkpoint network_def reads its arguments from (none here: TINY_NET's)
+            str(ckpt),
             *over,
         ],
         cwd=REPO,

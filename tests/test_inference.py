@@ -103,7 +103,16 @@ def test_inference_config_stands_alone():
     config = parser.get()
     assert config["initialize"][0] == "$sys.path.append(@bundle_root)"
     train = json.loads(Path(TRAIN).read_text())
-    assert config["network_def"] == train["network_def"] and config["spatial_size"] == train["spatial_size"]
+    # a checkpoint that does not describe its training gets train.json's network and settings
+    from scripts.checkpoint_config import SETTINGS
+
+    assert config["default_settings"] == {k: train[k] for k in SETTINGS}
+    assert all(v is None for k, v in config["network_def"].items() if not k.startswith("_") and k != "ckpt_path")
+    parser["ckpt_path"] = "/nonexistent/model.pt"
+    net = parser.get_parsed_content("network_def")
+    paper = ConfigParser(train).get_parsed_content("network_def")
+    assert {k: v.shape for k, v in net.state_dict().items()} == {k: v.shape for k, v in paper.state_dict().items()}
+    assert parser.get_parsed_content("spatial_size") == train["spatial_size"]
     text = Path(INFERENCE).read_text()
     for ref in set(__import__("re").findall(r"@([A-Za-z_][A-Za-z0-9_#]*)", text)):
         assert ref in parser, f"inference.json refers to @{ref}, which it does not define"

@@ -17,9 +17,15 @@ phantoms, scoring); what only this bundle needs lives here, one concern a module
   recomputed) and the cached PBTSeg pass that lists no-lung and failing images;
 - :mod:`.training`: the eq.-1 training iteration and its one-forward network view;
 - :mod:`.ema`: EMA weights and their ignite handler;
+- :mod:`.schedule`: how many iterations and epochs a training runs, its learning-rate schedule;
 - :mod:`.checkpoint`: checkpoints written atomically and checked on load, resumable training;
+- :mod:`.checkpoint_config`: checkpoints that describe their network and settings, and the
+  network and settings of inference read back from them;
 - :mod:`.metrics`: micro (pooled) Dice and the evaluator's metric dictionaries;
 - :mod:`.handlers`: image panels, the per-image score CSV and the metrics JSON;
+- :mod:`.figures`: grids of tiles with a title per row and per column (the panels, the figure);
+- :mod:`.logs`: each message of a run once; the library's per-file warnings left to the data
+  report;
 - :mod:`.thresholds`: decision thresholds calibrated at every validation and saved with the
   weights, and their reading back for evaluation and inference;
 - :mod:`.inference`: inference inputs, output writers and the run summary;

@@ -19,7 +19,11 @@ previous complete file under the final name, never a partial one:
 
 ``thresholds`` (a plain dictionary, see :mod:`scripts.thresholds`) is there when the
 validation evaluator has a :class:`scripts.thresholds.ThresholdCalibrator` (``train.json``
-has); checkpoints without it (older ones) load as before.
+has); checkpoints without it (older ones) load as before. ``config`` (every file; a plain
+dictionary, see :mod:`scripts.checkpoint_config`) holds the network's arguments and the
+working size and scoring settings of the training, so that ``inference.json`` alone serves a
+checkpoint of any preset. A bare state dict (``torch.save(net.state_dict())``) is read as
+``{"model": ...}``.
 
 ``--resume true`` loads ``last.pt`` when the trainer starts and continues from its iteration
 (logged: ``resuming from ... at iteration N``); without it (the default) the training starts
@@ -53,6 +57,7 @@ __all__ = [
     "LoadCheckpoint",
     "TrainingCheckpoint",
     "check_checkpoint",
+    "is_state_dict",
     "load_checkpoint",
 ]
 
@@ -63,14 +68,26 @@ class CheckpointError(RuntimeError):
     """A checkpoint file that exists but cannot be used (empty, unreadable, keys missing, wrong network)."""
 
 
+def is_state_dict(obj) -> bool:
+    """Whether ``obj`` is a bare state dict (``{name: tensor}``, as ``torch.save(net.state_dict())`` writes)."""
+    return isinstance(obj, Mapping) and len(obj) > 0 and all(isinstance(v, torch.Tensor) for v in obj.values())
+
+
+_BARE_LOGGED: set[str] = set()
+
+
 def load_checkpoint(
-    path: str | Path, map_location: str | torch.device = "cpu", keys: Sequence[str] = ("model",)
+    path: str | Path, map_location: str | torch.device = "cpu", keys: Sequence[str] = ("model",), mmap: bool = False
 ) -> dict:
     """Read a checkpoint written by the bundle, checking it; errors name the file and the problem.
 
     Raises ``FileNotFoundError`` (with what to do) when ``path`` is no file, and
     :class:`CheckpointError` when it is empty, cannot be read by ``torch.load`` (the root
     cause is given), is not a dictionary, or lacks one of ``keys`` (each a state dict).
+
+    A bare state dict (``{name: tensor}``: what MONAI's ``CheckpointLoader`` reads and model-zoo
+    ``model.pt`` files are) is read as ``{"model": state dict}`` (no thresholds, no ``config``;
+    logged once). ``mmap``: map the tensors instead of reading them (to read the small entries).
     """
     path = Path(path).expanduser()
     if not path.is_file():
@@ -82,20 +99,40 @@ def load_checkpoint(
             "(models/last.pt, models/model_final.pt) or train again"
         )
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        ckpt = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as e:
         raise CheckpointError(f"checkpoint {path} ({size} bytes) cannot be read: {root_cause(e)}") from e
     if not isinstance(ckpt, Mapping):
         raise CheckpointError(f"checkpoint {path} holds a {type(ckpt).__name__}, not a dictionary of state dicts")
+    if "model" not in ckpt and is_state_dict(ckpt):
+        if str(path) not in _BARE_LOGGED:
+            _BARE_LOGGED.add(str(path))
+            logger.info(
+                "checkpoint %s is a bare state dict (%d tensors): read as the network's weights ('model'); "
+                "it carries no decision thresholds and no training settings",
+                path,
+                len(ckpt),
+            )
+        ckpt = {"model": ckpt}
     missing = [k for k in keys if not isinstance(ckpt.get(k), Mapping)]
     if missing:
         raise CheckpointError(f"checkpoint {path} has no state dict under {missing} (keys: {sorted(ckpt)})")
     return dict(ckpt)
 
 
-def check_checkpoint(path: str | Path, keys: Sequence[str] = ("model",)) -> str:
-    """``path`` after :func:`load_checkpoint` read it without error (for a config's ``initialize``)."""
-    load_checkpoint(path, keys=keys)
+def check_checkpoint(path: str | Path, keys: Sequence[str] = ("model",), config: Mapping | None = None) -> str:
+    """``path`` after :func:`load_checkpoint` read it without error (for a config's ``initialize``).
+
+    ``config``: what the run uses (``{"network": {...}, "spatial_size": ..., ...}``), compared
+    with the checkpoint's own ``config`` by :func:`scripts.checkpoint_config.compare_config`
+    (another network: :class:`CheckpointError`; another working size or scoring setting: a
+    warning; both name the id and the two values).
+    """
+    from .checkpoint_config import CONFIG_KEY, compare_config
+
+    ckpt = load_checkpoint(path, keys=keys, mmap=True)
+    if config:
+        compare_config(path, ckpt.get(CONFIG_KEY), config)
     return str(path)
 
 
@@ -105,7 +142,8 @@ def _load_state(module, state: Mapping, path: Path, key: str) -> None:
     except Exception as e:
         raise CheckpointError(
             f"checkpoint {path}: {key!r} does not fit the network of this config ({root_cause(e)}); "
-            "pass the preset the checkpoint was trained with (e.g. --config_file [..., 'small.json'])"
+            "pass the preset the checkpoint was trained with (e.g. --config_file [..., 'small.json']), or, for "
+            "inference, inference.json alone (it builds the network a checkpoint describes)"
         ) from e
 
 
@@ -149,11 +187,16 @@ class BestModelSaver:
     evaluated is the best one. The decision thresholds of that epoch
     (``engine.state.thresholds``, from a :class:`scripts.thresholds.ThresholdCalibrator`
     listed before this handler) are saved with the weights under ``thresholds``; thresholds of
-    another epoch are not (a warning says so).
+    another epoch are not (a warning says so). ``config`` (``train.json``: ``@checkpoint_config``,
+    :func:`scripts.checkpoint_config.training_config`) is saved under ``config``: the network's
+    arguments and the settings of the training, so that the checkpoint describes itself.
     """
 
-    def __init__(self, save_dir: str | Path, save_dict: Mapping, filename: str = "model.pt") -> None:
+    def __init__(
+        self, save_dir: str | Path, save_dict: Mapping, filename: str = "model.pt", config: Mapping | None = None
+    ) -> None:
         self.save_dir, self.save_dict, self.filename = Path(save_dir), dict(save_dict), filename
+        self.config = dict(config) if config else None
 
     def attach(self, engine) -> None:
         from ignite.engine import Events
@@ -176,6 +219,8 @@ class BestModelSaver:
             thresholds = None
         if thresholds is not None:
             state["thresholds"] = thresholds
+        if self.config is not None:
+            state["config"] = self.config
         path = atomic_torch_save(state, self.save_dir / self.filename)
         logger.info(
             "best %s %.4f at epoch %d: saved %s%s",
@@ -229,6 +274,8 @@ class TrainingCheckpoint:
         filename: the name of the resumable state (``last.pt``).
         final_filename: the weights at the end (``model_final.pt``); ``""``: not written.
         save_every: also save ``last.pt`` every this many iterations (0: after every epoch only).
+        config: saved under ``config`` in every file (the network's arguments and the training's
+            settings, :func:`scripts.checkpoint_config.training_config`).
 
     See the module docstring for the content of the files.
     """
@@ -244,8 +291,10 @@ class TrainingCheckpoint:
         filename: str = "last.pt",
         final_filename: str = "model_final.pt",
         save_every: int = 0,
+        config: Mapping | None = None,
     ) -> None:
         self.save_dir = Path(save_dir)
+        self.config = dict(config) if config else None
         self.network, self.ema_network, self.optimizer, self.validator = network, ema_network, optimizer, validator
         self.resume = as_bool(resume, "resume")
         self.filename, self.final_filename, self.save_every = filename, final_filename, int(save_every or 0)
@@ -274,6 +323,8 @@ class TrainingCheckpoint:
         thresholds = validation_thresholds(self.validator.state) if self.validator is not None else None
         if thresholds is not None:
             weights["thresholds"] = thresholds
+        if self.config is not None:
+            weights["config"] = self.config
         return weights
 
     def state_dict(self, engine) -> dict:
@@ -389,5 +440,4 @@ class TrainingCheckpoint:
             "metric",
             f"{ckpt['best_metric']:.4f} (epoch {ckpt['best_metric_epoch']})" if "best_metric" in ckpt else "n/a",
         )
-        print(f"resuming from {path} at iteration {self.resumed_from}", flush=True)
         return self.resumed_from

@@ -203,12 +203,19 @@ class DataReport:
     synthetic anomaly, a one-lung image gets its anomalies in the lung found). ``missing_mask``:
     diseased images without a usable lesion mask (AP / AUC only).
     ``cache``: what the lung cache did (``reused``, ``computed``, ``recomputed_changed``,
-    ``recomputed_damaged``).
+    ``recomputed_damaged``). ``files``: every image the datalists accepted (not saved; the
+    log filter of :mod:`scripts.logs` leaves the library's warnings about them to this report).
+
+    Each per-file fact is logged once, when it is recorded (a rejected file and a file without
+    lungs as a warning, a conversion as information); :meth:`log` then gives the counts.
+    ``log_files=False``: a scratch report whose lung facts are recorded again elsewhere (the
+    per-rank shards of :mod:`scripts.ddp`) logs none.
     """
 
-    def __init__(self, path: str | Path | None = None) -> None:
+    def __init__(self, path: str | Path | None = None, log_files: bool = True) -> None:
         self.path = Path(path) if path is not None else None
         self.skipped: list[dict] = []
+        self.log_files = bool(log_files)
         self.rejected: list[dict] = []
         self.converted: list[dict] = []
         self.no_lung: list[str] = []
@@ -216,6 +223,7 @@ class DataReport:
         self.missing_mask: list[str] = []
         self.counts: dict[str, int] = {}
         self.cache: dict[str, int] = {}
+        self.files: set[str] = set()
 
     @property
     def unreadable(self) -> list[dict]:
@@ -240,6 +248,20 @@ class DataReport:
         """Record an accepted image read with a conversion (logged once, naming it)."""
         self.converted.append({"path": str(path), "note": str(note)})
         logger.info("image converted on reading: %s (%s)", path, note)
+
+    def add_no_lung(self, path: str, section: str = "training") -> None:
+        """Record an image where PBTSeg found no lung (logged once as a warning, naming it)."""
+        if str(path) in self.no_lung:
+            return
+        self.no_lung.append(str(path))
+        if not self.log_files:
+            return
+        logger.warning(
+            "PBTSeg found no lung in %s (%s): kept%s",
+            path,
+            section,
+            "; no synthetic anomaly is painted on it" if section == "training" else "; scored on the whole image",
+        )
 
     def to_dict(self) -> dict:
         return {
@@ -280,15 +302,9 @@ class DataReport:
         return atomic_write(path, json.dumps(self.to_dict(), indent=2))
 
     def log(self) -> None:
-        logger.info(self.summary())
-        for item in self.rejected:
-            logger.warning("  rejected (%s): %s (%s)", item["stage"], item["path"], item["reason"])
-        for item in self.converted:
-            logger.info("  converted: %s (%s)", item["path"], item["note"])
-        for p in self.no_lung:
-            logger.warning("  no lung found: %s", p)
-        if self.path is not None:
-            logger.info("data report: %s", self.path)
+        """Log the counts (each file was named once when it was recorded) and where the report is."""
+        where = f" (every file in {self.path})" if self.path is not None else ""
+        logger.info("%s%s", self.summary(), where)
 
 
 def _checked(items: list[dict], report: DataReport | None, section: str, min_size: int = MIN_IMAGE_SIZE) -> list[dict]:
@@ -302,6 +318,7 @@ def _checked(items: list[dict], report: DataReport | None, section: str, min_siz
             continue
         for note in notes:
             report.add_converted(item["image"], note)
+        report.files.add(str(item["image"]))
         mask = item.get("mask", "")
         if mask:
             reason, empty = check_mask_file(mask)

@@ -69,7 +69,10 @@ def split_lung_check(lung_check: LungCheck, report_on_rank0: bool = True) -> Dat
         shard_ds = PersistentDataset(data=shard, transform=ds.transform, cache_dir=ds.cache_dir, hash_func=ds.hash_func)
         shard_ds.transform_hash = ds.transform_hash  # the same cache files as the full dataset
         LungCheck(
-            shard_ds, DataReport(), name=f"{lung_check.name} shard {rank}/{world}", num_workers=lung_check.num_workers
+            shard_ds,
+            DataReport(log_files=False),  # rank 0's full pass below names each file once
+            name=f"{lung_check.name} shard {rank}/{world}",
+            num_workers=lung_check.num_workers,
         ).run()
         dist.barrier()
     if rank == 0 and report_on_rank0:

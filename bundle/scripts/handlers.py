@@ -1,7 +1,9 @@
 """Evaluation handlers: TensorBoard image panels, per-image score CSV, metrics JSON.
 
 - :class:`AnomalyPanelHandler`: a grid of ``input | reconstruction | error map | predicted
-  mask | ground truth`` rows (healthy and diseased items) to TensorBoard, and optionally a PNG.
+  mask | ground truth`` rows (healthy and diseased items), each row titled with its file, true
+  label, score and decision and each column with its content, to TensorBoard, and optionally
+  a PNG.
 - :class:`ImageScoreSaver`: ``scores.csv``, one row per image: file, label, image score,
   whether it has a lesion mask and its Dice at every tau, and, where a checkpoint's decision
   thresholds were applied (``evaluate.json``), the predicted label and the absolute mask's area.
@@ -33,7 +35,14 @@ from artasyn.constants import DEFAULT_TAU, DEFAULT_TAUS
 from .metrics import tau_name
 from .utils import as_bool, atomic_write
 
-__all__ = ["AnomalyPanelHandler", "ImageScoreSaver", "MetricsJSONSaver", "panel_rows"]
+__all__ = [
+    "AnomalyPanelHandler",
+    "ImageScoreSaver",
+    "MetricsJSONSaver",
+    "anomaly_panel",
+    "panel_row_title",
+    "panel_tiles",
+]
 
 logger = logging.getLogger("artasyn.bundle")
 
@@ -66,34 +75,80 @@ def _plane(x) -> np.ndarray:
     return arr.reshape(-1, *arr.shape[-2:])[0]
 
 
-def panel_rows(items: Sequence[dict], tau_index: int = 0) -> np.ndarray:
-    """``N*H x 5*W`` float image in [0, 1]: input | recon | error | predicted mask | ground truth."""
-    rows = []
-    for o in items:
-        img = np.clip(_plane(o["image"]), 0, 1)
-        rec = np.clip(_plane(o["pred"]), 0, 1)
-        err = _plane(o["anomaly_map"]) if "anomaly_map" in o else (img - rec) ** 2
-        err = err / err.max() if err.max() > 0 else err
-        pm = o.get("pred_mask")
-        pred_mask = _plane(pm[tau_index : tau_index + 1]) if pm is not None else np.zeros_like(img)
-        gt = _plane(o["gt_mask"]) if o.get("gt_mask") is not None else np.zeros_like(img)
-        sep = np.ones((img.shape[0], 2), dtype=np.float32)
-        rows.append(np.concatenate([img, sep, rec, sep, err, sep, pred_mask, sep, gt], axis=1))
-    if not rows:
-        return np.zeros((1, 1), dtype=np.float32)
-    width = rows[0].shape[1]
-    spaced = []
-    for r in rows:
-        spaced += [r, np.ones((2, width), dtype=np.float32)]
-    return np.concatenate(spaced[:-1], axis=0).astype(np.float32)
+#: the panel's columns; the mask column's title depends on the mask shown
+PANEL_COLUMNS = ("input", "reconstruction", "error map (scaled to its max)", "{mask}", "ground-truth lesion")
+
+
+def panel_row_title(item: dict, filename: str = "") -> str:
+    """The title of an item's panel row: ``file | true label | score | decision``.
+
+    ``filename`` (else the item's own ``image_path`` or metadata; its folder and name), the true label (``label``:
+    0 healthy, 1 diseased), the image score (``score``, its first value) and the decision of
+    the checkpoint's image threshold (``pred_label``: ``abnormal`` / ``normal``; ``no decision``
+    where none was applied, e.g. during training, whose thresholds come at the epoch's end).
+
+    >>> panel_row_title({"label": 1, "score": [0.01234567], "pred_label": 1}, "/data/covid_1.png")
+    'data/covid_1.png | true: diseased | score 0.01235 | decision: abnormal'
+    >>> panel_row_title({"label": 0, "score": [0.002]}, "n.png")
+    'n.png | true: healthy | score 0.002 | decision: none (no threshold applied)'
+    """
+    path = Path(filename or _filename(item, None))
+    name = f"{path.parent.name}/{path.name}" if path.parent.name else path.name or "(unnamed)"
+    label = "diseased" if _scalar(item.get("label")) > 0.5 else "healthy"
+    score = _scalar(item.get("score"), float("nan"))
+    decided = item.get("pred_label")
+    if decided is None:
+        decision = "none (no threshold applied)"
+    else:
+        decision = "abnormal" if _scalar(decided) > 0.5 else "normal"
+    return f"{name} | true: {label} | score {score:.4g} | decision: {decision}"
+
+
+def panel_tiles(item: dict, tau_index: int = 0, absolute: bool = False) -> list[np.ndarray]:
+    """The row of an item: input | reconstruction | error map (scaled to its max) | mask | ground truth.
+
+    The mask is the absolute one (``abs_mask``, the checkpoint's pixel threshold) when
+    ``absolute``, else the relative mask at the ``tau_index``-th tau (``pred_mask``). Each tile
+    is ``H x W`` float in [0, 1].
+    """
+    img = np.clip(_plane(item["image"]), 0, 1)
+    rec = np.clip(_plane(item["pred"]), 0, 1)
+    err = _plane(item["anomaly_map"]) if "anomaly_map" in item else (img - rec) ** 2
+    err = err / err.max() if err.max() > 0 else err
+    if absolute:
+        mask = _plane(item["abs_mask"])
+    else:
+        pm = item.get("pred_mask")
+        mask = _plane(pm[tau_index : tau_index + 1]) if pm is not None else np.zeros_like(img)
+    gt = _plane(item["gt_mask"]) if item.get("gt_mask") is not None else np.zeros_like(img)
+    return [img, rec, err.astype(np.float32), np.clip(mask, 0, 1), np.clip(gt, 0, 1)]
+
+
+def anomaly_panel(items: Sequence[dict], tau: float = DEFAULT_TAU, tau_index: int = 0):
+    """The titled panel of ``items`` (a PIL ``L`` image): a title over each column and over each row.
+
+    Rows: :func:`panel_tiles`, titled by :func:`panel_row_title` (``item["_title"]`` when the
+    handler computed it with the file name of the batch). The mask column shows the absolute
+    masks when every item has one (``abs_mask``: ``evaluate.json`` with decision thresholds),
+    else the relative masks at ``tau``.
+    """
+    from .figures import titled_grid
+
+    absolute = bool(items) and all(o.get("abs_mask") is not None for o in items)
+    mask = "mask: map > pixel threshold" if absolute else f"mask: tau {tau:g} of the max"
+    columns = [c.format(mask=mask) for c in PANEL_COLUMNS]
+    rows = [panel_tiles(o, tau_index, absolute) for o in items]
+    titles = [o.get("_title") or panel_row_title(o) for o in items]
+    return titled_grid(rows, titles, columns)
 
 
 class AnomalyPanelHandler:
     """Writes image panels of an evaluation epoch to TensorBoard (and optionally a PNG).
 
     Keeps the first ``max_items // 2`` healthy and diseased items of the epoch (filling up with
-    either), one row each: ``input | reconstruction | error map (scaled to its max) |
-    predicted mask (first tau) | ground-truth lesion mask``.
+    either), one row each: ``input | reconstruction | error map (scaled to its max) | mask |
+    ground-truth lesion mask``, each row titled ``file | true label | score | decision`` and
+    each column by its content (:func:`anomaly_panel`).
 
     Args:
         summary_writer: a ``SummaryWriter``; default: one on ``log_dir``.
@@ -102,6 +157,7 @@ class AnomalyPanelHandler:
         max_items: rows in the panel.
         png_path: also save the panel as this PNG (e.g. in the evaluation folder).
         global_iter_transform: maps the evaluator's epoch to the TensorBoard step.
+        tau: the tau of the relative masks shown (the first of the scoring's taus).
     """
 
     def __init__(
@@ -112,11 +168,13 @@ class AnomalyPanelHandler:
         max_items: int = 4,
         png_path: str | None = None,
         global_iter_transform: Callable = lambda x: x,
+        tau: float = DEFAULT_TAU,
     ) -> None:
         self._writer = summary_writer
         self.log_dir, self.tag, self.max_items = log_dir, tag, int(max_items)
         self.png_path = png_path
         self.global_iter_transform = global_iter_transform
+        self.tau = float(tau)
         self._kept: list[dict] = []
 
     @property
@@ -139,29 +197,30 @@ class AnomalyPanelHandler:
 
     def _collect(self, engine) -> None:
         half = max(1, self.max_items // 2)
-        for o in _items(engine.state.output):
+        batch = engine.state.batch if isinstance(engine.state.batch, list) else []
+        for i, o in enumerate(_items(engine.state.output)):
             if len(self._kept) >= self.max_items:
                 return
             label = _scalar(o.get("label"))
             same = sum(1 for k in self._kept if k["_label"] == label)
             if same >= half:
                 continue
-            keep = {k: o[k].detach().cpu() for k in ("image", "pred", "anomaly_map", "pred_mask", "gt_mask") if k in o}
+            keys = ("image", "pred", "anomaly_map", "pred_mask", "gt_mask", "abs_mask")
+            keep = {k: o[k].detach().cpu() for k in keys if isinstance(o.get(k), torch.Tensor)}
             keep["_label"] = label
+            keep["_title"] = panel_row_title(o, _filename(o, batch[i] if i < len(batch) else None))
             self._kept.append(keep)
 
     def _write(self, engine) -> None:
         if not self._kept:
             return
-        panel = panel_rows(self._kept)
+        picture = anomaly_panel(self._kept, self.tau)
+        panel = np.asarray(picture, dtype=np.float32) / 255.0
         step = self.global_iter_transform(engine.state.epoch)
         self.writer.add_image(self.tag, panel[None], step, dataformats="CHW")
         self.writer.flush()
         if self.png_path:
-            from PIL import Image
-
-            image = Image.fromarray((panel * 255).round().astype(np.uint8))
-            atomic_write(self.png_path, lambda f: image.save(f, format="PNG"))
+            atomic_write(self.png_path, lambda f: picture.save(f, format="PNG"))
 
 
 class ImageScoreSaver:
@@ -270,7 +329,8 @@ class MetricsJSONSaver:
 
     The JSON holds ``metrics`` (``engine.state.metrics``), ``n_images``, ``epoch``, a
     timestamp and ``info`` (anything the config passes, e.g. the checkpoint path and
-    settings). The summary line (``AP=... AUC=... Dice=...``) is logged and printed.
+    settings). The summary line (``[epoch N] AP=... AUC=... Dice=...``) is logged once
+    (``print_summary``; ``logging.conf`` shows it on the console).
 
     Args:
         prefix: the metric-name prefix used in the evaluator (``val_`` in training).
@@ -318,7 +378,6 @@ class MetricsJSONSaver:
             content["best_metric"] = _jsonable(best)
             content["best_metric_epoch"] = int(getattr(engine.state, "best_metric_epoch", -1))
         path = atomic_write(Path(self.output_dir) / self.filename, json.dumps(content, indent=2))
-        line = summary_line(engine.state.metrics, self.prefix, self.tau)
-        logger.info("%s (%d images) -> %s", line, self._n, path)
         if self.print_summary:
-            print(f"[epoch {engine.state.epoch}] {line} ({self._n} images; metrics: {path})", flush=True)
+            line = summary_line(engine.state.metrics, self.prefix, self.tau)
+            logger.info("[epoch %d] %s (%d images; metrics: %s)", engine.state.epoch, line, self._n, path)

@@ -142,13 +142,15 @@ def _load_image(**kwargs) -> LoadImage:
         plugin_log.setLevel(level)
 
 
-_PNG_LOADER = _load_image(
-    reader=PILReader(reverse_indexing=False, converter=_pil_convert),
+#: one loader for PIL and NIfTI files (each ``LoadImage`` builds MONAI's default readers, and some
+#: warn when they do): NIfTI by nibabel, everything else by PIL (a reader is chosen by the file's
+#: suffix, the last listed first); DICOM goes to :func:`_read_dicom`
+_LOADER = _load_image(
+    reader=[NibabelReader(), PILReader(reverse_indexing=False, converter=_pil_convert)],
     image_only=True,
     ensure_channel_first=True,
     dtype=None,
 )
-_NIFTI_LOADER = _load_image(reader=NibabelReader(), image_only=True, ensure_channel_first=True, dtype=None)
 
 
 def is_image_file(path: str | os.PathLike) -> bool:
@@ -181,12 +183,10 @@ def read_radiograph(path: str | os.PathLike) -> MetaTensor:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no such file: {path}")
     name = str(path).lower()
-    if name.endswith(NIFTI_SUFFIXES):
-        img = _NIFTI_LOADER(path)
-    elif not name.endswith(PIL_SUFFIXES) and is_dicom_file(path):
+    if not name.endswith(PIL_SUFFIXES + NIFTI_SUFFIXES) and is_dicom_file(path):
         img = _read_dicom(path)
     else:
-        img = _PNG_LOADER(path)
+        img = _LOADER(path)
     if img.ndim == 4 and img.shape[-1] == 1:  # a 2-D NIfTI stored as H x W x 1
         img = img[..., 0]
     if img.ndim != 3:

@@ -240,7 +240,7 @@ class LungCheck:
             statuses[status] += 1
             if not (right or left):
                 none += 1
-                self.report.no_lung.append(path)
+                self.report.add_no_lung(path, self.name)
             elif not (right and left):
                 one += 1
                 self.report.one_lung.append(path)

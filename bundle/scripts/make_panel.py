@@ -1,7 +1,8 @@
 """Figure: ART-ASyn synthesis steps side by side (``docs/method.md`` section 2).
 
-One row per image: healthy | lungs | A_base | A_base + T_blur + T_cryst | A_final | mask.
-All three variants use the same seed, so they show the same strokes.
+One row per image: healthy | lungs | A_base | A_base + T_blur + T_cryst | A_final | mask,
+titled with the image's name and the seed of its strokes; a title over each column. All three
+variants use the same seed, so they show the same strokes.
 
 Usage::
 
@@ -19,11 +20,14 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "transforms"))
+if str(Path(__file__).resolve().parents[1]) not in sys.path:  # run as a script: the bundle's ``scripts``
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from artasyn.synthesis import RandARTAnomaly  # noqa: E402
+from scripts.figures import titled_grid  # noqa: E402
 
 COLUMNS = ("healthy", "lungs", "A_base", "A_base+blur+cryst", "A_final", "mask")
 
@@ -46,17 +50,29 @@ def panel_row(img: np.ndarray, lung: np.ndarray, seed: int) -> list[np.ndarray]:
     return tiles
 
 
-def make_panel(pairs: list[tuple[np.ndarray, np.ndarray]], seed: int = 0, tile: int = 256) -> Image.Image:
-    """The panel image for (image, lung map) pairs (H x W uint8 each)."""
-    header = 18
-    canvas = Image.new("RGB", (tile * len(COLUMNS), header + tile * len(pairs)), (255, 255, 255))
-    draw = ImageDraw.Draw(canvas)
-    for j, name in enumerate(COLUMNS):
-        draw.text((j * tile + 4, 3), name, fill=(0, 0, 0))
-    for i, (img, lung) in enumerate(pairs):
-        for j, t in enumerate(panel_row(img, lung, seed + i)):
-            canvas.paste(Image.fromarray(t).resize((tile, tile), Image.BILINEAR), (j * tile, header + i * tile))
-    return canvas
+def make_panel(
+    pairs: list[tuple[np.ndarray, np.ndarray]], seed: int = 0, tile: int = 256, names: list[str] | None = None
+) -> Image.Image:
+    """The panel image for (image, lung map) pairs (H x W uint8 each), a title over each column and row.
+
+    A row's title: its name (``names``, e.g. the file; default ``image k``) and the seed of its strokes.
+    """
+    names = list(names) if names is not None else [f"image {k}" for k in range(len(pairs))]
+    if len(names) != len(pairs):
+        raise ValueError(f"make_panel: {len(names)} names for {len(pairs)} images")
+    rows = [
+        [np.asarray(Image.fromarray(t).resize((tile, tile), Image.BILINEAR)) for t in panel_row(img, lung, seed + i)]
+        for i, (img, lung) in enumerate(pairs)
+    ]
+    titles = [f"{name} | seed {seed + i}" for i, name in enumerate(names)]
+    return titled_grid(rows, titles, COLUMNS)
+
+
+def row_names(args) -> list[str]:
+    """The row titles: the image files' names, or the phantoms' seeds."""
+    if args.phantom:
+        return [f"phantom (seed {args.seed + k})" for k in range(args.phantom)]
+    return [Path(p).name for p in args.images]
 
 
 def load_pairs(args) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -100,7 +116,7 @@ def main(argv=None) -> None:
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
-    make_panel(load_pairs(args), seed=args.seed).save(args.out)
+    make_panel(load_pairs(args), seed=args.seed, names=row_names(args)).save(args.out)
     print(f"wrote {args.out}")
 
 

@@ -4,15 +4,18 @@ MONAI Label's bundle app (``monailabel.tasks.infer.bundle.BundleInferTask``) rea
 ``<bundle>/configs/inference.json`` alone, ``configs/metadata.json`` (its first output,
 ``anomaly_mask``, names the label ``opacity``), puts the bundle folder on ``sys.path`` (so ``scripts``
 imports) and loads ``models/model.pt`` (key ``model``: the EMA weights). ``inference.json``
-stands alone, so the bundle folder itself is such a bundle once its ``models/model.pt`` is there:
-no config merging is needed. This script only packages a copy:
+stands alone and builds the network the checkpoint describes (its ``config`` entry,
+:mod:`scripts.checkpoint_config`), so the bundle folder itself is such a bundle once its
+``models/model.pt`` is there, whatever preset trained it: no config merging is needed. This
+script only packages a copy:
 
 - ``configs/`` (``inference.json``, ``metadata.json``, ``logging.conf``), ``scripts/`` and
   ``docs/`` of the bundle, and the checkpoint as ``models/model.pt``;
 - with ``--preset`` (e.g. ``bundle/configs/small.json``), the preset's ids that
   ``inference.json`` has (network size, ``spatial_size``, ...) are written into the copy's
   ``inference.json``, since MONAI Label reads no list of config files; training-only ids are
-  skipped (listed in the log).
+  skipped (listed in the log). Only needed for a checkpoint without ``config`` (saved before
+  checkpoints described themselves); with one, the ids written are checked against it.
 
 The folder name must not contain ``classification``, ``detection``, ``deepedit`` or
 ``deepgrow``: MONAI Label takes the task type from it (anything else is a segmentation task).
@@ -144,7 +147,10 @@ def main() -> None:
         "--ckpt", required=True, help="checkpoint to copy to models/model.pt (the training's models/model.pt)"
     )
     ap.add_argument(
-        "--preset", action="append", default=[], help="preset the checkpoint was trained with (e.g. small.json)"
+        "--preset",
+        action="append",
+        default=[],
+        help="preset a checkpoint without 'config' was trained with (e.g. small.json); not needed otherwise",
     )
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO)
