@@ -95,7 +95,7 @@ def test_training_checkpoints_describe_their_network_and_settings(cpu_run):
     for name in ("model.pt", "last.pt", "model_final.pt"):
         config = torch.load(root / "models" / name, map_location="cpu", weights_only=True)["config"]
         assert config["network"] == {
-            "target": "artasyn.networks.AnomalyUNet",
+            "target": "artasyn.model.networks.AnomalyUNet",
             "spatial_dims": 2,
             "in_channels": 1,
             "out_channels": 1,
