@@ -34,3 +34,18 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO_ROOT
+
+
+@pytest.fixture(autouse=True)
+def _no_bundle_log_filter_left_behind():
+    """A test that runs a bundle's ``initialize`` without its ``finalize`` leaves the bundle's
+    :class:`scripts.logs.LibraryLogFilter` on the root logger's handlers, pytest's own among
+    them; take it off after each test so that later tests see the library's messages."""
+    yield
+    import logging
+
+    from scripts.logs import LibraryLogFilter
+
+    for handler in logging.getLogger().handlers:
+        for f in [f for f in handler.filters if isinstance(f, LibraryLogFilter)]:
+            handler.removeFilter(f)

@@ -98,3 +98,13 @@ class LibraryLogFilter(logging.Filter):
                 handler.removeFilter(old)
             handler.addFilter(self)
         return self
+
+    def uninstall(self, logger: logging.Logger | None = None) -> None:
+        """Take this filter off every handler of ``logger`` (default: the root logger) again.
+
+        The run's ``finalize`` does it, so that a process that goes on (a notebook, a test
+        session) gets the library's messages as before.
+        """
+        logger = logger if logger is not None else logging.getLogger()
+        for handler in logger.handlers:
+            handler.removeFilter(self)
