@@ -10,6 +10,8 @@ phantoms, scoring); what only this bundle needs lives here, one concern a module
   and the pre-check that decodes a file in full;
 - :mod:`.dicom`: DICOM radiographs read as a clinical viewer shows them (rescale, window or
   VOI LUT, MONOCHROME1 inverted), and a writer of test / demo DICOMs;
+- :mod:`.resize`: the image to ``spatial_size`` in every workflow, MONAI's anti-aliased
+  bilinear ``Resize`` computed as two sparse matrix products;
 - :mod:`.datalist`: datalists from the authors' folder layout or a MONAI datalist JSON, the
   data report (skipped, rejected and converted files), the embedded phantom default;
 - :mod:`.transforms`: optional lesion masks and image labels of the evaluation data;
