@@ -38,3 +38,34 @@ def cli_overrides(overrides: dict) -> list:
     for key, value in overrides.items():
         args += [f"--{key}", json.dumps(value)]
     return args
+
+
+#: the standalone inference config, as MONAI Label and the docs run it
+INFERENCE = str(__import__("pathlib").Path(__file__).resolve().parents[1] / "bundle" / "configs" / "inference.json")
+
+
+def random_checkpoint(path, overrides: dict, seed: int = 0):
+    """Write to ``path`` a checkpoint of ``inference.json``'s network built with ``overrides``:
+    seeded random weights under ``model``, the layout the training's savers write."""
+    import torch
+    from monai.bundle import ConfigWorkflow
+
+    wf = ConfigWorkflow(config_file=INFERENCE, workflow_type="infer", logging_file=False, **overrides)
+    torch.manual_seed(seed)
+    torch.save({"model": wf.parser.get_parsed_content("network_def").state_dict()}, path)
+    return path
+
+
+def run_inference(overrides: dict) -> list[dict]:
+    """``run inference`` of ``inference.json`` in this process; the rows of its ``anomaly_scores.csv``."""
+    import csv
+    from pathlib import Path
+
+    from monai.bundle import ConfigWorkflow
+
+    wf = ConfigWorkflow(config_file=INFERENCE, workflow_type="infer", logging_file=False, **overrides)
+    wf.initialize()
+    wf.run()
+    wf.finalize()
+    with open(Path(overrides["output_dir"]) / "anomaly_scores.csv") as f:
+        return list(csv.DictReader(f))

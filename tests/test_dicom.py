@@ -17,7 +17,7 @@ import numpy as np
 import pydicom
 import pytest
 import torch
-from bundle_presets import TINY_INFER, outputs
+from bundle_presets import TINY_INFER, outputs, random_checkpoint, run_inference
 
 from scripts.datalist import DataReport, build_datalist, find_images
 from scripts.dicom import read_dicom, write_dicom
@@ -25,7 +25,6 @@ from scripts.loading import LoadChestXRay, check_radiograph
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "bundle" / "configs"
-INFERENCE = str(CONFIGS / "inference.json")
 TINY = {**TINY_INFER, "inference_batch_size": 2}
 
 
@@ -53,32 +52,11 @@ def images(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
-    from monai.bundle import ConfigWorkflow
-
-    path = tmp_path_factory.mktemp("models") / "model.pt"
-    wf = ConfigWorkflow(config_file=INFERENCE, workflow_type="infer", logging_file=False, **TINY)
-    torch.manual_seed(0)
-    torch.save({"model": wf.parser.get_parsed_content("network_def").state_dict()}, path)
-    return path
+    return random_checkpoint(tmp_path_factory.mktemp("models") / "model.pt", TINY)
 
 
 def _infer(ckpt, out, **override) -> list[dict]:
-    from monai.bundle import ConfigWorkflow
-
-    wf = ConfigWorkflow(
-        config_file=INFERENCE,
-        workflow_type="infer",
-        logging_file=False,
-        ckpt_path=str(ckpt),
-        output_dir=str(out),
-        **TINY,
-        **override,
-    )
-    wf.initialize()
-    wf.run()
-    wf.finalize()
-    with open(out / "anomaly_scores.csv") as f:
-        return list(csv.DictReader(f))
+    return run_inference({"ckpt_path": str(ckpt), "output_dir": str(out), **TINY, **override})
 
 
 def _windowed(x: np.ndarray, center: float, width: float, top: float = 4095.0) -> np.ndarray:

@@ -8,14 +8,12 @@ automatic torch thread count leaves a core to the DataLoader workers.
 
 from __future__ import annotations
 
-import csv
 import io
 
 import numpy as np
 import pytest
 import torch
-from bundle_presets import TINY_INFER
-from test_inference import INFERENCE
+from bundle_presets import TINY_INFER, random_checkpoint, run_inference
 
 from scripts import inference as inf
 
@@ -128,33 +126,13 @@ def folder(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
-    from monai.bundle import ConfigWorkflow
-
-    path = tmp_path_factory.mktemp("models") / "model.pt"
-    wf = ConfigWorkflow(config_file=INFERENCE, workflow_type="infer", logging_file=False, **TINY_INFER)
-    torch.manual_seed(0)
-    torch.save({"model": wf.parser.get_parsed_content("network_def").state_dict()}, path)
-    return path
+    return random_checkpoint(tmp_path_factory.mktemp("models") / "model.pt", TINY_INFER)
 
 
 def _run(ckpt, files, out, **override):
-    from monai.bundle import ConfigWorkflow
-
-    wf = ConfigWorkflow(
-        config_file=INFERENCE,
-        workflow_type="infer",
-        logging_file=False,
-        ckpt_path=str(ckpt),
-        output_dir=str(out),
-        input_files=files,
-        **{**TINY_INFER, "inference_batch_size": 2},
-        **override,
-    )
-    wf.initialize()
-    wf.run()
-    wf.finalize()
-    with open(out / "anomaly_scores.csv") as f:
-        return [{k: v for k, v in r.items() if k != "run_id"} for r in csv.DictReader(f)]
+    over = {"ckpt_path": str(ckpt), "output_dir": str(out), "input_files": files, **TINY_INFER}
+    rows = run_inference({**over, "inference_batch_size": 2, **override})
+    return [{k: v for k, v in r.items() if k != "run_id"} for r in rows]
 
 
 def test_background_writing_gives_the_rows_and_files_of_writing_in_line(ckpt, folder, tmp_path):
