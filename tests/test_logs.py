@@ -87,3 +87,24 @@ def test_training_log_prints_each_line_once_and_each_file_warning_once(tmp_path)
     assert (report["n_no_lung"], report["n_converted"]) == (2, 1)
     summary = [ln for ln in lines if "no lung found: 2" in ln and "converted: 1" in ln]
     assert len(summary) == 1, summary
+
+
+def test_the_log_filter_comes_off_the_handlers_at_finalize():
+    """``initialize`` installs the filter on the root logger's handlers, ``finalize`` takes it off,
+    so a process that goes on (a notebook, a test session) sees the library's messages again."""
+    import logging
+
+    from scripts.logs import LibraryLogFilter
+
+    handler = logging.StreamHandler()
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        f = LibraryLogFilter().install()
+        assert f in handler.filters
+        f.uninstall()
+        assert f not in handler.filters
+    finally:
+        root.removeHandler(handler)
+    train = json.loads((REPO / "bundle" / "configs" / "train.json").read_text())
+    assert "$@log_filter.install()" in train["initialize"] and "$@log_filter.uninstall()" in train["finalize"]
