@@ -116,11 +116,15 @@ def _spread(items: Sequence, k: int) -> list:
     return list(items) if k >= n else [items[(i * n) // k] for i in range(k)]
 
 
-def build_zeroshot_datalist(data_root: Path, n_monitor: int = 24, monitor_in_test: bool = False) -> dict:
-    """``training``, ``validation`` (monitor) and ``test`` sections, as in the module docstring.
+def build_zeroshot_datalist(
+    data_root: Path, n_monitor: int = 24, monitor_in_test: bool = False, n_healthy_test: int = 0
+) -> dict:
+    """``training``, ``validation`` (monitor), ``test`` and ``healthy_test`` sections, as in the module docstring.
 
     Test items carry ``lung_mask`` (the ground-truth lung) beside ``mask`` (the infection);
-    the bundle's datalist reader ignores the extra key.
+    the bundle's datalist reader ignores the extra key. ``healthy_test``: ``n_healthy_test``
+    healthy adult images spread evenly over the would-be training images, held apart from
+    training and from the thresholds (the share of them that get a mask).
     """
     normal = _images(data_root / "covidquex_normal_lung" / "images")
     nih = _images(data_root / "nih_nofinding_normal" / "images")
@@ -137,6 +141,8 @@ def build_zeroshot_datalist(data_root: Path, n_monitor: int = 24, monitor_in_tes
     monitor_normal = _spread(normal, n_monitor)
     monitor_covid = _spread(covid, n_monitor)
     train = [p for p in normal if p not in set(monitor_normal)] + nih
+    healthy_test = _spread(train, n_healthy_test) if n_healthy_test > 0 else []
+    train = [p for p in train if p not in set(healthy_test)]
     test_covid = covid if monitor_in_test else [p for p in covid if p not in set(monitor_covid)]
 
     def lesion(p: Path) -> dict:
@@ -150,10 +156,12 @@ def build_zeroshot_datalist(data_root: Path, n_monitor: int = 24, monitor_in_tes
         "training": [{"image": str(p)} for p in train],
         "validation": [{"image": str(p), "label": 0} for p in monitor_normal] + [lesion(p) for p in monitor_covid],
         "test": [{**lesion(p), "lung_mask": str(covid_dir / "masks_lung" / p.name)} for p in test_covid],
+        "healthy_test": [{"image": str(p), "label": 0} for p in healthy_test],
         "counts": {
             "training": len(train),
-            "training_covidquex_normal": len(normal) - len(monitor_normal),
-            "training_nih_nofinding": len(nih),
+            "training_covidquex_normal": sum(1 for p in train if p.parent == normal[0].parent),
+            "training_nih_nofinding": sum(1 for p in train if p not in set(normal)),
+            "healthy_test": len(healthy_test),
             "monitor_normal": len(monitor_normal),
             "monitor_covid": len(monitor_covid),
             "test_covid": len(test_covid),
@@ -277,7 +285,13 @@ def preset_settings(parser) -> dict:
         "min_threshold",
         "score_map_mode",
         "score_map_sigma",
+        "score_in_lungs",
         "mask_in_lungs",
+        "threshold_specificity",
+        "threshold_pixel_quantile",
+        "threshold_pixel_rule",
+        "threshold_min_mask_px",
+        "threshold_mask_gate",
         "seed",
         "max_iterations",
         "iterations_per_epoch",
@@ -439,6 +453,101 @@ def zeroshot_metrics(arrays: Mapping, recon: np.ndarray, settings: Mapping) -> d
     }
 
 
+def bundle_maps(arrays: Mapping, recon: np.ndarray, settings: Mapping) -> tuple[np.ndarray, np.ndarray]:
+    """``(maps N x H x W, scores N)``: the bundle's anomaly maps and image scores (``AnomalyScored``'s options)."""
+    from artasyn.scoring import anomaly_map, image_score
+
+    maps = np.empty_like(arrays["image"])
+    scores = np.empty(len(maps), np.float64)
+    for i in range(len(maps)):
+        amap = anomaly_map(
+            torch.from_numpy(arrays["image"][i][None]),
+            torch.from_numpy(recon[i][None]),
+            settings["score_map_mode"],
+            settings["score_map_sigma"],
+        )
+        lung = torch.from_numpy(arrays["lung"][i]) if settings["score_in_lungs"] else None
+        maps[i], scores[i] = amap[0].numpy(), float(image_score(amap, lung)[0])
+    return maps, scores
+
+
+def monitor_thresholds(arrays: Mapping, recon: np.ndarray, labels: np.ndarray, settings: Mapping) -> dict:
+    """The thresholds the bundle's validation would save on the monitor set under the preset's settings.
+
+    :func:`artasyn.scoring.thresholds.calibrate_thresholds` with ``threshold_*`` of the preset,
+    the healthy monitor images' maps (and lungs with ``mask_in_lungs``) and, for rule ``dice``,
+    the COVID monitor images with their lesion masks, as ``scripts.thresholds.ThresholdCalibrator``
+    collects them: a checkpoint calibrated under other settings is evaluated as if trained with them.
+    """
+    from artasyn.scoring.thresholds import calibrate_thresholds
+
+    maps, scores = bundle_maps(arrays, recon, settings)
+    healthy, lesion = labels < 0.5, labels >= 0.5
+    lungs = [arrays["lung"][i] if settings["mask_in_lungs"] else None for i in range(len(maps))]
+    rule = settings["threshold_pixel_rule"]
+    use_lesions = rule == "dice"
+    return calibrate_thresholds(
+        scores,
+        labels,
+        list(maps[healthy]),
+        settings["threshold_specificity"],
+        settings["threshold_pixel_quantile"],
+        rule,
+        settings["threshold_min_mask_px"],
+        healthy_lungs=[lungs[i] for i in np.flatnonzero(healthy)],
+        mask_gate=settings["threshold_mask_gate"],
+        lesion_maps=list(maps[lesion]) if use_lesions else None,
+        lesion_masks=list(arrays["infection"][lesion]) if use_lesions else None,
+        lesion_scores=scores[lesion] if use_lesions else None,
+        lesion_lungs=[lungs[i] for i in np.flatnonzero(lesion)] if use_lesions else None,
+    )
+
+
+def saved_masks(arrays: Mapping, recon: np.ndarray, settings: Mapping, decision: Mapping) -> np.ndarray:
+    """``N x H x W`` bool: the masks the bundle saves (``AnomalyDecisiond`` with ``decision``'s thresholds).
+
+    ``decision``: ``pixel_threshold``, ``min_mask_px``, ``mask_gate_threshold`` (``None``: no gate);
+    the masks are zeroed outside the preset's PBTSeg lungs when ``mask_in_lungs``.
+    """
+    from artasyn.scoring.thresholds import AnomalyDecisiond
+
+    maps, scores = bundle_maps(arrays, recon, settings)
+    decide = AnomalyDecisiond(
+        pixel_threshold=decision["pixel_threshold"],
+        min_mask_px=decision["min_mask_px"],
+        mask_in_lungs=settings["mask_in_lungs"],
+        mask_gate_threshold=decision.get("mask_gate_threshold"),
+    )
+    out = np.zeros(maps.shape, bool)
+    for i in range(len(maps)):
+        d = decide(
+            {
+                "score": torch.tensor([scores[i]]),
+                "anomaly_map": torch.from_numpy(maps[i][None]),
+                "lung": torch.from_numpy(arrays["lung"][i][None]),
+            }
+        )
+        out[i] = d["abs_mask"][0].numpy() > 0.5
+    return out
+
+
+def saved_mask_metrics(test: Mapping, test_recon, healthy: Mapping | None, healthy_recon, settings, decision) -> dict:
+    """Micro Dice of the saved masks on the test COVID images, and the share of held-apart healthy images masked."""
+    m = saved_masks(test, test_recon, settings, decision)
+    out = {
+        "micro_dice": micro_dice(m, test["infection"]),
+        "mean_dice_per_image": mean_dice(m, test["infection"]),
+        "covid_with_mask": float(m.any(axis=(1, 2)).mean()),
+        "healthy_mask_rate": None,
+        "n_healthy": 0,
+        **{k: decision.get(k) for k in ("pixel_threshold", "min_mask_px", "mask_gate_threshold")},
+    }
+    if healthy is not None and len(healthy["image"]):
+        h = saved_masks(healthy, healthy_recon, settings, decision)
+        out.update(healthy_mask_rate=float(h.any(axis=(1, 2)).mean()), n_healthy=len(h))
+    return out
+
+
 def _signed(images: np.ndarray, recon: np.ndarray, sigma: float) -> np.ndarray:
     """``image - recon`` smoothed by a Gaussian of ``sigma`` pixels (the signed map before squaring)."""
     from scipy import ndimage
@@ -556,12 +665,140 @@ def _iterations_done(ckpt: Path) -> int | None:
         return None
 
 
+def _decision_of_checkpoint(ckpt: Path, settings: Mapping) -> dict:
+    """The pixel threshold, ``min_mask_px`` and gate the bundle applies from ``ckpt`` (``CheckpointThresholds``)."""
+    from scripts.thresholds import CheckpointThresholds
+
+    t = CheckpointThresholds(
+        ckpt,
+        score_map_mode=settings["score_map_mode"],
+        score_map_sigma=settings["score_map_sigma"],
+        score_in_lungs=settings["score_in_lungs"],
+        mask_in_lungs=settings["mask_in_lungs"],
+    )
+    saved = t.thresholds or {}
+    return {
+        "pixel_threshold": t.pixel_threshold,
+        "min_mask_px": t.min_mask_px,
+        "mask_gate_threshold": t.mask_gate_threshold,
+        "pixel_rule": saved.get("pixel_rule"),
+        "mask_gate": saved.get("mask_gate", "none"),
+        "val_healthy_mask_rate": saved.get("val_healthy_mask_rate"),
+        "val_lesion_dice": saved.get("val_lesion_dice"),
+        "notes": list(t.notes),
+    }
+
+
+def evaluate_saved_masks(datalist, parser, settings, ckpt, device, batch_size, test, test_recon) -> dict:
+    """Saved masks under the checkpoint's thresholds and under the preset's, recalibrated on the monitor set.
+
+    ``checkpoint``: what ``run inference`` draws from ``ckpt`` (its saved thresholds; ``None``
+    when they are not applied to these settings, with the notes). ``monitor_recalibrated``: the
+    thresholds :func:`monitor_thresholds` computes on the monitor set with the preset's
+    ``threshold_*`` settings (what a training with these settings would save, from these
+    weights). Both: micro Dice on the test COVID images, the share of held-apart healthy images
+    with a mask (``healthy_test``; images this checkpoint's training may have used when it was
+    trained on another datalist: see ``counts``).
+    """
+    net = load_network(parser, ckpt, device)
+    healthy_items = [{"image": it["image"], "mask": "", "lung_mask": "", "label": 0} for it in datalist["healthy_test"]]
+    healthy = load_test_arrays(healthy_items, parser) if healthy_items else None
+    healthy_recon = reconstruct(net, healthy["image"], device, batch_size) if healthy else None
+    mon_items = [
+        {**it, "mask": it.get("mask", ""), "lung_mask": it.get("mask", "").replace("/masks/", "/masks_lung/")}
+        for it in datalist["validation"]
+    ]
+    mon = load_test_arrays(mon_items, parser)
+    mon_recon = reconstruct(net, mon["image"], device, batch_size)
+    labels = np.array([float(it["label"]) for it in datalist["validation"]])
+    out = {}
+    decision = _decision_of_checkpoint(ckpt, settings)
+    if decision["pixel_threshold"] is not None:
+        out["checkpoint"] = {
+            **decision,
+            **saved_mask_metrics(test, test_recon, healthy, healthy_recon, settings, decision),
+        }
+    else:
+        out["checkpoint"] = {**decision, "not_applied": True}
+    t = monitor_thresholds(mon, mon_recon, labels, settings)
+    gate = t["image_threshold_specificity"] if t["mask_gate"] == "image" else None
+    recal = {**t, "mask_gate_threshold": gate}
+    if t["pixel_threshold"] is not None:
+        recal.update(saved_mask_metrics(test, test_recon, healthy, healthy_recon, settings, recal))
+    out["monitor_recalibrated"] = recal
+    if healthy is not None:  # the image decision on the held-apart healthy images and the test COVID images
+        _, hs = bundle_maps(healthy, healthy_recon, settings)
+        _, cs = bundle_maps(test, test_recon, settings)
+        out["image_flagged_at_monitor_specificity_threshold"] = {
+            "threshold": t["image_threshold_specificity"],
+            "healthy_test": float(np.mean(hs > t["image_threshold_specificity"])),
+            "covid_test": float(np.mean(cs > t["image_threshold_specificity"])),
+            "image_auroc_healthy_test_vs_covid_test": pixel_auroc(
+                np.r_[hs, cs], np.r_[np.zeros(hs.size), np.ones(cs.size)]
+            ),
+        }
+    return out
+
+
+def lesion_table(results: Mapping) -> str:
+    """Markdown: pixel AUROC in the GT lungs, micro Dice of saved masks and healthy mask rate, per method."""
+    m, sm = results["metrics"], results.get("saved_masks") or {}
+    st = results["settings"]
+
+    def f(v) -> str:
+        return "" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.3f}"
+
+    au = m["pixel_auroc_in_gt_lung"]
+    name = f"{st['score_map_mode']} sigma {st['score_map_sigma']:g}, variant {st['variant']}"
+    rows = [("raw intensity", au["raw_intensity"]["micro"], au["raw_intensity"]["mean_per_image"], None, None)]
+    c = m["constant_baselines_micro_dice"]
+    for key, label in (
+        ("whole_image", "whole image"),
+        ("pbtseg_lung_paper", "PBTSeg lung (paper)"),
+        ("pbtseg_lung_robust", "PBTSeg lung (robust)"),
+        ("gt_lung", "ground-truth lung"),
+    ):
+        rows.append((f"constant mask: {label}", None, None, c[key], 1.0))
+    for key, what in (("checkpoint", "checkpoint's thresholds"), ("monitor_recalibrated", "preset's rule on monitor")):
+        d = sm.get(key) or {}
+        rule = f"rule {d.get('pixel_rule')}, gate {d.get('mask_gate')}"
+        rows.append(
+            (
+                f"map {name}; masks: {what} ({rule})",
+                au["anomaly_map"]["micro"],
+                au["anomaly_map"]["mean_per_image"],
+                d.get("micro_dice"),
+                d.get("healthy_mask_rate"),
+            )
+        )
+    n_h = (sm.get("monitor_recalibrated") or {}).get("n_healthy", 0)
+    head = (
+        f"| method ({m['data']['n_images']} test COVID images, {n_h} held-apart healthy) | pixel AUROC in GT lungs, "
+        "pooled | per image | micro Dice, saved masks | healthy images with a mask |\n|---|---|---|---|---|"
+    )
+    return "\n".join([head, *(f"| {r[0]} | {f(r[1])} | {f(r[2])} | {f(r[3])} | {f(r[4])} |" for r in rows)])
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument(
         "--data-root", type=Path, default=Path(os.environ.get("ARTASYN_SHARED_DATA", REPO.parent / "shared" / "data"))
     )
     ap.add_argument("--preset", choices=["cpu", "small", "paper"], default="cpu", help="bundle/configs/<preset>.json")
+    ap.add_argument(
+        "--config",
+        action="append",
+        default=[],
+        type=Path,
+        help="a further config file applied after the preset (e.g. bundle/configs/lesions.json); repeatable",
+    )
+    ap.add_argument("--variant", default=None, help="synthesis variant (none, base, base_blur_cryst, final)")
+    ap.add_argument(
+        "--n-healthy-test",
+        type=int,
+        default=60,
+        help="healthy adult images held apart from training and thresholds (their share with a saved mask)",
+    )
     ap.add_argument("--set", nargs=2, action="append", default=[], metavar=("ID", "JSON"), help="bundle override")
     ap.add_argument("--max-iterations", type=int, default=None, help="default: the preset's")
     ap.add_argument("--seed", type=int, default=None, help="default: the preset's")
@@ -582,7 +819,7 @@ def main(argv=None) -> int:
     t_start = time.perf_counter()
     args.workdir = args.workdir.resolve()
     args.workdir.mkdir(parents=True, exist_ok=True)
-    datalist = build_zeroshot_datalist(args.data_root, args.n_monitor, args.monitor_in_test)
+    datalist = build_zeroshot_datalist(args.data_root, args.n_monitor, args.monitor_in_test, args.n_healthy_test)
     if args.max_test_items is not None:
         datalist["test"] = _spread(datalist["test"], args.max_test_items)
         datalist["counts"]["test_covid"] = len(datalist["test"])
@@ -591,7 +828,12 @@ def main(argv=None) -> int:
     print(f"datalist {dl_path}: {datalist['counts']}", flush=True)
 
     configs = [CONFIGS / "train.json"] + ([] if args.preset == "paper" else [CONFIGS / f"{args.preset}.json"])
+    configs += [c if c.is_absolute() else (REPO / c) for c in args.config]
+    for c in configs:
+        if not c.is_file():
+            raise FileNotFoundError(f"config file not found: {c}")
     user = {k: json.loads(v) for k, v in args.set}
+    user.update({"variant": args.variant} if args.variant is not None else {})
     user.update({"max_iterations": args.max_iterations} if args.max_iterations is not None else {})
     user.update({"seed": args.seed} if args.seed is not None else {})
     user.update({"max_train_items": args.max_train_items} if args.max_train_items is not None else {})
@@ -608,7 +850,7 @@ def main(argv=None) -> int:
             else "none: the monitor images are in neither the training nor the test set"
         ),
         "preset": args.preset,
-        "config_files": [str(c.relative_to(REPO)) for c in configs],
+        "config_files": [str(c.relative_to(REPO)) if c.is_relative_to(REPO) else str(c) for c in configs],
         "overrides": user,
         "settings": settings,
         "evaluated_weights": "EMA weights (key 'model') of model_final.pt, the end of training",
@@ -655,6 +897,9 @@ def main(argv=None) -> int:
     recon = reconstruct(load_network(parser, ckpt, device), arrays["image"], device, args.batch_size)
     t2 = time.perf_counter()
     results["metrics"] = zeroshot_metrics(arrays, recon, settings)
+    results["saved_masks"] = evaluate_saved_masks(
+        datalist, parser, settings, ckpt, device, args.batch_size, arrays, recon
+    )
     if args.n_ref > 0:  # candidate maps, the per-location statistics from healthy training images
         ref_items = [{"image": it["image"], "mask": "", "lung_mask": "", "label": 0} for it in datalist["training"]]
         ref = load_test_arrays(_spread(ref_items, args.n_ref), parser)
@@ -672,8 +917,10 @@ def main(argv=None) -> int:
     results["torch_threads"] = torch.get_num_threads()
     results["load_avg_end"] = list(os.getloadavg())
     results["table_markdown"] = table(results)
+    results["lesion_table_markdown"] = lesion_table(results)
     _write_atomic(args.out, results)
     print(results["table_markdown"])
+    print(results["lesion_table_markdown"])
     print(f"results: {args.out}")
     return 0
 

@@ -128,7 +128,7 @@ def test_bad_inputs_are_named():
         specificity_threshold([0.1], 1.5)
     with pytest.raises(KeyError, match="needs 'score' in the item"):
         AnomalyDecisiond(image_threshold=0.1)({"anomaly_map": torch.zeros(1, 4, 4)})
-    with pytest.raises(ValueError, match=r"pixel_rule must be one of \('pooled', 'image_max'\), got 'max'"):
+    with pytest.raises(ValueError, match=r"pixel_rule must be one of \('pooled', 'image_max', 'dice'\), got 'max'"):
         calibrate_thresholds([0.1], [0], [np.zeros((4, 4))], pixel_rule="max")
     with pytest.raises(ValueError, match=r"min_mask_px 4 needs the healthy maps as H x W arrays.*shape \(16,\)"):
         calibrate_thresholds([0.1], [0], [np.zeros(16)], min_mask_px=4)
@@ -593,3 +593,17 @@ def test_inference_with_an_old_checkpoint_writes_no_label_and_relative_masks(pha
         assert row["status"] == "ok" and row["label"] == "" and row["label_threshold"] == ""
         assert (row["mask_rule"], row["mask_threshold"]) == ("relative", "0.2")
         assert int(row["anomaly_area_px"]) > 0
+
+
+def test_inference_draws_gated_masks_only_on_images_above_the_specificity_threshold(phantoms, tmp_path):
+    """Weight 0.5 (every bright pixel an error): labelled abnormal by F1, masked only when the gate lets it."""
+    from PIL import Image
+
+    gate_shut = _thresholds(mask_gate="image", image_threshold_specificity=10.0)
+    closed = _conv_checkpoint(tmp_path / "closed.pt", 0.5, gate_shut)
+    for row in _infer(closed, tmp_path / "closed", phantoms, label_threshold="f1"):
+        assert (row["label"], row["mask_rule"], row["anomaly_area_px"]) == ("abnormal", "absolute", "0")
+        assert not np.asarray(Image.open(tmp_path / "closed" / row["mask"])).any()
+    opened = _conv_checkpoint(tmp_path / "open.pt", 0.5, _thresholds(mask_gate="image"))
+    for row in _infer(opened, tmp_path / "open", phantoms):
+        assert row["label"] == "abnormal" and int(row["anomaly_area_px"]) > 0

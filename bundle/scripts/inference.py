@@ -868,8 +868,10 @@ class AnomalyOutputWriter:
         else:
             labels = "no labels (no image threshold in the checkpoint)"
         if t is not None and t.pixel_threshold is not None:
+            g = getattr(t, "mask_gate_threshold", None)
+            gate = "" if g is None else f", only on images with score > {g:.6g}"
             masks = (
-                f"masks: anomaly map > {t.pixel_threshold:.6g} (components of {t.min_mask_px}+ px), "
+                f"masks: anomaly map > {t.pixel_threshold:.6g} (components of {t.min_mask_px}+ px{gate}), "
                 f"{with_anomaly} not empty"
             )
         else:

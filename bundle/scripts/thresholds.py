@@ -9,7 +9,8 @@ component a mask keeps (``min_mask_px``). Here:
 
 - :class:`ThresholdCalibrator` (a handler of the validation evaluator, ``train.json``): collects
   each validation image's score, label and, for healthy ones, its map (and its lungs when
-  ``mask_in_lungs``, as the masks are drawn), and at the end of the epoch computes the
+  ``mask_in_lungs``, as the masks are drawn); for diseased ones with a lesion mask (rule
+  ``dice``), the map, the mask and the lungs; and at the end of the epoch computes the
   thresholds, puts them in ``engine.state.thresholds`` (as MONAI's metric handlers put theirs in
   ``engine.state.metrics``) and writes them to ``val_thresholds.json`` (atomically). The
   checkpoint handlers of :mod:`scripts.checkpoint` save them under ``thresholds`` in
@@ -22,12 +23,16 @@ component a mask keeps (``min_mask_px``). Here:
   calibrated ``min_mask_px``) or the relative tau (``relative``). A checkpoint without
   thresholds (written before they existed) still works: no label is written and masks are
   relative, and the log says so; one whose thresholds predate ``pixel_rule`` and
-  ``min_mask_px`` keeps every component (``min_mask_px`` 0), as they were calibrated.
+  ``min_mask_px`` keeps every component (``min_mask_px`` 0), as they were calibrated. Thresholds
+  calibrated with ``mask_gate="image"`` give ``mask_gate_threshold`` (the specificity image
+  threshold): masks are drawn only on images whose score passes it, whichever
+  ``label_threshold`` labels them (the pixel threshold was chosen under that gate).
 
 The saved entry (a plain dictionary, also the content of ``val_thresholds.json``):
 ``image_threshold_specificity``, ``specificity``, ``val_specificity``, ``val_sensitivity``,
 ``image_threshold_f1``, ``f1``, ``pixel_threshold``, ``pixel_quantile``, ``pixel_rule``,
-``min_mask_px``, ``val_healthy_mask_rate``, ``n_healthy``, ``n_diseased``, ``n_pixels``
+``min_mask_px``, ``val_healthy_mask_rate``, ``n_healthy``, ``n_diseased``, ``n_pixels``,
+``mask_gate``, ``pixel_rule_requested``, ``val_lesion_dice``, ``n_lesion_images``, ``notes``
 (:func:`artasyn.scoring.thresholds.calibrate_thresholds`), the map options ``score_map_mode``,
 ``score_map_sigma``, ``score_in_lungs``, ``mask_in_lungs``, and ``epoch`` (the validation they
 come from).
@@ -54,8 +59,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from artasyn.constants import DEFAULT_PIXEL_QUANTILE, DEFAULT_PIXEL_RULE, DEFAULT_SPECIFICITY
-from artasyn.scoring.thresholds import PIXEL_RULES, calibrate_thresholds
+from artasyn.constants import DEFAULT_MASK_GATE, DEFAULT_PIXEL_QUANTILE, DEFAULT_PIXEL_RULE, DEFAULT_SPECIFICITY
+from artasyn.scoring.thresholds import MASK_GATES, PIXEL_RULES, calibrate_thresholds
 
 from .checkpoint import CheckpointError, load_checkpoint
 from .handlers import _items, _scalar
@@ -92,8 +97,13 @@ class ThresholdCalibrator:
         specificity: share of the healthy validation images the image threshold keeps normal.
         pixel_quantile: the quantile ``q`` of the pixel threshold, under ``pixel_rule``.
         pixel_rule: ``"pooled"`` (the quantile of all the healthy map values: at most ``1 - q``
-            of the healthy pixels masked) or ``"image_max"`` (of each healthy image's largest
-            value still masked: at most ``1 - q`` of the healthy images with a mask).
+            of the healthy pixels masked), ``"image_max"`` (of each healthy image's largest
+            value still masked: at most ``1 - q`` of the healthy images with a mask) or
+            ``"dice"`` (the best micro Dice on the diseased validation images with a lesion
+            mask, ``has_mask``; without any, ``image_max``, logged).
+        mask_gate: ``"none"`` or ``"image"`` (masks only on images whose score passes the
+            specificity threshold; the pixel rule and ``val_healthy_mask_rate`` take it into
+            account).
         min_mask_px: masks drop their 8-connected components of fewer map pixels (0: none;
             ``None``: :func:`artasyn.scoring.min_mask_pixels` of the map size, 32 px at 128 x 128).
         score_map_mode, score_map_sigma, score_in_lungs, mask_in_lungs: the options of the
@@ -102,7 +112,8 @@ class ThresholdCalibrator:
         score_key, label_key, map_key, lung_key: the keys of the evaluator's items.
 
     Memory: the healthy images' maps are kept until the end of the epoch, 4 bytes a pixel
-    (26 MB for 100 healthy images at 256 x 256; 1 more with ``mask_in_lungs``).
+    (26 MB for 100 healthy images at 256 x 256; 1 more with ``mask_in_lungs``); with rule
+    ``dice``, also the lesion images' maps and masks.
     """
 
     def __init__(
@@ -113,6 +124,7 @@ class ThresholdCalibrator:
         pixel_quantile: float = DEFAULT_PIXEL_QUANTILE,
         pixel_rule: str = DEFAULT_PIXEL_RULE,
         min_mask_px: int | None = None,
+        mask_gate: str = DEFAULT_MASK_GATE,
         score_map_mode: str = "squared",
         score_map_sigma: float = 0.0,
         score_in_lungs: bool = False,
@@ -121,6 +133,8 @@ class ThresholdCalibrator:
         label_key: str = "label",
         map_key: str = "anomaly_map",
         lung_key: str = "lung",
+        lesion_key: str = "gt_mask",
+        has_lesion_key: str = "gt_available",
     ) -> None:
         self.output_dir, self.filename = Path(output_dir), filename
         self.specificity, self.pixel_quantile = float(specificity), float(pixel_quantile)
@@ -131,7 +145,10 @@ class ThresholdCalibrator:
             raise ValueError(f"ThresholdCalibrator: pixel_rule must be one of {PIXEL_RULES}, got {pixel_rule!r}")
         if min_mask_px is not None and int(min_mask_px) < 0:
             raise ValueError(f"ThresholdCalibrator: min_mask_px must be >= 0, got {min_mask_px}")
-        self.pixel_rule = pixel_rule
+        if mask_gate not in MASK_GATES:
+            raise ValueError(f"ThresholdCalibrator: mask_gate must be one of {MASK_GATES}, got {mask_gate!r}")
+        self.pixel_rule, self.mask_gate = pixel_rule, mask_gate
+        self.lesion_key, self.has_lesion_key = lesion_key, has_lesion_key
         self.min_mask_px = None if min_mask_px is None else int(min_mask_px)
         self.options = _map_options(score_map_mode, score_map_sigma, score_in_lungs, mask_in_lungs)
         self.score_key, self.label_key, self.map_key, self.lung_key = score_key, label_key, map_key, lung_key
@@ -149,27 +166,51 @@ class ThresholdCalibrator:
         self.labels: list[float] = []
         self.maps: list[np.ndarray] = []
         self.lungs: list[np.ndarray | None] = []
+        self.healthy_scores: list[float] = []
+        self.lesions: dict[str, list] = {"maps": [], "masks": [], "scores": [], "lungs": []}
 
     def _collect(self, engine) -> None:
         batch = engine.state.batch if isinstance(engine.state.batch, list) else []
         for i, o in enumerate(_items(engine.state.output)):
             label = _scalar(o.get(self.label_key))
-            self.scores.append(_scalar(o.get(self.score_key), float("nan")))
+            score = _scalar(o.get(self.score_key), float("nan"))
+            self.scores.append(score)
             self.labels.append(label)
-            if label > 0.5 or self.map_key not in o:
+            if self.map_key not in o:
                 continue
+            lesion = None
+            if label > 0.5:
+                if self.pixel_rule != "dice" or _scalar(o.get(self.has_lesion_key), 0.0) <= 0.5:
+                    continue
+                lesion = o.get(self.lesion_key)
+                if lesion is None:
+                    continue
             lung = None
             if self.options["mask_in_lungs"]:
                 source = o if self.lung_key in o else (batch[i] if i < len(batch) else {})
                 lung = source.get(self.lung_key)
                 lung = None if lung is None else torch.as_tensor(lung).detach().cpu().numpy() > 0
             amap = torch.as_tensor(o[self.map_key]).detach().float()
-            self.maps.append(amap.reshape(-1, *amap.shape[-2:]).amax(dim=0).cpu().numpy())  # H x W
-            self.lungs.append(lung)
+            plane = amap.reshape(-1, *amap.shape[-2:]).amax(dim=0).cpu().numpy()  # H x W
+            if lesion is None:
+                self.maps.append(plane)
+                self.lungs.append(lung)
+                self.healthy_scores.append(score)
+            else:
+                mask = torch.as_tensor(lesion).detach().float()
+                self.lesions["maps"].append(plane)
+                self.lesions["masks"].append(mask.reshape(-1, *mask.shape[-2:]).amax(dim=0).cpu().numpy() > 0.5)
+                self.lesions["scores"].append(score)
+                self.lesions["lungs"].append(lung)
 
     def compute(self, epoch: int = 0) -> dict | None:
         """The thresholds of what was collected (``None``, logged, when a score is not finite)."""
         try:
+            if self.mask_gate == "image" and len(self.healthy_scores) != sum(1 for y in self.labels if y <= 0.5):
+                raise ValueError(
+                    f"mask_gate 'image' needs the anomaly map ({self.map_key!r}) of every healthy validation image: "
+                    f"{len(self.healthy_scores)} of {sum(1 for y in self.labels if y <= 0.5)} had one"
+                )
             thresholds = calibrate_thresholds(
                 self.scores,
                 self.labels,
@@ -179,10 +220,17 @@ class ThresholdCalibrator:
                 self.pixel_rule,
                 self.min_mask_px,
                 healthy_lungs=self.lungs,
+                mask_gate=self.mask_gate,
+                lesion_maps=self.lesions["maps"],
+                lesion_masks=self.lesions["masks"],
+                lesion_scores=self.lesions["scores"],
+                lesion_lungs=self.lesions["lungs"],
             )
         except ValueError as e:
             logger.warning("decision thresholds not computed at epoch %d: %s", epoch, e)
             return None
+        for note in thresholds["notes"]:
+            logger.warning("decision thresholds at epoch %d: %s", epoch, note)
         return {**thresholds, **self.options, "epoch": int(epoch)}
 
     def _compute(self, engine) -> None:
@@ -209,7 +257,19 @@ def summary(thresholds: Mapping) -> str:
         f"pixel > {_fmt(thresholds.get('pixel_threshold'))} (quantile {thresholds.get('pixel_quantile')}, "
         f"rule {thresholds.get('pixel_rule', 'pooled')}, components of {thresholds.get('min_mask_px', 0)}+ px, "
         f"on {thresholds.get('n_pixels')} healthy map values; healthy masks not empty "
-        f"{_fmt(thresholds.get('val_healthy_mask_rate'))})"
+        f"{_fmt(thresholds.get('val_healthy_mask_rate'))}"
+        + (
+            f"; lesion micro Dice {_fmt(thresholds.get('val_lesion_dice'))} on {thresholds.get('n_lesion_images')} "
+            "images with a lesion mask"
+            if thresholds.get("n_lesion_images")
+            else ""
+        )
+        + (
+            "; masks only on images above the specificity image threshold"
+            if thresholds.get("mask_gate") == "image"
+            else ""
+        )
+        + ")"
     )
 
 
@@ -227,6 +287,8 @@ class CheckpointThresholds:
             :class:`artasyn.scoring.AnomalyScored`.
 
     Attributes: ``image_threshold`` and ``pixel_threshold`` (``None`` when not applied),
+    ``mask_gate_threshold`` (the image threshold a mask is drawn above, with thresholds
+    calibrated under ``mask_gate="image"``; else ``None``),
     ``min_mask_px`` (the smallest mask component kept, as calibrated: 0 for thresholds saved
     before it existed or when the masks are relative),
     ``label_threshold`` (the name used, ``None`` without a label), ``mask_threshold`` (what the
@@ -266,6 +328,9 @@ class CheckpointThresholds:
         self.min_mask_px = 0
         if self.pixel_threshold is not None:
             self.min_mask_px = int(self.thresholds.get("min_mask_px") or 0)
+        self.mask_gate_threshold = self._gate() if self.pixel_threshold is not None else None
+        if self.pixel_threshold is None:
+            self.mask_threshold = "relative"
         for note in self.notes:
             logger.warning("%s", note)
         logger.info(
@@ -273,6 +338,11 @@ class CheckpointThresholds:
             self.ckpt_path,
             f"score > {self.image_threshold:.6g} ({self.label_threshold})" if self.label_threshold else "none",
             f"anomaly map > {self.pixel_threshold:.6g}, components of {self.min_mask_px}+ px"
+            + (
+                f", only on images with score > {self.mask_gate_threshold:.6g}"
+                if self.mask_gate_threshold is not None
+                else ""
+            )
             if self.pixel_threshold is not None
             else "relative (tau)",
         )
@@ -344,6 +414,27 @@ class CheckpointThresholds:
             return None
         return float(value)
 
+    def _gate(self) -> float | None:
+        """The image threshold masks are gated by (``mask_gate`` ``"image"``), or ``None``.
+
+        A gated pixel threshold without its gate would mask far more healthy images than it
+        was calibrated for: when the gate cannot be applied (no specificity threshold, or
+        one on another score scale) the masks fall back to the relative tau, with a note.
+        """
+        if self.thresholds.get("mask_gate", "none") != "image":
+            return None
+        value = self.thresholds.get("image_threshold_specificity")
+        differ = self._differing(_SCORE_OPTIONS)
+        if value is None or differ:
+            why = "; ".join(differ) if differ else "no specificity threshold"
+            self.notes.append(
+                f"checkpoint {self.ckpt_path}: its masks are gated by the image score, which this run cannot "
+                f"apply ({why}): masks use the relative threshold tau"
+            )
+            self.pixel_threshold, self.min_mask_px = None, 0
+            return None
+        return float(value)
+
     def info(self) -> dict:
         """What this run applies and why (for ``metrics.json``'s ``info``)."""
         return {
@@ -352,6 +443,7 @@ class CheckpointThresholds:
             "mask_threshold": self.mask_threshold,
             "pixel_threshold": self.pixel_threshold,
             "min_mask_px": self.min_mask_px,
+            "mask_gate_threshold": self.mask_gate_threshold,
             "checkpoint_thresholds": self.thresholds,
             "notes": list(self.notes),
         }

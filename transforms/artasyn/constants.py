@@ -189,3 +189,10 @@ DEFAULT_PIXEL_QUANTILE = 0.95
 #: healthy test mask; pooled 0.999 gave 0.285 with a mask on all of them; measured at
 #: 128 x 128 only). ``bench/bench_thresholds.py``, bench/results/thresholds_*.json
 MIN_MASK_AREA_FRACTION = 32 / 128**2
+#: masks are drawn on every image (``none``) or only on the images whose score passes the image
+#: threshold at ``specificity`` (``image``): a healthy image's mask is then empty unless the image
+#: itself is flagged, so the pixel threshold can be generous inside the lungs
+DEFAULT_MASK_GATE = "none"
+#: the ``dice`` pixel rule tries this many thresholds (quantiles of the diseased validation images'
+#: map values) for the best micro Dice against their lesion masks
+DICE_RULE_CANDIDATES = 128

@@ -35,11 +35,13 @@ from .maps import (
     min_mask_pixels,
 )
 from .thresholds import (
+    MASK_GATES,
     PIXEL_RULES,
     AnomalyDecisionD,
     AnomalyDecisiond,
     AnomalyDecisionDict,
     calibrate_thresholds,
+    dice_threshold,
     f1_threshold,
     quantile_threshold,
     specificity_threshold,
@@ -48,6 +50,7 @@ from .thresholds import (
 __all__ = [
     "DEFAULT_TAUS",
     "MAP_MODES",
+    "MASK_GATES",
     "MIN_THRESHOLD",
     "PIXEL_RULES",
     "AnomalyDecisionD",
@@ -61,6 +64,7 @@ __all__ = [
     "anomaly_masks",
     "anomaly_scores",
     "calibrate_thresholds",
+    "dice_threshold",
     "drop_small_components",
     "empty_mask_threshold",
     "f1_threshold",
