@@ -1,0 +1,42 @@
+"""``bench/zhanglab_ensemble.py``: seed ensembles from saved per-image scores."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+import zhanglab_ensemble as ze  # noqa: E402
+
+
+def _run(root: Path, name: str, scores: dict[str, tuple[int, float]]) -> Path:
+    d = root / name / "eval_last"
+    d.mkdir(parents=True)
+    rows = ["filename,label,score,has_mask"] + [f"{f},{y},{s},0" for f, (y, s) in scores.items()]
+    (d / "scores.csv").write_text("\n".join(rows) + "\n")
+    return root / name
+
+
+def test_every_subset_and_a_complementary_pair(tmp_path):
+    # run a ranks 'b' wrong, run b ranks 'a' wrong; their geometric mean ranks both right
+    a = _run(tmp_path, "a", {"n1": (0, 1.0), "n2": (0, 4.0), "p1": (1, 3.0), "p2": (1, 8.0)})
+    b = _run(tmp_path, "b", {"n1": (0, 4.0), "n2": (0, 1.0), "p1": (1, 8.0), "p2": (1, 3.0)})
+    out = tmp_path / "ens.json"
+    assert ze.main(["--runs", str(a), str(b), "--out", str(out)]) == 0
+    rows = {"+".join(r["runs"]): r for r in json.loads(out.read_text())["ensembles"]}
+    assert set(rows) == {"a", "b", "a+b"}
+    assert rows["a"]["auc"] == pytest.approx(0.75) and rows["b"]["auc"] == pytest.approx(0.75)
+    assert rows["a+b"]["auc"] == pytest.approx(1.0)
+    assert rows["a+b"]["n_images"] == 4 and rows["a+b"]["n_positive"] == 2
+
+
+def test_labels_that_disagree_and_a_missing_evaluation_are_named(tmp_path):
+    a = _run(tmp_path, "a", {"x": (0, 1.0), "y": (1, 2.0)})
+    b = _run(tmp_path, "b", {"x": (1, 1.0), "y": (1, 2.0)})
+    with pytest.raises(ValueError, match="b: labels differ"):
+        ze.ensembles({"a": ze.read_scores(a), "b": ze.read_scores(b)})
+    with pytest.raises(FileNotFoundError, match="c/eval_last/scores.csv"):
+        ze.read_scores(tmp_path / "c")
