@@ -64,3 +64,49 @@ def test_cpu_json_warmup_then_cosine_to_near_zero():
     assert lrs[-1] < 0.01 * lr
     peak = lrs.index(max(lrs))
     assert all(b <= a + 1e-12 for a, b in zip(lrs[peak:], lrs[peak + 1 :]))
+
+
+def _train_item(parser, tmp_path, seed: int = 0):
+    """The training chain's output for one phantom image (lungs computed, twins synthesised)."""
+    import numpy as np
+    from monai.utils import set_determinism
+    from PIL import Image
+
+    from artasyn.phantom import make_phantom
+
+    path = tmp_path / "healthy.png"
+    if not path.exists():
+        Image.fromarray(np.asarray(make_phantom(size=128, seed=5)["image"], np.uint8)).save(path)
+    chain = parser.get_parsed_content("train#preprocessing", instantiate=True)
+    set_determinism(seed)
+    chain.set_random_state(seed)
+    return chain, chain({"image": str(path), "label": 0})
+
+
+def test_train_augment_is_empty_by_default_and_runs_before_the_synthesis(tmp_path):
+    """``train_augment``: transforms of the healthy image after its lungs and before the synthesis
+    (so the twins and the target inherit them); train.json and cpu.json add none."""
+    from monai.transforms import RandGaussianSmoothd
+
+    for presets in ((), ("cpu.json",)):
+        assert _parser(*presets).get_parsed_content("train_augment") == []
+    parser = _parser("cpu.json")
+    parser["cache_dir"] = str(tmp_path / "cache")
+    plain_chain, plain = _train_item(parser, tmp_path)
+    parser = _parser("cpu.json")
+    parser["cache_dir"] = str(tmp_path / "cache")
+    parser["train_augment"] = [
+        {"_target_": "RandGaussianSmoothd", "keys": "image", "sigma_x": [2, 2], "sigma_y": [2, 2], "prob": 1.0}
+    ]
+    chain, item = _train_item(parser, tmp_path)
+    names = [type(t).__name__ for t in chain.transforms]
+    assert names.index("RandGaussianSmoothd") == names.index("PBTSegd") + 2  # after the lungs' EnsureTyped
+    assert names.index("RandGaussianSmoothd") < names.index("RandARTTwinsd")
+    assert len(chain.transforms) == len(plain_chain.transforms) + 1
+    assert isinstance(chain.transforms[names.index("RandGaussianSmoothd")], RandGaussianSmoothd)
+    # the healthy row (first of the twins list): its image is its target, both smoothed
+    a, b = plain[0]["target"], item[0]["target"]
+    assert (item[0]["image"] == b).all() and (plain[0]["image"] == a).all()
+    assert len(item) >= 2 and all((t["target"] == b).all() for t in item)  # the twins inherit it
+    hf = lambda x: float((x[..., 1:, :] - x[..., :-1, :]).abs().mean())  # noqa: E731
+    assert hf(b) < 0.8 * hf(a)
