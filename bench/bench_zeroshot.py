@@ -117,14 +117,21 @@ def _spread(items: Sequence, k: int) -> list:
 
 
 def build_zeroshot_datalist(
-    data_root: Path, n_monitor: int = 24, monitor_in_test: bool = False, n_healthy_test: int = 0
+    data_root: Path,
+    n_monitor: int = 24,
+    monitor_in_test: bool = False,
+    n_healthy_test: int = 0,
+    n_monitor_healthy: int | None = None,
 ) -> dict:
     """``training``, ``validation`` (monitor), ``test`` and ``healthy_test`` sections, as in the module docstring.
 
     Test items carry ``lung_mask`` (the ground-truth lung) beside ``mask`` (the infection);
     the bundle's datalist reader ignores the extra key. ``healthy_test``: ``n_healthy_test``
     healthy adult images spread evenly over the would-be training images, held apart from
-    training and from the thresholds (the share of them that get a mask).
+    training and from the thresholds (the share of them that get a mask). ``n_monitor_healthy``
+    (default: ``n_monitor`` ``covidquex_normal_lung`` images): that many healthy monitor images
+    spread evenly over both healthy sources (COVID-QU-Ex normal, then NIH), so that the image
+    threshold of the mask gate sees every source and more than one image above its 0.95 quantile.
     """
     normal = _images(data_root / "covidquex_normal_lung" / "images")
     nih = _images(data_root / "nih_nofinding_normal" / "images")
@@ -138,9 +145,12 @@ def build_zeroshot_datalist(
     missing += [f"masks_lung/{p.name}" for p in covid if not (covid_dir / "masks_lung" / p.name).is_file()]
     if missing:
         raise FileNotFoundError(f"{len(missing)} COVID images lack a mask in {covid_dir}: {missing[:5]}")
-    monitor_normal = _spread(normal, n_monitor)
+    if n_monitor_healthy is None:
+        monitor_normal = _spread(normal, n_monitor)
+    else:
+        monitor_normal = _spread(normal + nih, n_monitor_healthy)
     monitor_covid = _spread(covid, n_monitor)
-    train = [p for p in normal if p not in set(monitor_normal)] + nih
+    train = [p for p in normal + nih if p not in set(monitor_normal)]
     healthy_test = _spread(train, n_healthy_test) if n_healthy_test > 0 else []
     train = [p for p in train if p not in set(healthy_test)]
     test_covid = covid if monitor_in_test else [p for p in covid if p not in set(monitor_covid)]
@@ -805,6 +815,9 @@ def main(argv=None) -> int:
     ap.add_argument("--max-train-items", type=int, default=None, help="the first N training images (smoke runs)")
     ap.add_argument("--max-test-items", type=int, default=None, help="N test images spread evenly (smoke runs)")
     ap.add_argument("--n-monitor", type=int, default=24, help="healthy and COVID images of the monitor set, each")
+    ap.add_argument(
+        "--n-monitor-healthy", type=int, default=None, help="healthy monitor images, both sources (default: --n-monitor)"
+    )
     ap.add_argument("--monitor-in-test", action="store_true", help="keep the monitor COVID images in the test set")
     ap.add_argument("--ckpt", type=Path, default=None, help="evaluate this checkpoint; no training")
     ap.add_argument("--device", default=None, help="evaluation device (default: the config's)")
@@ -819,7 +832,9 @@ def main(argv=None) -> int:
     t_start = time.perf_counter()
     args.workdir = args.workdir.resolve()
     args.workdir.mkdir(parents=True, exist_ok=True)
-    datalist = build_zeroshot_datalist(args.data_root, args.n_monitor, args.monitor_in_test, args.n_healthy_test)
+    datalist = build_zeroshot_datalist(
+        args.data_root, args.n_monitor, args.monitor_in_test, args.n_healthy_test, args.n_monitor_healthy
+    )
     if args.max_test_items is not None:
         datalist["test"] = _spread(datalist["test"], args.max_test_items)
         datalist["counts"]["test_covid"] = len(datalist["test"])

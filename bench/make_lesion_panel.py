@@ -72,6 +72,7 @@ def main(argv=None) -> int:
     ap.add_argument("--config", action="append", default=[], type=Path, help="further config files (lesions.json)")
     ap.add_argument("--n-monitor", type=int, default=24)
     ap.add_argument("--n-healthy-test", type=int, default=60)
+    ap.add_argument("--n-monitor-healthy", type=int, default=None, help="as bench_zeroshot.py's")
     ap.add_argument("--thresholds", choices=["monitor", "checkpoint"], default="monitor")
     ap.add_argument("--n-covid", type=int, default=4)
     ap.add_argument("--n-healthy", type=int, default=3)
@@ -83,7 +84,9 @@ def main(argv=None) -> int:
     configs += [c if c.is_absolute() else bz.REPO / c for c in args.config]
     parser = bz.bundle_parser(configs)
     settings = bz.preset_settings(parser)
-    datalist = bz.build_zeroshot_datalist(args.data_root, args.n_monitor, False, args.n_healthy_test)
+    datalist = bz.build_zeroshot_datalist(
+        args.data_root, args.n_monitor, False, args.n_healthy_test, args.n_monitor_healthy
+    )
     net = bz.load_network(parser, args.ckpt, "cpu")
 
     if args.thresholds == "checkpoint":

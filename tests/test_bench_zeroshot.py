@@ -127,6 +127,20 @@ def test_datalist_keeps_the_monitor_images_out_of_training_and_test(shared_data)
     assert len(with_mon["test"]) == n_covid
 
 
+
+def test_a_larger_healthy_monitor_draws_on_both_sources_and_leaves_training(shared_data):
+    """``n_monitor_healthy``: the gate's threshold sees NIH images too; nothing is in two sections."""
+    base = bz.build_zeroshot_datalist(shared_data, n_monitor=24, n_healthy_test=60)
+    dl = bz.build_zeroshot_datalist(shared_data, n_monitor=24, n_healthy_test=60, n_monitor_healthy=96)
+    healthy_mon = [it["image"] for it in dl["validation"] if it["label"] == 0]
+    assert len(healthy_mon) == dl["counts"]["monitor_normal"] == 96 and dl["counts"]["monitor_covid"] == 24
+    assert any("nih_nofinding_normal" in p for p in healthy_mon)
+    assert any("covidquex_normal_lung" in p for p in healthy_mon)
+    sections = [{it["image"] for it in dl[k]} for k in ("training", "validation", "test", "healthy_test")]
+    assert sum(len(s) for s in sections) == len(set().union(*sections))  # disjoint
+    n_healthy = sum(len(base[k]) for k in ("training", "healthy_test")) + 24
+    assert len(dl["training"]) + len(dl["healthy_test"]) + 96 == n_healthy  # every healthy image used once
+
 @pytest.fixture(scope="module")
 def covid_eval(shared_data):
     """Three real COVID images at 64 x 64 through the bundle's preprocessing (cpu.json, tiny network)."""
