@@ -815,9 +815,7 @@ def main(argv=None) -> int:
     ap.add_argument("--max-train-items", type=int, default=None, help="the first N training images (smoke runs)")
     ap.add_argument("--max-test-items", type=int, default=None, help="N test images spread evenly (smoke runs)")
     ap.add_argument("--n-monitor", type=int, default=24, help="healthy and COVID images of the monitor set, each")
-    ap.add_argument(
-        "--n-monitor-healthy", type=int, default=None, help="healthy monitor images, both sources (default: --n-monitor)"
-    )
+    ap.add_argument("--n-monitor-healthy", type=int, default=None, help="healthy monitor images, both sources")
     ap.add_argument("--monitor-in-test", action="store_true", help="keep the monitor COVID images in the test set")
     ap.add_argument("--ckpt", type=Path, default=None, help="evaluate this checkpoint; no training")
     ap.add_argument("--device", default=None, help="evaluation device (default: the config's)")

@@ -127,7 +127,6 @@ def test_datalist_keeps_the_monitor_images_out_of_training_and_test(shared_data)
     assert len(with_mon["test"]) == n_covid
 
 
-
 def test_a_larger_healthy_monitor_draws_on_both_sources_and_leaves_training(shared_data):
     """``n_monitor_healthy``: the gate's threshold sees NIH images too; nothing is in two sections."""
     base = bz.build_zeroshot_datalist(shared_data, n_monitor=24, n_healthy_test=60)
@@ -140,6 +139,7 @@ def test_a_larger_healthy_monitor_draws_on_both_sources_and_leaves_training(shar
     assert sum(len(s) for s in sections) == len(set().union(*sections))  # disjoint
     n_healthy = sum(len(base[k]) for k in ("training", "healthy_test")) + 24
     assert len(dl["training"]) + len(dl["healthy_test"]) + 96 == n_healthy  # every healthy image used once
+
 
 @pytest.fixture(scope="module")
 def covid_eval(shared_data):
