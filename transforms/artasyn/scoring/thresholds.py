@@ -255,10 +255,10 @@ def dice_threshold(
 
     >>> import numpy as np
     >>> amap = np.zeros((8, 8))
-    ... amap[2:6, 2:6] = 0.5
-    ... amap[0, 0] = 0.9  # a lesion and a brighter speck
+    >>> amap[2:6, 2:6] = 0.5
+    >>> amap[0, 0] = 0.9  # a lesion and a brighter speck
     >>> lesion = np.zeros((8, 8))
-    ... lesion[2:6, 2:6] = 1
+    >>> lesion[2:6, 2:6] = 1
     >>> dice_threshold([amap], [lesion])  # the speck is masked at every threshold below 0.9
     (0.0, 0.9696969696969697)
     >>> dice_threshold([amap], [lesion], min_mask_px=2)  # without specks of one pixel
