@@ -40,3 +40,30 @@ def test_labels_that_disagree_and_a_missing_evaluation_are_named(tmp_path):
         ze.ensembles({"a": ze.read_scores(a), "b": ze.read_scores(b)})
     with pytest.raises(FileNotFoundError, match="c/eval_last/scores.csv"):
         ze.read_scores(tmp_path / "c")
+
+
+def test_probe_table_gathers_every_run_with_its_settings(tmp_path):
+    import zhanglab_testdev_table as zt
+
+    res = {
+        "settings": {"overrides": {"network_def#channels": 16}, "max_iterations": None},
+        "runs": {
+            "final_seed0": {
+                "variant": "final",
+                "seed": 0,
+                "metrics_last": {"auc": 0.75, "ap": 0.8},
+                "metrics_last_val": {"auc": 0.9, "ap": 0.91},
+                "train_wall_s": 100.0,
+                "load_avg_end": [1.5, 1.0, 1.0],
+            },
+            "none_seed1": {"variant": "none", "seed": 1, "metrics_last": {"auc": 0.6, "ap": 0.7}},
+        },
+    }
+    src = tmp_path / "r.json"
+    src.write_text(json.dumps(res))
+    out = tmp_path / "t.json"
+    assert zt.main([str(src), "--out", str(out)]) == 0
+    got = json.loads(out.read_text())
+    assert [r["run"] for r in got["rows"]] == ["final_seed0", "none_seed1"]
+    assert got["rows"][0]["settings"] == "network_def#channels=16" and got["rows"][1]["val_auc"] is None
+    assert "| final_seed0 | network_def#channels=16 | 0.750 / 0.800 |" in got["table_markdown"]
