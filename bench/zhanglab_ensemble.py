@@ -23,7 +23,6 @@ import argparse
 import csv
 import itertools
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -31,8 +30,11 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
+sys.path.insert(0, str(REPO / "bundle"))
 
 from trivial_baselines import auc, average_precision, ranks  # noqa: E402
+
+from scripts.utils import atomic_write  # noqa: E402
 
 
 def read_scores(run: Path, which: str = "eval_last") -> dict[str, tuple[int, float]]:
@@ -85,13 +87,6 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _write_atomic(path: Path, content: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(content, indent=1))
-    os.replace(tmp, path)
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--runs", nargs="+", type=Path, required=True, help="run folders of bench_zhanglab.py")
@@ -106,7 +101,7 @@ def main(argv=None) -> int:
         "ensembles": rows,
         "table_markdown": table(rows),
     }
-    _write_atomic(args.out, result)
+    atomic_write(args.out, json.dumps(result, indent=1))
     print(result["table_markdown"])
     print(f"results: {args.out}")
     return 0

@@ -29,8 +29,11 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
+sys.path.insert(0, str(REPO / "bundle"))
 
 from trivial_baselines import _images, auc, image_statistics  # noqa: E402
+
+from scripts.utils import atomic_write  # noqa: E402
 
 SETS = {
     "train_normal": "zhanglab_train_normal",
@@ -81,10 +84,7 @@ def main(argv=None) -> int:
             cells.append(f"{med[k]:.3g}" + ("" if a is None else f" (AUC {a:.2f})"))
         lines.append(f"| {set_name} ({result['n_images'][set_name]}) | " + " | ".join(cells) + " |")
     result["table_markdown"] = "\n".join(lines)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(f".{args.out.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(result, indent=1))
-    os.replace(tmp, args.out)
+    atomic_write(args.out, json.dumps(result, indent=1))
     print(result["table_markdown"])
     print(f"results: {args.out}")
     return 0

@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bundle"))
+
+from scripts.utils import atomic_write  # noqa: E402
 
 
 def _setting(settings: dict) -> str:
@@ -89,10 +91,7 @@ def main(argv=None) -> int:
     rows = [r for p in args.files for r in rows_of(p)]
     result = {"what": __doc__.split("\n")[0], "files": [str(p) for p in args.files], "rows": rows}
     result["table_markdown"] = table(rows)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(f".{args.out.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(result, indent=1))
-    os.replace(tmp, args.out)
+    atomic_write(args.out, json.dumps(result, indent=1))
     print(result["table_markdown"])
     return 0
 
