@@ -21,8 +21,8 @@ Data (``../shared/data`` or ``$ARTASYN_SHARED_DATA``, see its README; nothing is
   (``metrics_last_val``). The other half of the official test split stays apart (data README)
   for an independent evaluation.
 - trivial baselines on the same images, reported beside (``docs/method.md`` section 8):
-  AUC / AP of the image mean, the central mean, the image standard deviation and the
-  high-frequency energy (``bench/trivial_baselines.py``).
+  AUC / AP of the image mean, the central mean, the image standard deviation, the
+  high-frequency energy and the brightest values (``bench/trivial_baselines.py``).
 
 Usage::
 
@@ -51,7 +51,7 @@ CONFIGS = REPO / "bundle" / "configs"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_train_real import _images, _overrides, _run  # noqa: E402
-from trivial_baselines import trivial_baselines  # noqa: E402
+from trivial_baselines import STATISTICS, trivial_baselines  # noqa: E402
 
 VARIANTS = ("none", "base", "base_blur_cryst", "final", "anatpaste", "cutpaste", "perlin")
 #: seed Table S1, ZhangLab (AP, AUC); AnatPaste: AUC only
@@ -133,7 +133,7 @@ def table(results: dict) -> str:
             f"| {f(best.get('auc'))} |{extra} {r.get('iterations_logged', '')} | {r.get('train_wall_s', '')} s |"
         )
     tb = results.get("trivial_baselines") or {}
-    for stat in ("image_mean", "central_mean", "image_std", "high_freq_energy"):
+    for stat in STATISTICS:
         if stat in tb:
             b = tb[stat]
             blank = " |" * (2 * len(cols))

@@ -1,0 +1,110 @@
+#!/usr/bin/env python
+"""Is a ZhangLab detector only reading how bright the image is? Scores split by brightness.
+
+On ZhangLab the pneumonia images are darker at the top of their histogram than the normals
+(``bright_p995`` of ``bench/trivial_baselines.py``: the 99.5th intensity percentile, lower =
+diseased). A reconstruction detector could score that global property instead of the
+lungs. This reads the per-image scores that ``run evaluating`` wrote (``<run>/eval_last/scores.csv``
+of ``bench/bench_zhanglab.py``'s run folders) for one or more trainings and reports, per run:
+
+- the AUC of the score and of the brightness statistic on the same images;
+- the AUC inside each quartile of brightness (quartiles of all the images): a detector that
+  only read brightness would fall to about 0.5 inside them;
+- the Spearman correlation of score and brightness among the healthy images;
+- for analysis only, the AUC of the rank sum of score and darkness. It shows how much the two
+  carry apart from each other; it is not a score we ship (a global brightness cue is a
+  property of this collection's acquisition, not of the lungs).
+
+Usage::
+
+    python bench/zhanglab_brightness.py --runs WORKDIR/final_seed0 WORKDIR/none_seed0 \\
+        --out bench/results/zhanglab_brightness.json
+
+Written atomically as JSON, with a markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))
+sys.path.insert(0, str(REPO / "bundle"))
+
+from trivial_baselines import auc, image_statistics, ranks  # noqa: E402
+from zhanglab_ensemble import read_scores  # noqa: E402
+
+from scripts.utils import atomic_write  # noqa: E402
+
+STATISTIC = "bright_p995"
+
+
+def stratified(score: np.ndarray, bright: np.ndarray, y: np.ndarray, edges: np.ndarray) -> dict:
+    """The numbers of one run (see the module docstring); ``edges``: the brightness quartile edges."""
+    bins = np.digitize(bright, edges)
+    healthy = y == 0
+    rho = np.corrcoef(ranks(score[healthy]), ranks(bright[healthy]))[0, 1]
+    return {
+        "auc": auc(score, y),
+        "auc_within_brightness_quartiles": [auc(score[bins == b], y[bins == b]) for b in range(len(edges) + 1)],
+        "spearman_score_brightness_healthy": float(rho),
+        "auc_rank_sum_with_darkness": auc(ranks(score) + ranks(-bright), y),
+    }
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--runs", nargs="+", type=Path, required=True, help="run folders (their eval_last/scores.csv)")
+    ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "zhanglab_brightness.json")
+    args = ap.parse_args(argv)
+    runs = {run.name: read_scores(run) for run in args.runs}
+    first = next(iter(runs.values()))
+    files = sorted(first)
+    for name, scores in runs.items():
+        if sorted(scores) != files or any(scores[f][0] != first[f][0] for f in files):
+            raise ValueError(f"{name}: not the first run's images and labels ({len(scores)} vs {len(files)} images)")
+    y = np.asarray([first[f][0] for f in files])
+    bright = np.asarray([image_statistics(np.asarray(Image.open(f).convert("L")))[STATISTIC] for f in files])
+    edges = np.quantile(bright, [0.25, 0.5, 0.75])
+    bins = np.digitize(bright, edges)
+    result = {
+        "what": __doc__.split("\n")[0],
+        "statistic": STATISTIC,
+        "n_images": len(files),
+        "n_diseased": int(y.sum()),
+        "brightness_auc_lower_is_diseased": auc(-bright, y),
+        "quartile_edges": edges.tolist(),
+        "quartiles": [{"n": int((bins == b).sum()), "diseased_fraction": float(y[bins == b].mean())} for b in range(4)],
+        "runs": {
+            name: stratified(np.asarray([scores[f][1] for f in files]), bright, y, edges)
+            for name, scores in runs.items()
+        },
+    }
+    head = (
+        "| run | AUC | AUC inside brightness quartiles (darkest first) | Spearman with brightness, healthy "
+        "| rank sum with darkness (analysis only) |"
+    )
+    lines = [head, "|---|---|---|---|---|"]
+    for name, r in result["runs"].items():
+        q = " / ".join(f"{a:.2f}" for a in r["auc_within_brightness_quartiles"])
+        lines.append(
+            f"| {name} | {r['auc']:.3f} | {q} | {r['spearman_score_brightness_healthy']:+.2f} "
+            f"| {r['auc_rank_sum_with_darkness']:.3f} |"
+        )
+    q = " / ".join(f"{x['diseased_fraction']:.2f}" for x in result["quartiles"])
+    alone = result["brightness_auc_lower_is_diseased"]
+    lines.append(f"| brightness alone ({STATISTIC}, lower = diseased) | {alone:.3f} | diseased fraction {q} | | |")
+    result["table_markdown"] = "\n".join(lines)
+    atomic_write(args.out, json.dumps(result, indent=1))
+    print(result["table_markdown"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""``bench/zhanglab_brightness.py`` and the ``bright_p995`` trivial statistic."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+import trivial_baselines as tb  # noqa: E402
+import zhanglab_brightness as zb  # noqa: E402
+
+
+def test_bright_p995_ignores_a_few_hot_pixels():
+    img = np.full((100, 100), 100.0)
+    img[:40] = 180.0
+    img[0, :10] = 255.0  # a burned-in marker: 0.1 % of the pixels
+    stats = tb.image_statistics(img)
+    assert set(stats) == set(tb.STATISTICS)
+    assert stats["bright_p995"] == pytest.approx(180.0)
+
+
+def _images_and_runs(root: Path, brightness: list[int], labels: list[int], runs: dict[str, list[float]]):
+    files = []
+    for i, b in enumerate(brightness):
+        f = root / "img" / f"{i:02d}.png"
+        f.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((16, 16), b, np.uint8)).save(f)
+        files.append(f)
+    folders = []
+    for name, scores in runs.items():
+        d = root / name / "eval_last"
+        d.mkdir(parents=True)
+        rows = ["filename,label,score"] + [f"{f},{y},{s}" for f, y, s in zip(files, labels, scores)]
+        (d / "scores.csv").write_text("\n".join(rows) + "\n")
+        folders.append(root / name)
+    return folders
+
+
+def test_a_brightness_reader_falls_to_chance_inside_quartiles(tmp_path):
+    # 16 images, 4 per brightness level, 2 healthy + 2 diseased in each; darker = more often diseased overall
+    brightness = [60] * 4 + [120] * 4 + [180] * 4 + [240] * 4
+    labels = [1, 1, 1, 0, 1, 1, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0]
+    reader = [-float(b) for b in brightness]  # reads brightness only
+    oracle = [float(y) + 0.001 * i for i, y in enumerate(labels)]  # knows the label
+    folders = _images_and_runs(tmp_path, brightness, labels, {"reader": reader, "oracle": oracle})
+    out = tmp_path / "out.json"
+    assert zb.main(["--runs", *map(str, folders), "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["n_images"] == 16 and res["n_diseased"] == 7
+    assert res["brightness_auc_lower_is_diseased"] > 0.7
+    quartiles_with_both = [i for i, q in enumerate(res["quartiles"]) if 0 < q["diseased_fraction"] < 1]
+    assert quartiles_with_both
+    reader_q = res["runs"]["reader"]["auc_within_brightness_quartiles"]
+    oracle_q = res["runs"]["oracle"]["auc_within_brightness_quartiles"]
+    for i in quartiles_with_both:
+        assert reader_q[i] == pytest.approx(0.5)  # equal brightness inside a quartile: chance
+        assert oracle_q[i] == pytest.approx(1.0)
+    assert res["runs"]["oracle"]["auc"] == pytest.approx(1.0)
+    assert "| reader |" in res["table_markdown"]
+
+
+def test_runs_on_other_images_are_refused(tmp_path):
+    a = _images_and_runs(tmp_path / "a", [50, 200], [1, 0], {"r1": [1.0, 0.0]})[0]
+    b = _images_and_runs(tmp_path / "b", [50, 200], [1, 0], {"r2": [1.0, 0.0]})[0]
+    with pytest.raises(ValueError, match="r2: not the first run's images"):
+        zb.main(["--runs", str(a), str(b), "--out", str(tmp_path / "o.json")])
