@@ -572,7 +572,41 @@ def _z(values: np.ndarray, ref: np.ndarray) -> np.ndarray:
     return (values - mu) / (sd + 0.1 * float(sd.mean()) + 1e-12)
 
 
-def map_variants(arrays: Mapping, recon: np.ndarray, ref_images: np.ndarray, ref_recon: np.ndarray) -> dict:
+@torch.no_grad()
+def feature_distance_maps(
+    net: torch.nn.Module, images: np.ndarray, recon: np.ndarray, device="cpu", batch_size: int = 16
+) -> dict[int, np.ndarray]:
+    """``1 - cosine`` of the encoder features of each image and of its reconstruction, per location.
+
+    One ``N x H x W`` map per encoder resolution (the last encoder block at that resolution, from
+    ``encoder_features``), resized bilinearly to the image size; keyed by the feature map's width.
+    """
+    out: dict[int, list[np.ndarray]] = {}
+    size = images.shape[-2:]
+    for i in range(0, len(images), batch_size):
+        x = torch.from_numpy(images[i : i + batch_size, None]).to(device)
+        r = torch.from_numpy(recon[i : i + batch_size, None]).to(device)
+        last = {fx.shape[-1]: (fx, fr) for fx, fr in zip(net.encoder_features(x), net.encoder_features(r))}
+        for width, (fx, fr) in last.items():
+            d = 1.0 - torch.nn.functional.cosine_similarity(fx.float(), fr.float(), dim=1, eps=1e-6)[:, None]
+            d = torch.nn.functional.interpolate(d, size=size, mode="bilinear", align_corners=False)
+            out.setdefault(width, []).append(d[:, 0].cpu().numpy())
+    return {w: np.concatenate(v) for w, v in out.items()}
+
+
+def _standardised(values: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """``values`` in units of the healthy ``ref`` maps' overall mean and spread (one scale per map kind)."""
+    return (values - float(ref.mean())) / (float(ref.std()) + 1e-12)
+
+
+def map_variants(
+    arrays: Mapping,
+    recon: np.ndarray,
+    ref_images: np.ndarray,
+    ref_recon: np.ndarray,
+    features: Mapping[int, np.ndarray] | None = None,
+    ref_features: Mapping[int, np.ndarray] | None = None,
+) -> dict:
     """Pixel AUROC inside the ground-truth lungs of candidate anomaly maps (no threshold involved).
 
     ``positive_sigma<s>``: ``relu(x - r)^2`` with ``x - r`` smoothed at ``s`` pixels (the preset's
@@ -581,16 +615,29 @@ def map_variants(arrays: Mapping, recon: np.ndarray, ref_images: np.ndarray, ref
     spread over healthy reference images (the error every healthy radiograph makes at ribs, heart
     border and clavicles stops counting); ``raw_z``: the intensity normalised the same way, a
     trivial baseline that needs no network.
+
+    With ``features`` / ``ref_features`` (:func:`feature_distance_maps` of the test and the healthy
+    reference images): ``feature_cos<w>`` per encoder resolution, ``feature_cos_all`` their sum
+    in units of the healthy maps' spread, and ``feature_cos_all+signed_sigma6`` that sum plus the
+    signed error at sigma 6 scaled the same way (the scales come from the healthy images only).
     """
     images, infection, inside = arrays["image"], arrays["infection"], arrays["lung_gt"]
     out = {}
-    for sigma in (1.0, 3.0, 6.0):
+    for sigma in (1.0, 3.0, 6.0, 12.0):
         signed = _signed(images, recon, sigma)
         out[f"positive_sigma{sigma:g}"] = auroc_inside(np.clip(signed, 0, None) ** 2, infection, inside)
         out[f"signed_sigma{sigma:g}"] = auroc_inside(signed, infection, inside)
         z = _z(signed, _signed(ref_images, ref_recon, sigma))
         out[f"z_signed_sigma{sigma:g}"] = auroc_inside(z, infection, inside)
     out["raw_z"] = auroc_inside(_z(images, ref_images), infection, inside)
+    if features and ref_features:
+        total = np.zeros_like(images)
+        for width in sorted(features, reverse=True):
+            out[f"feature_cos{width}"] = auroc_inside(features[width], infection, inside)
+            total += _standardised(features[width], ref_features[width]) / len(features)
+        out["feature_cos_all"] = auroc_inside(total, infection, inside)
+        signed = _standardised(_signed(images, recon, 6.0), _signed(ref_images, ref_recon, 6.0))
+        out["feature_cos_all+signed_sigma6"] = auroc_inside(total + signed, infection, inside)
     return out
 
 
@@ -916,8 +963,15 @@ def main(argv=None) -> int:
     if args.n_ref > 0:  # candidate maps, the per-location statistics from healthy training images
         ref_items = [{"image": it["image"], "mask": "", "lung_mask": "", "label": 0} for it in datalist["training"]]
         ref = load_test_arrays(_spread(ref_items, args.n_ref), parser)
-        ref_recon = reconstruct(load_network(parser, ckpt, device), ref["image"], device, args.batch_size)
-        results["map_variants_pixel_auroc_in_gt_lung"] = map_variants(arrays, recon, ref["image"], ref_recon)
+        net = load_network(parser, ckpt, device)
+        ref_recon = reconstruct(net, ref["image"], device, args.batch_size)
+        features = ref_features = None
+        if hasattr(net, "encoder_features"):
+            features = feature_distance_maps(net, arrays["image"], recon, device, args.batch_size)
+            ref_features = feature_distance_maps(net, ref["image"], ref_recon, device, args.batch_size)
+        results["map_variants_pixel_auroc_in_gt_lung"] = map_variants(
+            arrays, recon, ref["image"], ref_recon, features, ref_features
+        )
         results["map_variants_n_ref"] = len(ref["image"])
     t3 = time.perf_counter()
     results["wall_s"] = {

@@ -231,3 +231,26 @@ def test_map_variants_rank_a_bright_lesion_and_normalise_a_systematic_error():
     assert v["signed_sigma1"]["micro"] < 0.95  # the rib-edge error outranks part of the lesion
     assert v["z_signed_sigma1"]["micro"] > 0.99
     assert set(v) >= {"positive_sigma3", "signed_sigma6", "z_signed_sigma3", "raw_z"}
+
+
+def test_feature_distance_maps_are_zero_for_a_perfect_reconstruction_and_join_the_variants():
+    from artasyn.networks import SMALL_CONFIG, AnomalyUNet
+
+    torch.manual_seed(0)
+    net = AnomalyUNet(**SMALL_CONFIG, zero_init=False).eval()
+    rng = np.random.default_rng(1)
+    images = rng.uniform(0.2, 0.6, (3, 32, 32)).astype(np.float32)
+    same = bz.feature_distance_maps(net, images, images.copy(), batch_size=2)
+    widths = sorted(same, reverse=True)
+    assert widths[0] == 32 and len(widths) >= 2  # one map per encoder resolution
+    for width, m in same.items():
+        assert m.shape == images.shape and np.abs(m).max() < 1e-4, width
+    recon = images.copy()
+    recon[:, 8:16, 8:16] += 0.3  # the reconstruction misses a patch
+    maps = bz.feature_distance_maps(net, images, recon, batch_size=2)
+    assert maps[32][:, 8:16, 8:16].mean() > 10 * maps[32][:, 24:, 24:].mean()
+    arrays = {"image": images, "infection": np.zeros(images.shape, bool), "lung_gt": np.ones(images.shape, bool)}
+    arrays["infection"][:, 8:16, 8:16] = True
+    v = bz.map_variants(arrays, recon, images, images + 0.01, maps, same)
+    assert {f"feature_cos{w}" for w in widths} | {"feature_cos_all", "feature_cos_all+signed_sigma6"} <= set(v)
+    assert v["feature_cos32"]["micro"] > 0.9

@@ -51,6 +51,9 @@ def test_forward_with_features_equals_forward_and_encode(small_net):
         recon, feats = small_net.forward_with_features(x)
         assert torch.allclose(recon, small_net(x), atol=1e-6)
         assert torch.allclose(feats, small_net.encode(x), atol=1e-6)
+        levels = small_net.encoder_features(x)
+        assert torch.equal(levels[-1], feats) and levels[0].shape[-2:] == (32, 32)
+        assert [f.shape[-1] for f in levels] == sorted((f.shape[-1] for f in levels), reverse=True)
 
 
 def test_rejects_size_not_multiple_of_downsampling(small_net):
@@ -67,6 +70,7 @@ def test_torchscript_round_trip_equals_eager(small_net, tmp_path):
     with torch.no_grad():
         assert torch.allclose(loaded(x), small_net(x), atol=1e-5)
         assert torch.allclose(loaded.encode(x), small_net.encode(x), atol=1e-5)
+        assert len(loaded.encoder_features(x)) == len(small_net.encoder_features(x))
         r, f = loaded.forward_with_features(x)
         assert torch.allclose(r, small_net(x), atol=1e-5) and f.shape == small_net.encode(x).shape
 

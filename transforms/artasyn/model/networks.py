@@ -344,6 +344,11 @@ class AnomalyUNet(nn.Module):
         return self._encode(x)[-1]
 
     @torch.jit.export
+    def encoder_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Every encoder output, the stem first and the bottleneck last (``B x C_i x H_i x W_i`` each)."""
+        return self._encode(x)
+
+    @torch.jit.export
     def forward_with_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(reconstruction, bottleneck features)`` with one pass through the encoder."""
         hs = self._encode(x)
