@@ -33,7 +33,8 @@ Steps:
    evaluates that checkpoint (the preset and overrides must be the ones it was trained with);
 3. evaluate the EMA weights (key ``model``) with the bundle's own pieces, parsed from the same
    configs and overrides: ``load_transforms`` and ``validate#preprocessing_tail`` (the
-   loading chain, ``AntialiasResized`` to ``spatial_size``, PBTSeg of ``pbtseg_mode``, [0, 1] scaling;
+   loading chain, ``AntialiasResized`` to ``spatial_size``, PBTSeg of ``pbtseg_mode``, the
+   preset's ``intensity_percentiles`` stretch, [0, 1] scaling;
    the lesion mask resized ``nearest``), ``network_def``, and
    :func:`artasyn.scoring.anomaly_scores` with ``score_map_mode`` / ``score_map_sigma``,
    ``taus`` and ``min_threshold``. The ground-truth lung mask is resized like the lesion mask,

@@ -111,7 +111,13 @@ def test_training_checkpoints_describe_their_network_and_settings(cpu_run):
         assert (config["spatial_size"], config["pbtseg_size"], config["pbtseg_mode"]) == ([128, 128], 256, "paper")
         assert (config["score_map_mode"], config["score_map_sigma"]) == ("positive", 3.0)
         assert (config["score_in_lungs"], config["mask_in_lungs"], config["variant"]) == (False, False, "final")
+        assert config["intensity_percentiles"] == _cpu_percentiles()
         assert config["artasyn_version"]
+
+
+def _cpu_percentiles():
+    """cpu.json's ``intensity_percentiles`` (train.json's ``None`` when it sets none)."""
+    return json.loads((CONFIGS / "cpu.json").read_text()).get("intensity_percentiles")
 
 
 def test_train_json_records_every_argument_of_network_def():
@@ -129,6 +135,12 @@ def test_cpu_checkpoint_served_by_inference_json_alone(cpu_run, inputs, tmp_path
     assert wf.parser.get_parsed_content("spatial_size") == [128, 128]
     assert wf.parser.get_parsed_content("score_map_mode") == "positive"
     assert wf.parser.get_parsed_content("score_map_sigma") == 3.0
+    expected = _cpu_percentiles()
+    assert wf.parser.get_parsed_content("intensity_percentiles") == expected
+    (stretch,) = [
+        t for t in wf.parser.get_parsed_content("preprocessing").transforms if type(t).__name__ == "PercentileStretchd"
+    ]
+    assert stretch.stretch.percentiles == (tuple(expected) if expected else None)
     net = wf.parser.get_parsed_content("network_def")
     assert net.stem.out_channels == 8 and len(net.encoder) == 4 * 1 + 3  # 4 levels of 1 block, 3 downsamplings
     thresholds = wf.parser.get_parsed_content("thresholds")

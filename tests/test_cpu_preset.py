@@ -100,7 +100,8 @@ def test_train_augment_is_empty_by_default_and_runs_before_the_synthesis(tmp_pat
     ]
     chain, item = _train_item(parser, tmp_path)
     names = [type(t).__name__ for t in chain.transforms]
-    assert names.index("RandGaussianSmoothd") == names.index("PBTSegd") + 2  # after the lungs' EnsureTyped
+    assert names.index("RandGaussianSmoothd") == names.index("EnsureTyped") + 1  # after the lungs (and their stretch)
+    assert names.index("PBTSegd") < names.index("PercentileStretchd") < names.index("EnsureTyped")
     assert names.index("RandGaussianSmoothd") < names.index("RandARTTwinsd")
     assert len(chain.transforms) == len(plain_chain.transforms) + 1
     assert isinstance(chain.transforms[names.index("RandGaussianSmoothd")], RandGaussianSmoothd)
@@ -110,3 +111,34 @@ def test_train_augment_is_empty_by_default_and_runs_before_the_synthesis(tmp_pat
     assert len(item) >= 2 and all((t["target"] == b).all() for t in item)  # the twins inherit it
     hf = lambda x: float((x[..., 1:, :] - x[..., :-1, :]).abs().mean())  # noqa: E731
     assert hf(b) < 0.8 * hf(a)
+
+
+def test_intensity_percentiles_stretch_the_image_after_pbtseg_in_training_and_validation(tmp_path):
+    """``intensity_percentiles``: PBTSeg reads the loaded grey levels (its thresholds are 8-bit
+    levels); the image the synthesis and the network see is stretched, in training and validation."""
+    import numpy as np
+    from PIL import Image
+
+    from artasyn.phantom import make_phantom
+
+    path = tmp_path / "dull.png"
+    img = np.asarray(make_phantom(size=128, seed=5)["image"], np.float32)
+    Image.fromarray(np.rint(40 + 0.6 * img).astype(np.uint8)).save(path)  # duller, brighter blacks
+    outputs = {}
+    for pct in (None, [0.5, 99.5]):
+        parser = _parser("cpu.json")
+        parser["intensity_percentiles"] = pct
+        train = parser.get_parsed_content("train#preprocessing", instantiate=True)
+        upto = [type(t).__name__ for t in train.transforms].index("RandARTTwinsd")
+        lungs = train.transforms[:upto]
+        item = {"image": str(path), "label": 0}
+        for t in lungs:
+            item = t(item)
+        val = parser.get_parsed_content("validate#preprocessing", instantiate=True)
+        outputs[str(pct)] = (item, val({"image": str(path), "mask": "", "label": 0}))
+    (plain, plain_val), (stretched, stretched_val) = outputs["None"], outputs["[0.5, 99.5]"]
+    assert (plain["lung"] == stretched["lung"]).all() and (plain_val["lung"] == stretched_val["lung"]).all()
+    assert float(plain["image"].max()) < 200 and float(stretched["image"].max()) == 255.0
+    assert float(plain_val["image"].max()) < 0.8 and float(stretched_val["image"].max()) == 1.0
+    ratio = float(stretched["image"].std()) / float(plain["image"].std())
+    assert 1.5 < ratio < 2.5  # the 0.6 gain undone (and the phantom's tails clipped)

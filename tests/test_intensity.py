@@ -9,7 +9,14 @@ import torch
 from monai.data import MetaTensor
 from PIL import Image
 
-from artasyn.intensity import ScaleTo8Bit, ScaleTo8Bitd, ToGrayscale, ToGrayscaled
+from artasyn.intensity import (
+    PercentileStretch,
+    PercentileStretchd,
+    ScaleTo8Bit,
+    ScaleTo8Bitd,
+    ToGrayscale,
+    ToGrayscaled,
+)
 
 
 @pytest.fixture
@@ -93,3 +100,47 @@ def test_uint8_output_rounds():
 def test_scale_nan_raises_naming_the_key():
     with pytest.raises(ValueError, match="key 'image'"):
         ScaleTo8Bitd(keys="image")({"image": np.array([[[np.nan, 1.0]]])})
+
+
+# ---- PercentileStretch -----------------------------------------------------------------------
+
+
+def test_percentile_stretch_none_is_the_identity():
+    img = torch.rand(1, 8, 8) * 200
+    assert PercentileStretch(None)(img) is img
+    d = {"image": img}
+    assert PercentileStretchd("image")(d)["image"] is img
+
+
+def test_percentile_stretch_equals_monai_on_a_real_radiograph(shared_data):
+    from monai.transforms import ScaleIntensityRangePercentilesd
+
+    from scripts.loading import LoadChestXRayd
+
+    path = sorted((shared_data / "zhanglab_test_dev" / "normal").iterdir())[0]
+    img = LoadChestXRayd("image")({"image": str(path)})["image"]
+    ours = PercentileStretchd("image", (0.5, 99.5))({"image": img})["image"]
+    monai = ScaleIntensityRangePercentilesd("image", 0.5, 99.5, b_min=0.0, b_max=255.0, clip=True)({"image": img})
+    assert isinstance(ours, MetaTensor) and ours.meta["filename_or_obj"] == img.meta["filename_or_obj"]
+    assert torch.equal(torch.as_tensor(ours), torch.as_tensor(monai["image"]))
+    lo, hi = np.percentile(np.asarray(img), [0.5, 99.5])
+    assert hi - lo < 255  # the stretch did something on this image
+    assert float(ours.min()) == 0.0 and float(ours.max()) == 255.0
+    assert float((ours >= 255).float().mean()) == pytest.approx(0.005, abs=0.004)
+
+
+def test_percentile_stretch_leaves_a_constant_image_and_checks_its_percentiles():
+    flat = np.full((1, 4, 4), 77.0, np.float32)
+    np.testing.assert_array_equal(PercentileStretch((1, 99))(flat), flat)
+    for bad in ((99, 1), (5, 5), (-1, 50), (0, 101), (1, 2, 3)):
+        with pytest.raises(ValueError, match="0 <= lower < upper <= 100"):
+            PercentileStretch(bad)
+
+
+def test_percentile_stretch_removes_a_global_exposure_difference():
+    """The same anatomy at another exposure (gain and black level) reaches the network the same way."""
+    rng = np.random.default_rng(3)
+    img = rng.uniform(20, 230, (1, 32, 32)).astype(np.float32)
+    dull = 40 + 0.7 * img  # brighter blacks, duller whites
+    a, b = PercentileStretch((0.5, 99.5))(img), PercentileStretch((0.5, 99.5))(dull)
+    np.testing.assert_allclose(a, b, atol=1e-3)

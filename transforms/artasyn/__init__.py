@@ -43,6 +43,10 @@ from .baselines.anatpaste import RandAnatPaste, RandAnatPasted  # noqa: E402
 from .baselines.cutpaste import RandCutPaste, RandCutPasted  # noqa: E402
 from .baselines.perlin import RandPerlinAnomaly, RandPerlinAnomalyd  # noqa: E402
 from .intensity import (  # noqa: E402
+    PercentileStretch,
+    PercentileStretchD,
+    PercentileStretchd,
+    PercentileStretchDict,
     ScaleTo8Bit,
     ScaleTo8BitD,
     ScaleTo8Bitd,

@@ -5,7 +5,11 @@ grey levels of an 8-bit image. These transforms bring other inputs there:
 
 - :class:`ToGrayscale`: RGB / RGBA to one channel with the ITU-R 601 luma that PIL's
   ``convert("L")`` uses;
-- :class:`ScaleTo8Bit`: 8-bit, 16-bit or float images to the 0..255 range, by a fixed rule.
+- :class:`ScaleTo8Bit`: 8-bit, 16-bit or float images to the 0..255 range, by a fixed rule;
+- :class:`PercentileStretch`: optionally, each image's own percentiles to 0 and 255, so that
+  images of another exposure or processing (brighter, duller, a higher black level) reach the
+  network with the same contrast range. ``percentiles=None`` (the paper's setting) is the
+  identity.
 
 Example::
 
@@ -41,6 +45,10 @@ __all__ = [
     "ScaleTo8Bitd",
     "ScaleTo8BitD",
     "ScaleTo8BitDict",
+    "PercentileStretch",
+    "PercentileStretchd",
+    "PercentileStretchD",
+    "PercentileStretchDict",
 ]
 
 logger = logging.getLogger(__name__)
@@ -226,5 +234,80 @@ class ScaleTo8Bitd(MapTransform):
         return d
 
 
+class PercentileStretch(Transform):
+    """Stretch each image linearly so that its ``lower`` and ``upper`` percentiles become 0 and 255.
+
+    Values beyond are clipped to 0..255. MONAI's ``ScaleIntensityRangePercentiles(lower, upper,
+    b_min=0, b_max=255, clip=True)`` does the work; this adds ``percentiles=None`` (the identity,
+    so a config can switch the step off with a setting) and leaves a constant image as it is
+    (MONAI would divide by zero). Percentiles are computed over the whole image, all channels.
+
+    Example::
+
+        >>> import numpy as np
+        >>> img = np.linspace(40, 200, 101, dtype=np.float32).reshape(1, 1, 101)
+        >>> out = PercentileStretch((1.0, 99.0))(img)
+        >>> float(out.min()), float(out.max()), round(float(out[0, 0, 50]), 3)
+        (0.0, 255.0, 127.5)
+    """
+
+    backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
+
+    def __init__(self, percentiles: tuple[float, float] | list[float] | None = None) -> None:
+        """
+        Args:
+            percentiles: ``(lower, upper)`` with ``0 <= lower < upper <= 100``, or ``None`` (no change).
+        """
+        if percentiles is not None:
+            lo_hi = [float(v) for v in percentiles]
+            if len(lo_hi) != 2 or not 0.0 <= lo_hi[0] < lo_hi[1] <= 100.0:
+                raise ValueError(
+                    "PercentileStretch: percentiles must be (lower, upper) with 0 <= lower < upper <= 100, "
+                    f"got {percentiles!r}"
+                )
+            percentiles = (lo_hi[0], lo_hi[1])
+        self.percentiles = percentiles
+
+    def __call__(self, img: NdarrayOrTensor) -> NdarrayOrTensor:
+        if self.percentiles is None:
+            return img
+        from monai.transforms import ScaleIntensityRangePercentiles
+
+        arr = convert_data_type(img, np.ndarray)[0]
+        lo, hi = np.percentile(arr, self.percentiles) if arr.size else (0.0, 0.0)
+        if not hi > lo:  # a constant image (or a constant top / bottom): nothing to stretch
+            return img
+        lower, upper = self.percentiles
+        return ScaleIntensityRangePercentiles(lower, upper, b_min=0.0, b_max=255.0, clip=True)(img)
+
+
+class PercentileStretchd(MapTransform):
+    """Dictionary-based :class:`PercentileStretch`."""
+
+    backend = PercentileStretch.backend
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        percentiles: tuple[float, float] | list[float] | None = None,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        """
+        Args:
+            keys: keys of the images to stretch.
+            percentiles: see :class:`PercentileStretch`.
+            allow_missing_keys: don't raise if a key is missing.
+        """
+        super().__init__(keys, allow_missing_keys)
+        self.stretch = PercentileStretch(percentiles)
+
+    def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.stretch(d[key])
+        return d
+
+
 ToGrayscaleD = ToGrayscaleDict = ToGrayscaled
 ScaleTo8BitD = ScaleTo8BitDict = ScaleTo8Bitd
+PercentileStretchD = PercentileStretchDict = PercentileStretchd
