@@ -275,3 +275,21 @@ def test_ckpt_export_of_a_cpu_checkpoint_with_inference_json_alone(cpu_run, tmp_
     x = torch.as_tensor(np.random.default_rng(0).random((1, 1, 128, 128), dtype=np.float32))
     with torch.no_grad():
         assert torch.allclose(torch.jit.load(str(ts_path))(x), net(x), atol=1e-5)
+
+
+def test_a_checkpoint_from_before_the_stretch_is_read_without_it(cpu_run, tmp_path, caplog):
+    """A ``config`` saved before ``intensity_percentiles`` existed was trained without the stretch:
+    inference.json alone does not stretch, and a preset that does is named in a warning."""
+    from scripts.checkpoint_config import CheckpointConfig, compare_config
+
+    _, ckpt = cpu_run
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    state["config"].pop("intensity_percentiles")
+    old = tmp_path / "old.pt"
+    torch.save(state, old)
+    assert CheckpointConfig(old, {"intensity_percentiles": [1, 99]})["intensity_percentiles"] is None
+    used = {k: v for k, v in state["config"].items() if k not in ("network", "artasyn_version")}
+    with caplog.at_level("WARNING", logger="artasyn.bundle"):
+        warnings = compare_config(old, state["config"], {**used, "intensity_percentiles": [0.5, 99.5]})
+    assert len(warnings) == 1 and "intensity_percentiles null; this run uses [0.5, 99.5]" in warnings[0]
+    assert compare_config(old, state["config"], {**used, "intensity_percentiles": None}) == []

@@ -86,6 +86,9 @@ SETTINGS = (
     "score_in_lungs",
     "mask_in_lungs",
 )
+#: settings added after checkpoints began to carry ``config``, with the value every earlier
+#: checkpoint was trained with (a ``config`` without the key is read with it)
+SETTINGS_BEFORE_RECORDED = {"intensity_percentiles": None}
 #: network arguments that change no weight's shape: the config's value is used as given
 NETWORK_FREE_ARGS = ("dropout", "zero_init")
 #: the network of a checkpoint that does not name one
@@ -172,6 +175,7 @@ def _preset_values() -> list[tuple[str, dict]]:
 def matching_presets(config: Mapping) -> list[str]:
     """The presets of ``bundle/configs`` (or ``train.json`` alone) whose network and settings are ``config``'s."""
     network = {k: v for k, v in (config.get("network") or {}).items() if k not in ("target", *NETWORK_FREE_ARGS)}
+    config = {**SETTINGS_BEFORE_RECORDED, **config}
     return [
         name
         for name, values in _preset_values()
@@ -228,8 +232,9 @@ def checkpoint_network(ckpt_path: str | os.PathLike | None = None, **given) -> t
 class CheckpointConfig:
     """The working size and scoring settings of a checkpoint (its ``config``), else ``defaults``.
 
-    ``config[name]`` (``name`` in :data:`SETTINGS`): the checkpoint's value, or ``defaults[name]``
-    for a checkpoint without ``config`` (trained before it existed, a bare state dict, no file).
+    ``config[name]`` (``name`` in :data:`SETTINGS`): the checkpoint's value; for a ``config`` that
+    predates the setting, its value of :data:`SETTINGS_BEFORE_RECORDED`; ``defaults[name]`` for a
+    checkpoint without ``config`` (trained before it existed, a bare state dict, no file).
     Attributes: ``path``, ``config`` (the entry or ``None``), ``defaults``.
     """
 
@@ -249,6 +254,8 @@ class CheckpointConfig:
     def __getitem__(self, name: str):
         if self.config is not None and name in self.config:
             return self.config[name]
+        if self.config is not None and name in SETTINGS_BEFORE_RECORDED:
+            return SETTINGS_BEFORE_RECORDED[name]
         if name in self.defaults:
             return self.defaults[name]
         raise KeyError(f"{name!r}: neither the checkpoint {self.path} nor the defaults {sorted(self.defaults)} hold it")
@@ -273,6 +280,7 @@ def compare_config(path: str | os.PathLike, saved: Mapping | None, used: Mapping
 
     if not saved:
         return []
+    saved = {**SETTINGS_BEFORE_RECORDED, **saved}
     net_saved, net_used = saved.get("network") or {}, used.get("network") or {}
     conflicts = [
         f"network_def#{k}: {_fmt(net_saved[k])} in the checkpoint, {_fmt(v)} here"
