@@ -271,14 +271,15 @@ class PercentileStretch(Transform):
     def __call__(self, img: NdarrayOrTensor) -> NdarrayOrTensor:
         if self.percentiles is None:
             return img
-        from monai.transforms import ScaleIntensityRangePercentiles
+        from monai.transforms import ScaleIntensityRange
+        from monai.transforms.utils_pytorch_numpy_unification import percentile
 
-        arr = convert_data_type(img, np.ndarray)[0]
-        lo, hi = np.percentile(arr, self.percentiles) if arr.size else (0.0, 0.0)
+        if 0 in tuple(img.shape):  # an empty image: nothing to stretch
+            return img
+        lo, hi = (float(percentile(img, q)) for q in self.percentiles)  # MONAI's own percentiles, once
         if not hi > lo:  # a constant image (or a constant top / bottom): nothing to stretch
             return img
-        lower, upper = self.percentiles
-        return ScaleIntensityRangePercentiles(lower, upper, b_min=0.0, b_max=255.0, clip=True)(img)
+        return ScaleIntensityRange(lo, hi, b_min=0.0, b_max=255.0, clip=True)(img)
 
 
 class PercentileStretchd(MapTransform):
