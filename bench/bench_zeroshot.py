@@ -615,7 +615,9 @@ def map_variants(
     positive map ties at 0); ``z_signed_sigma<s>``: that, normalised per location by its mean and
     spread over healthy reference images (the error every healthy radiograph makes at ribs, heart
     border and clavicles stops counting); ``raw_z``: the intensity normalised the same way, a
-    trivial baseline that needs no network.
+    trivial baseline that needs no network; ``signed_sigma<s>+raw``: the signed error plus the
+    intensity, each in units of its healthy reference images' overall mean and spread (the
+    network's evidence and brightness's, weighed equally).
 
     With ``features`` / ``ref_features`` (:func:`feature_distance_maps` of the test and the healthy
     reference images): ``feature_cos<w>`` per encoder resolution, ``feature_cos_all`` their sum
@@ -631,6 +633,10 @@ def map_variants(
         z = _z(signed, _signed(ref_images, ref_recon, sigma))
         out[f"z_signed_sigma{sigma:g}"] = auroc_inside(z, infection, inside)
     out["raw_z"] = auroc_inside(_z(images, ref_images), infection, inside)
+    raw = _standardised(images, ref_images)
+    for sigma in (6.0, 12.0):
+        signed = _standardised(_signed(images, recon, sigma), _signed(ref_images, ref_recon, sigma))
+        out[f"signed_sigma{sigma:g}+raw"] = auroc_inside(signed + raw, infection, inside)
     if features and ref_features:
         total = np.zeros_like(images)
         for width in sorted(features, reverse=True):

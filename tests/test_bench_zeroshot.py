@@ -233,6 +233,26 @@ def test_map_variants_rank_a_bright_lesion_and_normalise_a_systematic_error():
     assert set(v) >= {"positive_sigma3", "signed_sigma6", "z_signed_sigma3", "raw_z"}
 
 
+def test_signed_error_plus_intensity_finds_what_each_misses_alone():
+    """Half of a lesion is brighter than its reconstruction (the network's evidence), the other
+    half was reconstructed bright as well (only brightness shows it): the sum ranks both."""
+    rng = np.random.default_rng(2)
+    n, size = 6, 128
+    recon = rng.uniform(0.3, 0.5, (n, size, size)).astype(np.float32)
+    images = recon + rng.normal(0, 0.005, recon.shape).astype(np.float32)
+    infection = np.zeros(images.shape, bool)
+    infection[:, 50:90, 10:70] = True
+    images[infection] += 0.1
+    recon[:, 50:90, 40:70] += 0.1  # the network reconstructs this half of the lesion
+    ref_recon = rng.uniform(0.3, 0.5, (8, size, size)).astype(np.float32)
+    ref_images = ref_recon + rng.normal(0, 0.005, ref_recon.shape).astype(np.float32)
+    arrays = {"image": images, "infection": infection, "lung_gt": np.ones(images.shape, bool)}
+    v = bz.map_variants(arrays, recon, ref_images, ref_recon)
+    both = v["signed_sigma6+raw"]["micro"]
+    alone = {k: round(v[k]["micro"], 3) for k in ("signed_sigma6", "raw_z")}
+    assert both > max(alone.values()) + 0.03, (both, alone)
+
+
 def test_feature_distance_maps_are_zero_for_a_perfect_reconstruction_and_join_the_variants():
     from artasyn.networks import SMALL_CONFIG, AnomalyUNet
 
