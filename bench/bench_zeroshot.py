@@ -626,25 +626,24 @@ def map_variants(
     """
     images, infection, inside = arrays["image"], arrays["infection"], arrays["lung_gt"]
     out = {}
+    standardised = {}  # sigma -> the signed error in units of the healthy references' (sums below)
     for sigma in (1.0, 3.0, 6.0, 12.0):
-        signed = _signed(images, recon, sigma)
+        signed, ref_signed = _signed(images, recon, sigma), _signed(ref_images, ref_recon, sigma)
         out[f"positive_sigma{sigma:g}"] = auroc_inside(np.clip(signed, 0, None) ** 2, infection, inside)
         out[f"signed_sigma{sigma:g}"] = auroc_inside(signed, infection, inside)
-        z = _z(signed, _signed(ref_images, ref_recon, sigma))
-        out[f"z_signed_sigma{sigma:g}"] = auroc_inside(z, infection, inside)
+        out[f"z_signed_sigma{sigma:g}"] = auroc_inside(_z(signed, ref_signed), infection, inside)
+        standardised[sigma] = _standardised(signed, ref_signed)
     out["raw_z"] = auroc_inside(_z(images, ref_images), infection, inside)
     raw = _standardised(images, ref_images)
     for sigma in (6.0, 12.0):
-        signed = _standardised(_signed(images, recon, sigma), _signed(ref_images, ref_recon, sigma))
-        out[f"signed_sigma{sigma:g}+raw"] = auroc_inside(signed + raw, infection, inside)
+        out[f"signed_sigma{sigma:g}+raw"] = auroc_inside(standardised[sigma] + raw, infection, inside)
     if features and ref_features:
         total = np.zeros_like(images)
         for width in sorted(features, reverse=True):
             out[f"feature_cos{width}"] = auroc_inside(features[width], infection, inside)
             total += _standardised(features[width], ref_features[width]) / len(features)
         out["feature_cos_all"] = auroc_inside(total, infection, inside)
-        signed = _standardised(_signed(images, recon, 6.0), _signed(ref_images, ref_recon, 6.0))
-        out["feature_cos_all+signed_sigma6"] = auroc_inside(total + signed, infection, inside)
+        out["feature_cos_all+signed_sigma6"] = auroc_inside(total + standardised[6.0], infection, inside)
     return out
 
 

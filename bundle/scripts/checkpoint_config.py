@@ -134,11 +134,13 @@ def _read_config(path: str, size: int, mtime_ns: int) -> dict | None:
     config = ckpt.get(CONFIG_KEY)
     if config is not None and not isinstance(config, Mapping):
         raise CheckpointError(f"checkpoint {path}: {CONFIG_KEY!r} is a {type(config).__name__}, not a dictionary")
-    return None if config is None else _plain(config)
+    return None if config is None else {**SETTINGS_BEFORE_RECORDED, **_plain(config)}
 
 
 def read_config(path: str | os.PathLike | None) -> dict | None:
     """The ``config`` entry of the checkpoint at ``path``; ``None`` when it has none or there is no file.
+
+    A setting the entry predates reads as :data:`SETTINGS_BEFORE_RECORDED` says it was trained.
 
     No file is no error here (``ckpt_export`` and MONAI Label parse ``network_def`` alone; the
     workflows check the checkpoint first); a file that cannot be read raises
@@ -232,9 +234,10 @@ def checkpoint_network(ckpt_path: str | os.PathLike | None = None, **given) -> t
 class CheckpointConfig:
     """The working size and scoring settings of a checkpoint (its ``config``), else ``defaults``.
 
-    ``config[name]`` (``name`` in :data:`SETTINGS`): the checkpoint's value; for a ``config`` that
-    predates the setting, its value of :data:`SETTINGS_BEFORE_RECORDED`; ``defaults[name]`` for a
-    checkpoint without ``config`` (trained before it existed, a bare state dict, no file).
+    ``config[name]`` (``name`` in :data:`SETTINGS`): the checkpoint's value (:func:`read_config`:
+    for a ``config`` that predates the setting, its value of :data:`SETTINGS_BEFORE_RECORDED`);
+    ``defaults[name]`` for a checkpoint without ``config`` (trained before it existed, a bare state
+    dict, no file).
     Attributes: ``path``, ``config`` (the entry or ``None``), ``defaults``.
     """
 
@@ -254,8 +257,6 @@ class CheckpointConfig:
     def __getitem__(self, name: str):
         if self.config is not None and name in self.config:
             return self.config[name]
-        if self.config is not None and name in SETTINGS_BEFORE_RECORDED:
-            return SETTINGS_BEFORE_RECORDED[name]
         if name in self.defaults:
             return self.defaults[name]
         raise KeyError(f"{name!r}: neither the checkpoint {self.path} nor the defaults {sorted(self.defaults)} hold it")
