@@ -276,7 +276,7 @@ class PercentileStretch(Transform):
 
         if 0 in tuple(img.shape):  # an empty image: nothing to stretch
             return img
-        lo, hi = (float(percentile(img, q)) for q in self.percentiles)  # MONAI's own percentiles, once
+        lo, hi = (float(v) for v in percentile(img, list(self.percentiles)))  # MONAI's percentiles, one pass
         if not hi > lo:  # a constant image (or a constant top / bottom): nothing to stretch
             return img
         return ScaleIntensityRange(lo, hi, b_min=0.0, b_max=255.0, clip=True)(img)
