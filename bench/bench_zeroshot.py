@@ -607,6 +607,7 @@ def map_variants(
     ref_recon: np.ndarray,
     features: Mapping[int, np.ndarray] | None = None,
     ref_features: Mapping[int, np.ndarray] | None = None,
+    iterated: Mapping[int, tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> dict:
     """Pixel AUROC inside the ground-truth lungs of candidate anomaly maps (no threshold involved).
 
@@ -623,6 +624,10 @@ def map_variants(
     reference images): ``feature_cos<w>`` per encoder resolution, ``feature_cos_all`` their sum
     in units of the healthy maps' spread, and ``feature_cos_all+signed_sigma6`` that sum plus the
     signed error at sigma 6 scaled the same way (the scales come from the healthy images only).
+
+    With ``iterated`` (``k`` -> the ``k``-th reconstructions of the test and of the reference
+    images, ``r_k = net(r_{k-1})``: each pass removes more of what the network reads as anomalous):
+    ``iter<k>_signed_sigma<s>`` and ``iter<k>_signed_sigma<s>+raw``, the maps above with ``r_k`` for ``r``.
     """
     images, infection, inside = arrays["image"], arrays["infection"], arrays["lung_gt"]
     out = {}
@@ -644,6 +649,12 @@ def map_variants(
             total += _standardised(features[width], ref_features[width]) / len(features)
         out["feature_cos_all"] = auroc_inside(total, infection, inside)
         out["feature_cos_all+signed_sigma6"] = auroc_inside(total + standardised[6.0], infection, inside)
+    for k, (recon_k, ref_recon_k) in sorted((iterated or {}).items()):
+        for sigma in (6.0, 12.0):
+            signed, ref_signed = _signed(images, recon_k, sigma), _signed(ref_images, ref_recon_k, sigma)
+            out[f"iter{k}_signed_sigma{sigma:g}"] = auroc_inside(signed, infection, inside)
+            combined = _standardised(signed, ref_signed) + raw
+            out[f"iter{k}_signed_sigma{sigma:g}+raw"] = auroc_inside(combined, infection, inside)
     return out
 
 
@@ -878,6 +889,9 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "zeroshot.json")
     ap.add_argument("--dry-run", action="store_true", help="write the datalist and print the training command")
     ap.add_argument("--n-ref", type=int, default=96, help="healthy training images for the per-location statistics")
+    ap.add_argument(
+        "--n-iterate", type=int, default=3, help="candidate maps from the 2nd ... Nth reconstruction r_k = net(r_{k-1})"
+    )
     args = ap.parse_args(argv)
 
     t_start = time.perf_counter()
@@ -975,8 +989,12 @@ def main(argv=None) -> int:
         if hasattr(net, "encoder_features"):
             features = feature_distance_maps(net, arrays["image"], recon, device, args.batch_size)
             ref_features = feature_distance_maps(net, ref["image"], ref_recon, device, args.batch_size)
+        iterated, r, ref_r = {}, recon, ref_recon
+        for k in range(2, args.n_iterate + 1):  # r_k = net(r_{k-1}), test and reference images alike
+            r, ref_r = reconstruct(net, r, device, args.batch_size), reconstruct(net, ref_r, device, args.batch_size)
+            iterated[k] = (r, ref_r)
         results["map_variants_pixel_auroc_in_gt_lung"] = map_variants(
-            arrays, recon, ref["image"], ref_recon, features, ref_features
+            arrays, recon, ref["image"], ref_recon, features, ref_features, iterated
         )
         results["map_variants_n_ref"] = len(ref["image"])
     t3 = time.perf_counter()
