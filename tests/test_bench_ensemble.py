@@ -53,6 +53,7 @@ def test_probe_table_gathers_every_run_with_its_settings(tmp_path):
                 "seed": 0,
                 "metrics_last": {"auc": 0.75, "ap": 0.8},
                 "metrics_last_val": {"auc": 0.9, "ap": 0.91},
+                "iterations_logged": 1600,
                 "train_wall_s": 100.0,
                 "load_avg_end": [1.5, 1.0, 1.0],
             },
@@ -66,4 +67,6 @@ def test_probe_table_gathers_every_run_with_its_settings(tmp_path):
     got = json.loads(out.read_text())
     assert [r["run"] for r in got["rows"]] == ["final_seed0", "none_seed1"]
     assert got["rows"][0]["settings"] == "network_def#channels=16" and got["rows"][1]["val_auc"] is None
+    assert got["rows"][0]["iterations"] == 1600 and got["rows"][1]["iterations"] is None
     assert "| final_seed0 | network_def#channels=16 | 0.750 / 0.800 |" in got["table_markdown"]
+    assert "| 0.900 / 0.910 | 1600 | 100 | 1.5 |" in got["table_markdown"]

@@ -56,7 +56,7 @@ def test_cpu_json_warmup_then_cosine_to_near_zero():
     """Every iteration of the run has a step of the schedule; it rises, peaks at learning_rate, ends ~0."""
     parser = _parser("cpu.json")
     total = parser.get_parsed_content("total_iterations")
-    assert total == parser.get_parsed_content("max_epochs") * parser.get_parsed_content("epoch_length") == 800
+    assert total == parser.get_parsed_content("max_epochs") * parser.get_parsed_content("epoch_length") == 1600
     lr = parser.get_parsed_content("learning_rate")
     lrs = _lrs(parser, total)  # OneCycleLR raises if stepped past its total
     assert lrs[0] < 0.2 * lr
