@@ -3,7 +3,7 @@
 
 Reads the result files that ``bench/bench_zhanglab.py`` wrote (``--out``; one or more runs each,
 with their settings and overrides) and lists, per run: the variant, seed, settings that differ
-from ``cpu.json`` (the file's ``settings``: overrides, iterations), the last checkpoint's AUC /
+from ``cpu.json`` (the file's ``settings``: overrides, validation interval), the last checkpoint's AUC /
 AP on ``zhanglab_test_dev`` and on ``zhanglab_val``, the best epoch's AUC, the iterations it
 trained (as logged: ``cpu.json`` itself went from 800 to 1600 with metadata 0.8.0, so "as is"
 means the ``cpu.json`` of its day), the training wall time and the load average at its end. Rows
