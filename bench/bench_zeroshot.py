@@ -595,6 +595,30 @@ def feature_distance_maps(
     return {w: np.concatenate(v) for w, v in out.items()}
 
 
+def _texture(images: np.ndarray, sigma_highpass: float = 2.0, sigma_window: float = 8.0) -> np.ndarray:
+    """Smoothness: ``-log`` of the local energy of the high-pass image ``x - G(x)`` (an opacity
+    hides the vessels and rib edges behind it, so its texture fades; needs no network)."""
+    from scipy import ndimage
+
+    out = []
+    for x in images.astype(np.float32):
+        high = x - ndimage.gaussian_filter(x, sigma_highpass)
+        out.append(-np.log(ndimage.gaussian_filter(high * high, sigma_window) + 1e-6))
+    return np.stack(out)
+
+
+def _lung_normalised(values: np.ndarray, lungs: np.ndarray) -> np.ndarray:
+    """Each image's map minus its median inside its (PBTSeg) lungs, over their interquartile range
+    (the whole image where the lungs hold fewer than 50 pixels): exposure differences between
+    images stop counting."""
+    out = np.empty_like(values, dtype=np.float32)
+    for i, (v, lung) in enumerate(zip(values, lungs)):
+        inside = v[lung] if int(lung.sum()) >= 50 else v.ravel()
+        q1, q2, q3 = np.percentile(inside, [25, 50, 75])
+        out[i] = (v - q2) / (q3 - q1 + 1e-6)
+    return out
+
+
 def _standardised(values: np.ndarray, ref: np.ndarray) -> np.ndarray:
     """``values`` in units of the healthy ``ref`` maps' overall mean and spread (one scale per map kind)."""
     return (values - float(ref.mean())) / (float(ref.std()) + 1e-12)
@@ -618,7 +642,11 @@ def map_variants(
     border and clavicles stops counting); ``raw_z``: the intensity normalised the same way, a
     trivial baseline that needs no network; ``signed_sigma<s>+raw``: the signed error plus the
     intensity, each in units of its healthy reference images' overall mean and spread (the
-    network's evidence and brightness's, weighed equally).
+    network's evidence and brightness's, weighed equally); ``texture``: smoothness, ``-log`` of the
+    local high-pass energy (no network), and ``signed_sigma12+raw+texture`` the three summed the
+    same way; with ``arrays["lung"]`` (the PBTSeg lungs), ``raw_lungnorm`` and
+    ``signed_sigma12_lungnorm+raw_lungnorm``: intensity and signed error normalised per image by
+    their median and interquartile range inside its lungs.
 
     With ``features`` / ``ref_features`` (:func:`feature_distance_maps` of the test and the healthy
     reference images): ``feature_cos<w>`` per encoder resolution, ``feature_cos_all`` their sum
@@ -642,6 +670,14 @@ def map_variants(
     raw = _standardised(images, ref_images)
     for sigma in (6.0, 12.0):
         out[f"signed_sigma{sigma:g}+raw"] = auroc_inside(standardised[sigma] + raw, infection, inside)
+    texture = _standardised(_texture(images), _texture(ref_images))
+    out["texture"] = auroc_inside(texture, infection, inside)
+    out["signed_sigma12+raw+texture"] = auroc_inside(standardised[12.0] + raw + texture, infection, inside)
+    if "lung" in arrays:
+        signed12 = _signed(images, recon, 12.0)
+        out["raw_lungnorm"] = auroc_inside(_lung_normalised(images, arrays["lung"]), infection, inside)
+        both = _lung_normalised(signed12, arrays["lung"]) + _lung_normalised(images, arrays["lung"])
+        out["signed_sigma12_lungnorm+raw_lungnorm"] = auroc_inside(both, infection, inside)
     if features and ref_features:
         total = np.zeros_like(images)
         for width in sorted(features, reverse=True):

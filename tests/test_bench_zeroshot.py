@@ -298,3 +298,26 @@ def test_feature_distance_maps_are_zero_for_a_perfect_reconstruction_and_join_th
     v = bz.map_variants(arrays, recon, images, images + 0.01, maps, same)
     assert {f"feature_cos{w}" for w in widths} | {"feature_cos_all", "feature_cos_all+signed_sigma6"} <= set(v)
     assert v["feature_cos32"]["micro"] > 0.9
+
+
+def test_texture_and_lung_normalised_maps():
+    """A smooth patch in a textured image ranks first on the texture map; a lesion in an image
+    exposed darker than the others ranks with the brightest pixels only after normalising per
+    image inside its lungs."""
+    rng = np.random.default_rng(4)
+    n, size = 4, 64
+    images = (0.4 + 0.05 * rng.standard_normal((n, size, size))).astype(np.float32)
+    infection = np.zeros(images.shape, bool)
+    infection[:, 20:40, 20:40] = True
+    images[infection] = 0.45  # flat, slightly bright: the texture is gone there
+    images[0] -= 0.2  # one darker exposure
+    recon = images.copy()
+    ref_images = (0.4 + 0.05 * rng.standard_normal((8, size, size))).astype(np.float32)
+    arrays = {"image": images, "infection": infection, "lung_gt": np.ones(images.shape, bool)}
+    v = bz.map_variants(arrays, recon, ref_images, ref_images.copy())
+    assert v["texture"]["micro"] > 0.95
+    assert "raw_lungnorm" not in v  # no PBTSeg lungs given
+    lungs = np.ones(images.shape, bool)
+    v = bz.map_variants({**arrays, "lung": lungs}, recon, ref_images, ref_images.copy())
+    assert v["raw_lungnorm"]["micro"] > v["raw_z"]["micro"]
+    assert {"signed_sigma12+raw+texture", "signed_sigma12_lungnorm+raw_lungnorm"} <= set(v)
