@@ -12,7 +12,8 @@ image there), all measured in one run, on the same images, at the same size.
 Data (``../shared/data`` or ``$ARTASYN_SHARED_DATA``, see its README; nothing is copied):
 
 - training (healthy adults only): ``covidquex_normal_lung/images`` and
-  ``nih_nofinding_normal/images``, all of them except the healthy monitor images;
+  ``nih_nofinding_normal/images``, all of them except the healthy monitor images (and
+  ``--extra-training DIR`` adds further healthy folders, e.g. ``zhanglab_train_normal``);
 - monitor (the ``validation`` section; the trainer's per-epoch validation only): ``--n-monitor``
   (24) ``covidquex_normal_lung`` images and as many ``covidquex_covid_infection`` images with
   their infection masks, spread evenly over the sorted file stems. The evaluated weights are
@@ -123,6 +124,7 @@ def build_zeroshot_datalist(
     monitor_in_test: bool = False,
     n_healthy_test: int = 0,
     n_monitor_healthy: int | None = None,
+    extra_training: Sequence[Path] = (),
 ) -> dict:
     """``training``, ``validation`` (monitor), ``test`` and ``healthy_test`` sections, as in the module docstring.
 
@@ -133,6 +135,8 @@ def build_zeroshot_datalist(
     (default: ``n_monitor`` ``covidquex_normal_lung`` images): that many healthy monitor images
     spread evenly over both healthy sources (COVID-QU-Ex normal, then NIH), so that the image
     threshold of the mask gate sees every source and more than one image above its 0.95 quantile.
+    ``extra_training``: further folders of healthy images (e.g. ``zhanglab_train_normal``) added
+    to the training section only; the monitor and held-apart healthy images stay adult ones.
     """
     normal = _images(data_root / "covidquex_normal_lung" / "images")
     nih = _images(data_root / "nih_nofinding_normal" / "images")
@@ -154,6 +158,13 @@ def build_zeroshot_datalist(
     train = [p for p in normal + nih if p not in set(monitor_normal)]
     healthy_test = _spread(train, n_healthy_test) if n_healthy_test > 0 else []
     train = [p for p in train if p not in set(healthy_test)]
+    extra = []
+    for folder in extra_training:
+        found = _images(Path(folder))
+        if not found:
+            raise FileNotFoundError(f"--extra-training {folder}: no images found there")
+        extra += found
+    train += extra
     test_covid = covid if monitor_in_test else [p for p in covid if p not in set(monitor_covid)]
 
     def lesion(p: Path) -> dict:
@@ -171,7 +182,8 @@ def build_zeroshot_datalist(
         "counts": {
             "training": len(train),
             "training_covidquex_normal": sum(1 for p in train if p.parent == normal[0].parent),
-            "training_nih_nofinding": sum(1 for p in train if p not in set(normal)),
+            "training_nih_nofinding": sum(1 for p in train if p in set(nih)),
+            "training_extra": len(extra),
             "healthy_test": len(healthy_test),
             "monitor_normal": len(monitor_normal),
             "monitor_covid": len(monitor_covid),
@@ -917,6 +929,13 @@ def main(argv=None) -> int:
     ap.add_argument("--n-monitor", type=int, default=24, help="healthy and COVID images of the monitor set, each")
     ap.add_argument("--n-monitor-healthy", type=int, default=None, help="healthy monitor images, both sources")
     ap.add_argument("--monitor-in-test", action="store_true", help="keep the monitor COVID images in the test set")
+    ap.add_argument(
+        "--extra-training",
+        action="append",
+        default=[],
+        type=Path,
+        help="a further folder of healthy images for the training section only (repeatable)",
+    )
     ap.add_argument("--ckpt", type=Path, default=None, help="evaluate this checkpoint; no training")
     ap.add_argument("--device", default=None, help="evaluation device (default: the config's)")
     ap.add_argument("--batch-size", type=int, default=16, help="evaluation batch")
@@ -934,7 +953,12 @@ def main(argv=None) -> int:
     args.workdir = args.workdir.resolve()
     args.workdir.mkdir(parents=True, exist_ok=True)
     datalist = build_zeroshot_datalist(
-        args.data_root, args.n_monitor, args.monitor_in_test, args.n_healthy_test, args.n_monitor_healthy
+        args.data_root,
+        args.n_monitor,
+        args.monitor_in_test,
+        args.n_healthy_test,
+        args.n_monitor_healthy,
+        args.extra_training,
     )
     if args.max_test_items is not None:
         datalist["test"] = _spread(datalist["test"], args.max_test_items)

@@ -141,6 +141,22 @@ def test_a_larger_healthy_monitor_draws_on_both_sources_and_leaves_training(shar
     assert len(dl["training"]) + len(dl["healthy_test"]) + 96 == n_healthy  # every healthy image used once
 
 
+def test_extra_training_folders_join_the_training_section_only(shared_data, tmp_path):
+    """``extra_training``: more healthy images for training; monitor, test and held-apart sets unchanged."""
+    base = bz.build_zeroshot_datalist(shared_data, n_monitor=24, n_healthy_test=60, n_monitor_healthy=96)
+    extra = shared_data / "covidquex_noncovid_lung" / "images"  # any folder of images serves the test
+    dl = bz.build_zeroshot_datalist(
+        shared_data, n_monitor=24, n_healthy_test=60, n_monitor_healthy=96, extra_training=[extra]
+    )
+    n_extra = len([p for p in extra.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg")])
+    assert n_extra > 0 and dl["counts"]["training_extra"] == n_extra
+    assert len(dl["training"]) == len(base["training"]) + n_extra
+    for k in ("validation", "test", "healthy_test"):
+        assert dl[k] == base[k], k
+    with pytest.raises(FileNotFoundError, match="no images"):
+        bz.build_zeroshot_datalist(shared_data, extra_training=[tmp_path])
+
+
 @pytest.fixture(scope="module")
 def covid_eval(shared_data):
     """Three real COVID images at 64 x 64 through the bundle's preprocessing (cpu.json, tiny network)."""
