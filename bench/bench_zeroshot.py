@@ -182,7 +182,7 @@ def build_zeroshot_datalist(
         "counts": {
             "training": len(train),
             "training_covidquex_normal": sum(1 for p in train if p.parent == normal[0].parent),
-            "training_nih_nofinding": sum(1 for p in train if p in set(nih)),
+            "training_nih_nofinding": len(set(train) & set(nih)),
             "training_extra": len(extra),
             "healthy_test": len(healthy_test),
             "monitor_normal": len(monitor_normal),
@@ -674,6 +674,8 @@ def map_variants(
     standardised = {}  # sigma -> the signed error in units of the healthy references' (sums below)
     for sigma in (1.0, 3.0, 6.0, 12.0):
         signed, ref_signed = _signed(images, recon, sigma), _signed(ref_images, ref_recon, sigma)
+        if sigma == 12.0:
+            signed12 = signed
         out[f"positive_sigma{sigma:g}"] = auroc_inside(np.clip(signed, 0, None) ** 2, infection, inside)
         out[f"signed_sigma{sigma:g}"] = auroc_inside(signed, infection, inside)
         out[f"z_signed_sigma{sigma:g}"] = auroc_inside(_z(signed, ref_signed), infection, inside)
@@ -686,9 +688,9 @@ def map_variants(
     out["texture"] = auroc_inside(texture, infection, inside)
     out["signed_sigma12+raw+texture"] = auroc_inside(standardised[12.0] + raw + texture, infection, inside)
     if "lung" in arrays:
-        signed12 = _signed(images, recon, 12.0)
-        out["raw_lungnorm"] = auroc_inside(_lung_normalised(images, arrays["lung"]), infection, inside)
-        both = _lung_normalised(signed12, arrays["lung"]) + _lung_normalised(images, arrays["lung"])
+        raw_lungnorm = _lung_normalised(images, arrays["lung"])
+        out["raw_lungnorm"] = auroc_inside(raw_lungnorm, infection, inside)
+        both = _lung_normalised(signed12, arrays["lung"]) + raw_lungnorm
         out["signed_sigma12_lungnorm+raw_lungnorm"] = auroc_inside(both, infection, inside)
     if features and ref_features:
         total = np.zeros_like(images)
