@@ -155,9 +155,11 @@ def build_zeroshot_datalist(
     else:
         monitor_normal = _spread(normal + nih, n_monitor_healthy)
     monitor_covid = _spread(covid, n_monitor)
-    train = [p for p in normal + nih if p not in set(monitor_normal)]
+    held = set(monitor_normal)
+    train = [p for p in normal + nih if p not in held]
     healthy_test = _spread(train, n_healthy_test) if n_healthy_test > 0 else []
-    train = [p for p in train if p not in set(healthy_test)]
+    held = set(healthy_test)
+    train = [p for p in train if p not in held]
     extra = []
     for folder in extra_training:
         found = _images(Path(folder))
@@ -165,7 +167,8 @@ def build_zeroshot_datalist(
             raise FileNotFoundError(f"--extra-training {folder}: no images found there")
         extra += found
     train += extra
-    test_covid = covid if monitor_in_test else [p for p in covid if p not in set(monitor_covid)]
+    in_monitor = set(monitor_covid)
+    test_covid = covid if monitor_in_test else [p for p in covid if p not in in_monitor]
 
     def lesion(p: Path) -> dict:
         return {"image": str(p), "label": 1, "mask": str(covid_dir / "masks" / p.name)}
