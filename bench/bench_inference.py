@@ -165,7 +165,9 @@ def run_once(files: list[str], out: Path, ckpt: Path, overrides: dict) -> dict:
 
     shutil.rmtree(out, ignore_errors=True)
     listing = out.parent / f"{out.name}.txt"
-    listing.write_text("\n".join(files) + "\n")
+    tmp = listing.with_name(listing.name + f".{os.getpid()}.tmp")
+    tmp.write_text("\n".join(files) + "\n")
+    os.replace(tmp, listing)
     wf = ConfigWorkflow(
         config_file=str(CONFIGS / "inference.json"),
         workflow_type="infer",

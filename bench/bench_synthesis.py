@@ -123,8 +123,11 @@ def main() -> None:
         "machine": {"python": platform.python_version(), "cpu_count": os.cpu_count(), "load_avg": os.getloadavg()},
         "sizes": results,
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=1))
+    dest = Path(args.out)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(dest.name + f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(out, indent=1))
+    os.replace(tmp, dest)
     print(f"{'size':>6} {'n':>4} {'img/s wall':>11} {'img/s cpu':>10} {'warm-up':>8} {'x authors':>10} {'peak MiB':>9}")
     for size, r in results.items():
         print(

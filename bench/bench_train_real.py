@@ -126,7 +126,9 @@ def main(argv=None) -> int:
     args.workdir.mkdir(parents=True, exist_ok=True)
     datalist = build_real_datalist(args.data_root)
     dl_path = args.workdir / "datalist.json"
-    dl_path.write_text(json.dumps(datalist, indent=1))
+    tmp = dl_path.with_name(dl_path.name + f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(datalist, indent=1))
+    os.replace(tmp, dl_path)
     print(f"datalist {dl_path}: {datalist['counts']}", flush=True)
 
     configs = [str(CONFIGS / "train.json")] + ([str(CONFIGS / "small.json")] if args.preset == "small" else [])

@@ -13,7 +13,8 @@ Data (``../shared/data`` or ``$ARTASYN_SHARED_DATA``, see its README; nothing is
 
 - training (healthy adults only): ``covidquex_normal_lung/images`` and
   ``nih_nofinding_normal/images``, all of them except the healthy monitor images (and
-  ``--extra-training DIR`` adds further healthy folders, e.g. ``zhanglab_train_normal``);
+  ``--extra-training DIR`` adds further healthy folders, e.g. ``zhanglab_train_normal``, and
+  ``--no-adult-training`` leaves the adults out of training, so that it sees those folders only);
 - monitor (the ``validation`` section; the trainer's per-epoch validation only): ``--n-monitor``
   (24) ``covidquex_normal_lung`` images and as many ``covidquex_covid_infection`` images with
   their infection masks, spread evenly over the sorted file stems. The evaluated weights are
@@ -125,6 +126,7 @@ def build_zeroshot_datalist(
     n_healthy_test: int = 0,
     n_monitor_healthy: int | None = None,
     extra_training: Sequence[Path] = (),
+    adult_training: bool = True,
 ) -> dict:
     """``training``, ``validation`` (monitor), ``test`` and ``healthy_test`` sections, as in the module docstring.
 
@@ -137,6 +139,8 @@ def build_zeroshot_datalist(
     threshold of the mask gate sees every source and more than one image above its 0.95 quantile.
     ``extra_training``: further folders of healthy images (e.g. ``zhanglab_train_normal``) added
     to the training section only; the monitor and held-apart healthy images stay adult ones.
+    ``adult_training`` False: the adult healthy images left after the monitor and held-apart
+    ones join no section, so that training sees the ``extra_training`` folders only.
     """
     normal = _images(data_root / "covidquex_normal_lung" / "images")
     nih = _images(data_root / "nih_nofinding_normal" / "images")
@@ -159,7 +163,9 @@ def build_zeroshot_datalist(
     train = [p for p in normal + nih if p not in held]
     healthy_test = _spread(train, n_healthy_test) if n_healthy_test > 0 else []
     held = set(healthy_test)
-    train = [p for p in train if p not in held]
+    train = [p for p in train if p not in held] if adult_training else []
+    if not adult_training and not extra_training:
+        raise ValueError("no training images: adult_training is False and no extra_training folder is given")
     extra = []
     for folder in extra_training:
         found = _images(Path(folder))
@@ -941,6 +947,11 @@ def main(argv=None) -> int:
         type=Path,
         help="a further folder of healthy images for the training section only (repeatable)",
     )
+    ap.add_argument(
+        "--no-adult-training",
+        action="store_true",
+        help="train on the --extra-training folders only (monitor and held-apart healthy images stay adult ones)",
+    )
     ap.add_argument("--ckpt", type=Path, default=None, help="evaluate this checkpoint; no training")
     ap.add_argument("--device", default=None, help="evaluation device (default: the config's)")
     ap.add_argument("--batch-size", type=int, default=16, help="evaluation batch")
@@ -964,12 +975,13 @@ def main(argv=None) -> int:
         args.n_healthy_test,
         args.n_monitor_healthy,
         args.extra_training,
+        not args.no_adult_training,
     )
     if args.max_test_items is not None:
         datalist["test"] = _spread(datalist["test"], args.max_test_items)
         datalist["counts"]["test_covid"] = len(datalist["test"])
     dl_path = args.workdir / "datalist.json"
-    dl_path.write_text(json.dumps(datalist, indent=1))
+    _write_atomic(dl_path, datalist)
     print(f"datalist {dl_path}: {datalist['counts']}", flush=True)
 
     configs = [CONFIGS / "train.json"] + ([] if args.preset == "paper" else [CONFIGS / f"{args.preset}.json"])

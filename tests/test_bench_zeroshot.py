@@ -157,6 +157,23 @@ def test_extra_training_folders_join_the_training_section_only(shared_data, tmp_
         bz.build_zeroshot_datalist(shared_data, extra_training=[tmp_path])
 
 
+def test_without_adult_training_the_extra_folders_are_the_whole_training_section(shared_data):
+    """``adult_training=False``: training sees the extra folders only; the other sections are unchanged."""
+    base = bz.build_zeroshot_datalist(shared_data, n_monitor=24, n_healthy_test=60, n_monitor_healthy=96)
+    extra = shared_data / "covidquex_noncovid_lung" / "images"
+    dl = bz.build_zeroshot_datalist(
+        shared_data, n_monitor=24, n_healthy_test=60, n_monitor_healthy=96, extra_training=[extra], adult_training=False
+    )
+    train = [Path(it["image"]) for it in dl["training"]]
+    assert train and all(p.parent == extra for p in train)
+    assert dl["counts"]["training"] == dl["counts"]["training_extra"] == len(train)
+    assert dl["counts"]["training_covidquex_normal"] == dl["counts"]["training_nih_nofinding"] == 0
+    for k in ("validation", "test", "healthy_test"):
+        assert dl[k] == base[k], k
+    with pytest.raises(ValueError, match="no training images"):
+        bz.build_zeroshot_datalist(shared_data, adult_training=False)
+
+
 @pytest.fixture(scope="module")
 def covid_eval(shared_data):
     """Three real COVID images at 64 x 64 through the bundle's preprocessing (cpu.json, tiny network)."""
