@@ -168,6 +168,7 @@ def test_without_adult_training_the_extra_folders_are_the_whole_training_section
     assert train and all(p.parent == extra for p in train)
     assert dl["counts"]["training"] == dl["counts"]["training_extra"] == len(train)
     assert dl["counts"]["training_covidquex_normal"] == dl["counts"]["training_nih_nofinding"] == 0
+    assert "adults" not in dl["description"] and "extra folders" in dl["description"]
     for k in ("validation", "test", "healthy_test"):
         assert dl[k] == base[k], k
     with pytest.raises(ValueError, match="no training images"):
