@@ -240,5 +240,11 @@ def test_lesions_preset_only_overrides_train_json_and_applies_after_cpu_json():
     assert (calibrator.pixel_rule, calibrator.mask_gate) == ("dice", "image")
     assert calibrator.options["mask_in_lungs"] is True
     assert parser.get_parsed_content("spatial_size") == [128, 128]  # cpu.json's, kept
+    # the plain A_base opacities for the synthesis (they localise best), the paper's chain elsewhere
+    assert parser.get_parsed_content("train#preprocessing_synthesis#0").variant == "base"
+    assert parser.get_parsed_content("checkpoint_config#variant") == "base"
+    plain = ConfigParser()
+    plain.read_config([str(CONFIGS / n) for n in ("train.json", "cpu.json")])
+    assert plain.get_parsed_content("variant") == "final"
     for key in ("score_map_mode", "score_map_sigma", "pbtseg_mode", "mask_in_lungs"):
         assert parser.get_parsed_content(f"checkpoint_config#{key}") == parser.get_parsed_content(key)
