@@ -182,9 +182,10 @@ def build_zeroshot_datalist(
     return {
         "description": (
             "bench_zeroshot: train on "
-            + ("healthy adults (covidquex normal + NIH no finding)" if adult_training else "")
-            + (" and " if adult_training and extra else "")
-            + (f"{len(extra)} images of the extra folders" if extra else "")
+            + " and ".join(
+                (["healthy adults (covidquex normal + NIH no finding)"] if adult_training else [])
+                + ([f"{len(extra)} images of the extra folders"] if extra else [])
+            )
             + ", zero-shot lesion localisation on covidquex_covid_infection"
         ),
         "training": [{"image": str(p)} for p in train],
