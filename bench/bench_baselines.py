@@ -39,9 +39,11 @@ from PIL import Image  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "transforms"))
+sys.path.insert(0, str(REPO / "bundle"))
 
 from artasyn.baselines import BASELINES  # noqa: E402
 from artasyn.synthesis import RandARTAnomaly  # noqa: E402
+from scripts.utils import atomic_write  # noqa: E402
 
 TARGET_IMG_PER_S = 100.0
 
@@ -102,13 +104,6 @@ def bench(variant: str, imgs: list, maps: list, runs: int) -> dict:
     }
 
 
-def write_json_atomic(path: Path, obj: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
-
-
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=os.environ.get("ARTASYN_SHARED_DATA", str(REPO.parent / "shared" / "data")))
@@ -138,7 +133,7 @@ def main(argv=None) -> None:
         "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
         "variants": results,
     }
-    write_json_atomic(Path(args.out), out)
+    atomic_write(Path(args.out), json.dumps(out, indent=1))
     print(
         f"{'variant':>10} {'n':>4} {'img/s wall':>11} {'img/s cpu':>10} {'warm-up':>8} {'painted':>8} {'mask area':>10}"
     )

@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +35,9 @@ from artasyn.model.losses import SoftDiceAnomalyLoss
 from artasyn.synthesis import RandARTAnomaly
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bundle"))
+from scripts.utils import atomic_write  # noqa: E402
+
 DATA = Path(os.environ.get("ARTASYN_SHARED_DATA", ROOT.parent / "shared" / "data"))
 CANDIDATES = [
     (PAPER_DICE_ERROR_THRESHOLD, 50.0),
@@ -45,14 +47,6 @@ CANDIDATES = [
     (0.01, 1000.0),
     (0.005, 1000.0),
 ]
-
-
-def write_json_atomic(path: Path, obj: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2)
-    os.replace(tmp, path)
 
 
 def synthetic_twins(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str]]:
@@ -104,7 +98,7 @@ def main() -> None:
         perfect, identity = float(loss(x, y, m)), float(loss(x, x, m))
         result["candidates"].append({"threshold": thr, "scale": scale, "perfect": perfect, "identity": identity})
         print(f"| {thr} | {scale:g} | {perfect:.3f} | {identity:.3f} |")
-    write_json_atomic(ROOT / "bench" / "results" / "dice_calibration.json", result)
+    atomic_write(ROOT / "bench" / "results" / "dice_calibration.json", json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

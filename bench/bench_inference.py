@@ -54,6 +54,10 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bundle"))  # the bundle's own code, imported as ``scripts``
+
+from scripts.utils import atomic_torch_save, atomic_write  # noqa: E402
+
 DATA = ROOT.parent / "shared" / "data"
 CONFIGS = ROOT / "bundle" / "configs"
 #: the ids of ``cpu.json`` that define its model and anomaly map (its other ids are training-only)
@@ -80,7 +84,6 @@ def _parser(overrides: dict):
 
 def make_checkpoint(path: Path, overrides: dict, calib_files: list[str], seed: int = 0) -> Path:
     """Seeded random weights of the preset's network, with thresholds calibrated on ``calib_files``."""
-    sys.path.insert(0, str(ROOT / "bundle"))
     from artasyn.scoring import AnomalyScored
     from artasyn.scoring.thresholds import calibrate_thresholds
 
@@ -116,8 +119,7 @@ def make_checkpoint(path: Path, overrides: dict, calib_files: list[str], seed: i
         mask_in_lungs=False,
         epoch=0,
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"model": net.state_dict(), "thresholds": thresholds}, path)
+    atomic_torch_save({"model": net.state_dict(), "thresholds": thresholds}, path)
     return path
 
 
@@ -165,9 +167,7 @@ def run_once(files: list[str], out: Path, ckpt: Path, overrides: dict) -> dict:
 
     shutil.rmtree(out, ignore_errors=True)
     listing = out.parent / f"{out.name}.txt"
-    tmp = listing.with_name(listing.name + f".{os.getpid()}.tmp")
-    tmp.write_text("\n".join(files) + "\n")
-    os.replace(tmp, listing)
+    atomic_write(listing, "\n".join(files) + "\n")
     wf = ConfigWorkflow(
         config_file=str(CONFIGS / "inference.json"),
         workflow_type="infer",
@@ -268,11 +268,7 @@ def network_only(overrides: dict, repeats: int, threads: int = 1) -> dict:
 
 
 def write_json(path: Path, obj: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(obj, indent=2) + "\n")
 
 
 def run_end_to_end(args) -> dict:

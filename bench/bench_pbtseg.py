@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import statistics
+import sys
 import time
 import tracemalloc
 import zlib
@@ -41,6 +42,9 @@ from artasyn.intensity import ToGrayscale  # noqa: E402
 from artasyn.lungs.pbtseg import PBTSEG_MODES, PBTSeg, resize_bilinear_uint8  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bundle"))  # the bundle's own code, imported as ``scripts``
+
+from scripts.utils import atomic_write  # noqa: E402
 
 #: set name -> (image folder, ground-truth lung folder, infection-mask folder), below the data root
 SETS = {
@@ -160,11 +164,8 @@ def peak_mib(seg: PBTSeg, images: list[np.ndarray]) -> float:
 
 
 def write_json(path: Path, result: dict) -> None:
-    """Atomic write (temporary file, then ``os.replace``)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(result, indent=1) + "\n")
-    os.replace(tmp, path)
+    """``result`` as JSON, written atomically (the bundle's writer)."""
+    atomic_write(path, json.dumps(result, indent=1) + "\n")
 
 
 def speed_part(args: argparse.Namespace) -> list[dict]:

@@ -39,8 +39,10 @@ from PIL import Image  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "transforms"))
+sys.path.insert(0, str(REPO / "bundle"))
 
 from artasyn.synthesis import RandARTAnomaly  # noqa: E402
+from scripts.utils import atomic_write  # noqa: E402
 
 
 def load_256(data: Path, names: list[str]):
@@ -123,11 +125,7 @@ def main() -> None:
         "machine": {"python": platform.python_version(), "cpu_count": os.cpu_count(), "load_avg": os.getloadavg()},
         "sizes": results,
     }
-    dest = Path(args.out)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(dest.name + f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(out, indent=1))
-    os.replace(tmp, dest)
+    atomic_write(Path(args.out), json.dumps(out, indent=1))
     print(f"{'size':>6} {'n':>4} {'img/s wall':>11} {'img/s cpu':>10} {'warm-up':>8} {'x authors':>10} {'peak MiB':>9}")
     for size, r in results.items():
         print(

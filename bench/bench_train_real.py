@@ -28,13 +28,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bundle"))  # the bundle's own code, imported as ``scripts``
+
+from scripts.utils import atomic_write  # noqa: E402
+
 CONFIGS = REPO / "bundle" / "configs"
 SUFFIXES = (".png", ".jpg", ".jpeg")
 
@@ -126,9 +129,7 @@ def main(argv=None) -> int:
     args.workdir.mkdir(parents=True, exist_ok=True)
     datalist = build_real_datalist(args.data_root)
     dl_path = args.workdir / "datalist.json"
-    tmp = dl_path.with_name(dl_path.name + f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(datalist, indent=1))
-    os.replace(tmp, dl_path)
+    atomic_write(dl_path, json.dumps(datalist, indent=1))
     print(f"datalist {dl_path}: {datalist['counts']}", flush=True)
 
     configs = [str(CONFIGS / "train.json")] + ([str(CONFIGS / "small.json")] if args.preset == "small" else [])
@@ -195,10 +196,7 @@ def main(argv=None) -> int:
         results["variants"][variant] = entry
         print(f"{variant}: {json.dumps(entry.get('metrics', entry))}", flush=True)
 
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(args.out.name + f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(results, indent=2))
-    os.replace(tmp, args.out)
+    atomic_write(args.out, json.dumps(results, indent=2))
     print(f"results: {args.out}")
     return 0 if all(v.get("eval_rc") == 0 for v in results["variants"].values()) else 1
 

@@ -47,6 +47,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bundle"))
 
+from scripts.utils import atomic_write  # noqa: E402
+
 
 def make_batch(batch: int, twins: int, size: int, seed: int = 0) -> dict:
     g = torch.Generator().manual_seed(seed)
@@ -290,10 +292,7 @@ def main(argv=None) -> int:
             r["ratio_to_authors"] = r["samples_per_s"] / a
     for k, r in res["results"].items():
         print(f"{k:22s} {r['samples_per_s']:8.2f} samples/s  x{r.get('ratio_to_authors', float('nan')):.2f}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(args.out.name + f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(res, indent=2))
-    os.replace(tmp, args.out)
+    atomic_write(args.out, json.dumps(res, indent=2))
     print(f"-> {args.out}")
     return 0
 

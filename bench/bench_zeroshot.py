@@ -97,6 +97,8 @@ if str(REPO / "bundle") not in sys.path:  # the bundle's ``scripts``, as its con
 
 from bench_train_real import _images, _overrides, _run  # noqa: E402
 
+from scripts.utils import atomic_write  # noqa: E402
+
 PBTSEG_MODES = ("paper", "robust")
 #: ``docs/method.md`` section 8, measured at 128 x 128 on ``covidquex_covid_infection``
 REFERENCE_128 = {
@@ -782,10 +784,7 @@ def table(results: Mapping) -> str:
 
 
 def _write_atomic(path: Path, content) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(content, indent=2))
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(content, indent=2))
 
 
 def _iterations_done(ckpt: Path) -> int | None:

@@ -53,6 +53,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_train_real import _images, _overrides, _run  # noqa: E402
 from trivial_baselines import STATISTICS, trivial_baselines  # noqa: E402
 
+from scripts.utils import atomic_write  # noqa: E402
+
 VARIANTS = ("none", "base", "base_blur_cryst", "final", "anatpaste", "cutpaste", "perlin")
 #: seed Table S1, ZhangLab (AP, AUC); AnatPaste: AUC only
 PAPER = {
@@ -100,10 +102,7 @@ ABLATIONS = ("w_local", "w_feat", "w_dice")
 
 
 def _write_atomic(path: Path, content) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(content, indent=2))
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(content, indent=2))
 
 
 def table(results: dict) -> str:
@@ -206,9 +205,9 @@ def main(argv=None) -> int:
     args.workdir.mkdir(parents=True, exist_ok=True)
     datalist = build_zhanglab_datalist(args.data_root)
     dl_path = args.workdir / "datalist.json"
-    dl_path.write_text(json.dumps(datalist, indent=1))
+    atomic_write(dl_path, json.dumps(datalist, indent=1))
     val_only = {"description": "zhanglab_val as the test section", "test": datalist["test_val"]}
-    dl_path.with_name("datalist_val.json").write_text(json.dumps({**datalist, **val_only}, indent=1))
+    atomic_write(dl_path.with_name("datalist_val.json"), json.dumps({**datalist, **val_only}, indent=1))
     print(f"datalist {dl_path}: {datalist['counts']}", flush=True)
 
     configs = [str(CONFIGS / "train.json")] + ([] if args.preset == "paper" else [str(CONFIGS / f"{args.preset}.json")])

@@ -115,10 +115,12 @@ def real_data_run(
     from bench_train_real import build_real_datalist
     from bench_zhanglab import build_zhanglab_datalist
 
+    from scripts.utils import atomic_write
+
     workdir.mkdir(parents=True, exist_ok=True)
     dl = build_zhanglab_datalist(data_root) if dataset == "zhanglab" else build_real_datalist(data_root)
     dl_path = workdir / "datalist.json"
-    dl_path.write_text(json.dumps(dl, indent=1))
+    atomic_write(dl_path, json.dumps(dl, indent=1))
     wf = ConfigWorkflow(
         config_file=str(CONFIGS / "train.json"),
         workflow_type="train",
@@ -195,11 +197,11 @@ def main(argv=None) -> int:
 
     import torch
 
+    sys.path.insert(0, str(BUNDLE))  # the bundle's own code, imported as ``scripts``
+    from scripts.utils import atomic_write
+
     def write(content: dict) -> None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.out.with_name(args.out.name + ".tmp")
-        tmp.write_text(json.dumps(content, indent=2))
-        os.replace(tmp, args.out)
+        atomic_write(args.out, json.dumps(content, indent=2))
 
     if not torch.cuda.is_available():
         reason = "no CUDA device (torch.cuda.is_available() is False); nothing measured"

@@ -22,10 +22,12 @@ from PIL import Image, ImageDraw
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "transforms"))
+sys.path.insert(0, str(REPO / "bundle"))  # the bundle's own code, imported as ``scripts``
 
 from artasyn.baselines import BASELINES  # noqa: E402
 from artasyn.phantom import make_phantom  # noqa: E402
 from artasyn.synthesis import RandARTAnomaly  # noqa: E402
+from scripts.utils import atomic_write  # noqa: E402
 
 COLUMNS = ("healthy", "anatpaste", "cutpaste", "perlin", "final")
 TITLES = {
@@ -92,7 +94,8 @@ def main(argv=None) -> None:
         (p["image"], p["lungs"])
         for p in (make_phantom(size=args.size, seed=args.seed + k) for k in range(args.phantom))
     ]
-    make_panel(pairs, seed=args.seed).save(args.out, optimize=True)
+    panel = make_panel(pairs, seed=args.seed)
+    atomic_write(args.out, lambda f: panel.save(f, format="PNG", optimize=True))
     print(f"wrote {args.out}")
 
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -39,6 +38,7 @@ sys.path.insert(0, str(REPO / "bundle"))
 sys.path.insert(0, str(REPO / "transforms"))
 
 from artasyn.scoring import anomaly_map, image_score  # noqa: E402
+from scripts.utils import atomic_write  # noqa: E402
 
 
 def heat(x: np.ndarray) -> np.ndarray:
@@ -153,10 +153,7 @@ def main(argv=None) -> int:
             f"{name} {it['name'][:28]}  score {it['score']:.5f}  rank {rank[j]}/{len(items)}{verdict}",
             fill="black",
         )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(args.out.name + f".{os.getpid()}.tmp.png")
-    canvas.save(tmp)
-    os.replace(tmp, args.out)
+    atomic_write(args.out, lambda f: canvas.save(f, format="PNG"))
     summary = {"out": str(args.out), "rows": [{k: items[j][k] for k in ("name", "label", "score")} for j in rows]}
     print(json.dumps(summary, indent=1))
     return 0

@@ -39,6 +39,7 @@ import bench_zeroshot as bz  # noqa: E402
 from make_detection_panel import heat, pick_ranks  # noqa: E402
 
 from scripts.figures import titled_grid  # noqa: E402
+from scripts.utils import atomic_write  # noqa: E402
 
 
 def _rgb(img: np.ndarray) -> np.ndarray:
@@ -140,10 +141,7 @@ def main(argv=None) -> int:
         f"saved mask ({source})",
     ]
     panel = titled_grid(rows, titles, columns)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(args.out.name + f".{os.getpid()}.tmp.png")
-    panel.save(tmp)
-    os.replace(tmp, args.out)
+    atomic_write(args.out, lambda f: panel.save(f, format="PNG"))
     print(f"panel: {args.out} ({len(rows)} rows; masks: {source})")
     return 0
 

@@ -14,6 +14,7 @@ is, per pixel and per lung, the fraction of those images where it is lung, store
 """
 
 import os
+import sys
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -25,6 +26,10 @@ from artasyn.lungs.pbtseg import resize_bilinear_uint8, resize_nearest  # noqa: 
 from artasyn.lungs.robust import body_box, robust_lungs  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bundle"))  # the bundle's own code, imported as ``scripts``
+
+from scripts.utils import atomic_write  # noqa: E402
+
 ATLAS_SETS = ("covidquex_normal_lung", "nih_nofinding_normal", "zhanglab_train_normal")
 ATLAS_SIZE = (64, 64)
 
@@ -47,8 +52,9 @@ def main() -> None:
             count += 1
     atlas = np.rint(255.0 * total / count).astype(np.uint8)
     out = ROOT / "transforms" / "artasyn" / "data" / "pbtseg_atlas.npz"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(out, atlas=atlas, n_images=np.int64(count), sets=np.array(ATLAS_SETS))
+    atomic_write(
+        out, lambda f: np.savez_compressed(f, atlas=atlas, n_images=np.int64(count), sets=np.array(ATLAS_SETS))
+    )
     print(f"{count} images -> {out} ({out.stat().st_size} bytes)")
 
 

@@ -16,6 +16,7 @@ Written to ``bundle/docs/images/pbtseg_modes_panel.png``.
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -30,6 +31,10 @@ from artasyn.intensity import ToGrayscale  # noqa: E402
 from artasyn.lungs.pbtseg import PBTSeg, resize_bilinear_uint8, resize_nearest  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bundle"))  # the bundle's own code, imported as ``scripts``
+
+from scripts.utils import atomic_write  # noqa: E402
+
 TILE = 256
 #: set, image folder, lung-mask folder, infection-mask folder, how many images
 PICKS = (
@@ -139,10 +144,7 @@ def main() -> None:
     for t in tiles:
         panel.paste(t, (0, y))
         y += t.height
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(f"{args.out.name}.{os.getpid()}.tmp.png")
-    panel.save(tmp, optimize=True)
-    os.replace(tmp, args.out)
+    atomic_write(args.out, lambda f: panel.save(f, format="PNG", optimize=True))
     print(f"saved {args.out} ({panel.width} x {panel.height})")
 
 

@@ -26,6 +26,10 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bundle"))  # the bundle's own code, imported as ``scripts``
+
+from scripts.utils import atomic_write  # noqa: E402
+
 CONFIGS = REPO / "bundle" / "configs"
 EPOCH_LINE = re.compile(r"\[epoch (\d+)\] AP=(\S+) AUC=(\S+)")
 
@@ -69,10 +73,7 @@ def parse_curve(log_text: str) -> list[dict]:
 
 
 def write_json_atomic(path: Path, content) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(content, indent=2))
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(content, indent=2))
 
 
 def record(out: Path, entry: dict) -> None:

@@ -51,6 +51,8 @@ from bench_train_real import _images  # noqa: E402
 from bench_zeroshot import bundle_parser, load_network  # noqa: E402
 from trivial_baselines import auc, average_precision, trivial_baselines  # noqa: E402
 
+from scripts.utils import atomic_write  # noqa: E402
+
 TOPK = (1, 5, 10)
 SIGMAS = (1.0, 3.0, 6.0)
 
@@ -193,10 +195,7 @@ def main(argv=None) -> int:
                 f"{v['ap_best']:.3f} |"
             )
     result["table_markdown"] = "\n".join(lines)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(args.out.name + f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(result, indent=2))
-    os.replace(tmp, args.out)
+    atomic_write(args.out, json.dumps(result, indent=2))
     print(result["table_markdown"])
     return 0
 
