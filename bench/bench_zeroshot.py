@@ -651,6 +651,35 @@ def _standardised(values: np.ndarray, ref: np.ndarray) -> np.ndarray:
     return (values - float(ref.mean())) / (float(ref.std()) + 1e-12)
 
 
+#: the maps of :func:`location_maps`
+LOCATION_MAPS = ("lower", "outer", "lower+outer", "peripheral")
+
+
+def location_maps(lungs: np.ndarray) -> dict[str, np.ndarray]:
+    """Maps that know only a pixel's place in its image's lungs (``lungs``: ``N x H x W`` bool).
+
+    ``lower``: the row, 0 at the top of the lungs' vertical extent, 1 at their bottom; ``outer``:
+    the distance from the lungs' centre column, 1 at their outermost column; ``lower+outer``: the
+    sum; ``peripheral``: minus the distance to the nearest pixel outside the lungs. Nothing is
+    fitted; an image without lungs gets a constant map (its pixels tie).
+    """
+    from scipy import ndimage
+
+    n, h, w = lungs.shape
+    out = {name: np.zeros((n, h, w), np.float32) for name in LOCATION_MAPS}
+    rows, cols = np.mgrid[0:h, 0:w].astype(np.float32)
+    for i, lung in enumerate(lungs):
+        if not lung.any():
+            continue
+        r, c = np.nonzero(lung)
+        top, bottom, left, right = r.min(), r.max(), c.min(), c.max()
+        lower = (rows - top) / max(bottom - top, 1)
+        outer = np.abs(cols - (left + right) / 2.0) / max((right - left) / 2.0, 1.0)
+        out["lower"][i], out["outer"][i], out["lower+outer"][i] = lower, outer, lower + outer
+        out["peripheral"][i] = -ndimage.distance_transform_edt(lung)
+    return out
+
+
 def map_variants(
     arrays: Mapping,
     recon: np.ndarray,
@@ -659,6 +688,7 @@ def map_variants(
     features: Mapping[int, np.ndarray] | None = None,
     ref_features: Mapping[int, np.ndarray] | None = None,
     iterated: Mapping[int, tuple[np.ndarray, np.ndarray]] | None = None,
+    ref_lungs: np.ndarray | None = None,
 ) -> dict:
     """Pixel AUROC inside the ground-truth lungs of candidate anomaly maps (no threshold involved).
 
@@ -683,6 +713,13 @@ def map_variants(
     With ``iterated`` (``k`` -> the ``k``-th reconstructions of the test and of the reference
     images, ``r_k = net(r_{k-1})``: each pass removes more of what the network reads as anomalous):
     ``iter<k>_signed_sigma<s>`` and ``iter<k>_signed_sigma<s>+raw``, the maps above with ``r_k`` for ``r``.
+
+    With ``arrays["lung"]`` and ``ref_lungs`` (the reference images' PBTSeg lungs): the location
+    baselines of :func:`location_maps` (``location_<name>``: no network, no intensity; COVID
+    opacities favour the lower, outer lung), and ``positive_sigma3+location_lower`` and
+    ``signed_sigma12+raw+location_lower``: those maps plus ``lower``, each in units of its healthy
+    reference images' spread as above (a measurement of what the maps add to where a pixel lies,
+    not a candidate: the prior is COVID's, not every disease's).
     """
     images, infection, inside = arrays["image"], arrays["infection"], arrays["lung_gt"]
     out = {}
@@ -720,6 +757,17 @@ def map_variants(
             out[f"iter{k}_signed_sigma{sigma:g}"] = auroc_inside(signed, infection, inside)
             combined = _standardised(signed, ref_signed) + raw
             out[f"iter{k}_signed_sigma{sigma:g}+raw"] = auroc_inside(combined, infection, inside)
+    if "lung" in arrays and ref_lungs is not None:
+        location, ref_location = location_maps(arrays["lung"]), location_maps(ref_lungs)
+        for name in LOCATION_MAPS:
+            out[f"location_{name}"] = auroc_inside(location[name], infection, inside)
+        lower = _standardised(location["lower"], ref_location["lower"][ref_lungs])
+        positive3 = np.clip(_signed(images, recon, 3.0), 0, None) ** 2
+        ref_positive3 = np.clip(_signed(ref_images, ref_recon, 3.0), 0, None) ** 2
+        out["positive_sigma3+location_lower"] = auroc_inside(
+            _standardised(positive3, ref_positive3) + lower, infection, inside
+        )
+        out["signed_sigma12+raw+location_lower"] = auroc_inside(standardised[12.0] + raw + lower, infection, inside)
     return out
 
 
@@ -1074,7 +1122,7 @@ def main(argv=None) -> int:
             r, ref_r = reconstruct(net, r, device, args.batch_size), reconstruct(net, ref_r, device, args.batch_size)
             iterated[k] = (r, ref_r)
         results["map_variants_pixel_auroc_in_gt_lung"] = map_variants(
-            arrays, recon, ref["image"], ref_recon, features, ref_features, iterated
+            arrays, recon, ref["image"], ref_recon, features, ref_features, iterated, ref["lung"]
         )
         results["map_variants_n_ref"] = len(ref["image"])
     t3 = time.perf_counter()

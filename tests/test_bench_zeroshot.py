@@ -355,3 +355,54 @@ def test_texture_and_lung_normalised_maps():
     v = bz.map_variants({**arrays, "lung": lungs}, recon, ref_images, ref_images.copy())
     assert v["raw_lungnorm"]["micro"] > v["raw_z"]["micro"]
     assert {"signed_sigma12+raw+texture", "signed_sigma12_lungnorm+raw_lungnorm"} <= set(v)
+
+
+def test_location_maps_know_only_where_a_pixel_lies_in_its_lungs():
+    """``lower`` runs from 0 at the lungs' top row to 1 at their bottom row, ``outer`` from 0 at
+    their centre column to 1 at their outermost; ``peripheral`` is highest at the lung edge; an
+    image without lungs gets a constant map. A lesion in the lower lung ranks first on ``lower``
+    and at chance where it spans the lungs' height."""
+    lungs = np.zeros((3, 20, 30), bool)
+    lungs[0, 4:16, 5:25] = True
+    lungs[1, 2:18, 10:20] = True
+    maps = bz.location_maps(lungs)
+    assert set(maps) == set(bz.LOCATION_MAPS)
+    lower, outer, peripheral = maps["lower"][0], maps["outer"][0], maps["peripheral"][0]
+    assert lower[4, 10] == 0.0 and lower[15, 10] == 1.0
+    assert outer[10, 5] == outer[10, 24] == 1.0 and outer[10, 14] == outer[10, 15] < 0.06
+    assert np.allclose(maps["lower+outer"][0], lower + outer)
+    assert peripheral[4, 10] == -1.0 and peripheral[10, 15] < peripheral[5, 15] < 0
+    assert all(np.ptp(m[2]) == 0 for m in maps.values())  # no lungs: every pixel ties
+
+    infection = np.zeros(lungs.shape, bool)
+    infection[0, 12:16, 5:25] = True  # the bottom rows of image 0
+    infection[1, 2:18, 10:12] = True  # a full-height strip of image 1
+    per_image = [bz.pixel_auroc(maps["lower"][i][lungs[i]], infection[i][lungs[i]]) for i in (0, 1)]
+    assert per_image[0] == 1.0 and per_image[1] == 0.5
+
+
+def test_map_variants_add_the_location_baselines_when_lungs_are_given():
+    """With the test and reference images' lungs, the variants gain the location baselines and the
+    two maps plus ``lower``. A lesion along the bottom of the lungs, half of it reconstructed as
+    bright as it is (the positive map ties it with the background at 0): ``lower`` ranks that half
+    too, so the sum beats the map alone inside each image."""
+    rng = np.random.default_rng(5)
+    n, size = 4, 64
+    recon = rng.uniform(0.3, 0.5, (n, size, size)).astype(np.float32)
+    images = recon - 0.01 + rng.normal(0, 0.002, recon.shape).astype(np.float32)  # darker: map 0
+    lungs = np.zeros(images.shape, bool)
+    lungs[:, 8:56, 8:56] = True
+    infection = np.zeros(images.shape, bool)
+    infection[:, 44:56, 8:56] = True
+    images[:, 44:56, 8:32] = recon[:, 44:56, 8:32] + 0.05  # the half the network shows
+    ref_recon = rng.uniform(0.3, 0.5, (8, size, size)).astype(np.float32)
+    ref_images = ref_recon - 0.01 + rng.normal(0, 0.002, ref_recon.shape).astype(np.float32)
+    arrays = {"image": images, "infection": infection, "lung_gt": lungs, "lung": lungs}
+    without = bz.map_variants(arrays, recon, ref_images, ref_recon)
+    assert not any(k.startswith("location_") for k in without)
+    v = bz.map_variants(arrays, recon, ref_images, ref_recon, ref_lungs=np.ones(ref_images.shape, bool))
+    assert {f"location_{m}" for m in bz.LOCATION_MAPS} <= set(v)
+    assert v["location_lower"]["mean_per_image"] > 0.95
+    alone, both = v["positive_sigma3"]["mean_per_image"], v["positive_sigma3+location_lower"]["mean_per_image"]
+    assert both > alone + 0.1, (alone, both)
+    assert "signed_sigma12+raw+location_lower" in v
