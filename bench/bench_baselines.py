@@ -1,4 +1,4 @@
-"""Speed of the baseline syntheses (AnatPaste, CutPaste, Perlin noise; issue 11) at 256 x 256.
+"""Speed of the baseline syntheses (AnatPaste, CutPaste, Perlin noise) at 256 x 256.
 
 One process, one thread (``OMP_NUM_THREADS=1``, ``torch.set_num_threads(1)``). For each
 variant: the array transform (``artasyn.baselines.BASELINES``, and ``RandARTAnomaly`` for

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Benchmark: samples/s of our CPU training step against the authors' step, side by side (issue 7, item 3).
+"""Benchmark: samples/s of our CPU training step against the authors' step, side by side.
 
 Both steps train the same architecture (the authors' UNet configuration: width, channel
 multipliers, residual blocks, attention resolutions, dropout, batch norm, residual

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Benchmark: zero-shot lesion localisation on COVID-19 radiographs, measured fairly (issue 7, item 5).
+"""Benchmark: zero-shot lesion localisation on COVID-19 radiographs, measured fairly.
 
 The paper's QaTa-ZeroShot number is a micro Dice of the masks ``|x - r| >= max(0.03, tau * m)``
 against lesion masks the network never saw (``docs/method.md`` section 4). On real images a

@@ -1,6 +1,6 @@
 #!/usr/bin/env python
-"""Benchmark: ART-ASyn against no synthesis, its partial variants and the baselines on ZhangLab
-(issue 11, item 3), every variant with the same budget.
+"""Benchmark: ART-ASyn against no synthesis, its partial variants and the baselines on ZhangLab,
+every variant with the same budget.
 
 The paper's comparison (seed Table S1, ZhangLab): AUC 0.6842 without synthesis, 0.8797 A_base,
 0.7574 A_base + T_blur + T_cryst, 0.9350 A_final, 0.9103 AnatPaste. Here, one bundle run per
@@ -27,7 +27,7 @@ Data (``../shared/data`` or ``$ARTASYN_SHARED_DATA``, see its README; nothing is
 Usage::
 
     python bench/bench_zhanglab.py --dry-run  # write the datalist, print the commands
-    # issue 7, item 4: Table S1 variants, loss ablation, 3 seeds of final, cpu.json budget each
+    # Table S1 variants, loss ablation, 3 seeds of final, cpu.json budget each
     nohup python bench/bench_zhanglab.py --variants none base base_blur_cryst final \\
         --ablations w_local w_feat w_dice --final-seeds 1 2 > zhanglab.log 2>&1 &
     python bench/bench_zhanglab.py --preset paper --budget-min 120 --seeds 0 1 2  # GPU

@@ -1,4 +1,4 @@
-"""Figure: the baseline syntheses beside ART-ASyn on procedural phantoms (issue 11).
+"""Figure: the baseline syntheses beside ART-ASyn on procedural phantoms.
 
 Columns: healthy | AnatPaste | CutPaste | Perlin | A_final (ART-ASyn). Each phantom gives two
 rows: the images, then their anomaly masks (white) over the lung map (gray), so that one sees

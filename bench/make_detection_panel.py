@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Figure: validation radiographs with their reconstruction, anomaly map and score (issue 7, item 7).
+"""Figure: validation radiographs with their reconstruction, anomaly map and score.
 
 Every image of a datalist section (default ``validation``) is scored by a trained checkpoint
 with the bundle's own preprocessing (``validate#preprocessing`` of ``train.json`` + presets),

@@ -1,7 +1,7 @@
 """Where do the COVID infection pixels outside the robust PBTSeg lung map lie?
 
-Error analysis of ``PBTSeg(mode="robust")`` on ``covidquex_covid_infection`` (issue 8: at least
-90% of the infection-mask pixels should lie inside the lung map). Each infection pixel outside
+Error analysis of ``PBTSeg(mode="robust")`` on ``covidquex_covid_infection`` (the target: at
+least 90% of the infection-mask pixels inside the lung map). Each infection pixel outside
 the map is put in buckets, pooled over the images of one half of the set (``--half dev``, the
 default: ``crc32(stem) % 2 == 0``, see ``bench_pbtseg.is_dev``):
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""One probe training of the bundle on ZhangLab, recorded as it ends (issue 7, item 1).
+"""One probe training of the bundle on ZhangLab, recorded as it ends.
 
 Trains with ``train.json`` + ``cpu.json`` (or other presets) + overrides on a ``--dataset_dir``
 root that holds ``train/healthy`` (``zhanglab_train_normal``) and ``val/{healthy,diseased}``

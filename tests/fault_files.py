@@ -1,6 +1,6 @@
 """The files real folders contain besides good radiographs: the fault battery's inputs.
 
-:func:`write_bad_files` writes the eleven cases of issue 9 into a folder, each named for what it
+:func:`write_bad_files` writes the eleven cases of the battery into a folder, each named for what it
 is; :data:`EXPECTED` says what the bundle does with each (``rejected`` with a reason that
 contains the given text, or ``accepted`` with a conversion note). Good images come from
 :func:`write_good_images`: real radiographs when the shared data set is there, otherwise

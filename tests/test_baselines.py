@@ -1,4 +1,4 @@
-"""Baseline syntheses (AnatPaste, CutPaste, Perlin noise; issue 11): the contract they share with
+"""Baseline syntheses (AnatPaste, CutPaste, Perlin noise): the contract they share with
 RandARTAnomalyd, on procedural phantoms and on real radiographs.
 
 Real images: the first 24 of ``covidquex_normal_lung`` (sorted by name), with two lung maps

@@ -1,4 +1,4 @@
-"""``bundle/configs/cpu.json``: overrides only, and its learning-rate schedule (issue 7)."""
+"""``bundle/configs/cpu.json``: overrides only, and its learning-rate schedule."""
 
 from __future__ import annotations
 

@@ -160,7 +160,7 @@ def test_dicom_without_suffix_is_found_and_other_files_are_named_as_skipped(imag
 
 
 def test_png_and_dicoms_score_alike_and_the_text_file_is_named(ckpt, images, tmp_path, caplog):
-    """The issue's folder: 12-bit PNG, MONOCHROME2 and MONOCHROME1 DICOM, a text file; ``run inference``."""
+    """A mixed folder: 12-bit PNG, MONOCHROME2 and MONOCHROME1 DICOM, a text file; ``run inference``."""
     import logging
 
     with caplog.at_level(logging.WARNING, logger="artasyn.bundle"):

@@ -1,4 +1,4 @@
-"""The fault battery (issue 9): the files and accidents of real folders, through every workflow.
+"""The fault battery: the files and accidents of real folders, through every workflow.
 
 Each test reproduces one case and asserts what the bundle does now:
 

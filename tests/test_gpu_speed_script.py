@@ -1,4 +1,4 @@
-"""The prepared GPU check (issue 7, item 6): without CUDA it says so and writes the reason."""
+"""The prepared GPU check: without CUDA it says so and writes the reason."""
 
 from __future__ import annotations
 

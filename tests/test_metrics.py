@@ -1,4 +1,4 @@
-"""Evaluation metrics: a metric with no data is null in ``metrics.json``, never 0 (issue 7)."""
+"""Evaluation metrics: a metric with no data is null in ``metrics.json``, never 0."""
 
 from __future__ import annotations
 

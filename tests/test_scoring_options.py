@@ -1,4 +1,4 @@
-"""The anomaly map's options (issue 7): one-sided (brightening only) and smoothed; defaults unchanged."""
+"""The anomaly map's options: one-sided (brightening only) and smoothed; defaults unchanged."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""TwinReconstruction reuses the healthy rows' features as the twins' target features (issue 7, item 3)."""
+"""TwinReconstruction reuses the healthy rows' features as the twins' target features."""
 
 from __future__ import annotations
 
