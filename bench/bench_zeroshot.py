@@ -680,6 +680,44 @@ def location_maps(lungs: np.ndarray) -> dict[str, np.ndarray]:
     return out
 
 
+def _lung_bins(lungs: np.ndarray, bins: int) -> np.ndarray:
+    """``N x H x W`` int: each pixel's cell of a ``bins x bins`` grid over its image's lung box.
+
+    The cell of row fraction ``(row - top) / (bottom - top)`` and column fraction ``(col - left) /
+    (right - left)`` of the box around the lungs' pixels, clipped to the grid (pixels beyond the box
+    join the nearest cell); an image without lungs uses the whole image as its box.
+    """
+    n, h, w = lungs.shape
+    out = np.empty((n, h, w), np.int64)
+    rows, cols = np.mgrid[0:h, 0:w]
+    for i, lung in enumerate(lungs):
+        r, c = np.nonzero(lung) if lung.any() else (np.array([0, h - 1]), np.array([0, w - 1]))
+        v = (rows - r.min()) / max(int(r.max() - r.min()), 1)
+        u = (cols - c.min()) / max(int(c.max() - c.min()), 1)
+        row_cell, col_cell = (np.clip((f * bins).astype(np.int64), 0, bins - 1) for f in (v, u))
+        out[i] = row_cell * bins + col_cell
+    return out
+
+
+def _z_lung(values: np.ndarray, lungs: np.ndarray, ref: np.ndarray, ref_lungs: np.ndarray, bins: int = 8) -> np.ndarray:
+    """``values`` normalised per place in the lungs (:func:`_lung_bins`) by the mean and spread of
+    the healthy ``ref`` maps' lung pixels in the same cell (4.1's per-location normalisation, with
+    the place measured in lung coordinates instead of image coordinates)."""
+    cells, ref_cells = _lung_bins(lungs, bins), _lung_bins(ref_lungs, bins)
+    inside = ref_lungs > 0
+    k = bins * bins
+    count = np.bincount(ref_cells[inside], minlength=k).astype(np.float64)
+    total = np.bincount(ref_cells[inside], weights=ref[inside].astype(np.float64), minlength=k)
+    total2 = np.bincount(ref_cells[inside], weights=ref[inside].astype(np.float64) ** 2, minlength=k)
+    mu, var = np.full(k, float(ref[inside].mean())), np.full(k, float(ref[inside].var()))  # empty cells
+    has = count > 0
+    mu[has] = total[has] / count[has]
+    var[has] = total2[has] / count[has] - mu[has] ** 2
+    sd = np.sqrt(np.clip(var, 0, None))
+    sd = sd + 0.1 * float(sd.mean()) + 1e-12
+    return ((values - mu[cells]) / sd[cells]).astype(np.float32)
+
+
 def map_variants(
     arrays: Mapping,
     recon: np.ndarray,
@@ -719,7 +757,11 @@ def map_variants(
     opacities favour the lower, outer lung), and ``positive_sigma3+location_lower`` and
     ``signed_sigma12+raw+location_lower``: those maps plus ``lower``, each in units of its healthy
     reference images' spread as above (a measurement of what the maps add to where a pixel lies,
-    not a candidate: the prior is COVID's, not every disease's).
+    not a candidate: the prior is COVID's, not every disease's). With them as well, ``zlung_*``: the
+    positive map at sigma 3, the signed error at sigma 6 and 12 and the intensity normalised per
+    place in the lungs (:func:`_z_lung`: the healthy reference maps' mean and spread in each cell of
+    an 8 x 8 grid over each image's lung box), and the signed error at sigma 12 plus the intensity,
+    both normalised so.
     """
     images, infection, inside = arrays["image"], arrays["infection"], arrays["lung_gt"]
     out = {}
@@ -768,6 +810,18 @@ def map_variants(
             _standardised(positive3, ref_positive3) + lower, infection, inside
         )
         out["signed_sigma12+raw+location_lower"] = auroc_inside(standardised[12.0] + raw + lower, infection, inside)
+        lungs = arrays["lung"]
+        out["zlung_positive_sigma3"] = auroc_inside(
+            _z_lung(positive3, lungs, ref_positive3, ref_lungs), infection, inside
+        )
+        zlung = {}
+        for sigma in (6.0, 12.0):
+            signed, ref_signed = _signed(images, recon, sigma), _signed(ref_images, ref_recon, sigma)
+            zlung[sigma] = _z_lung(signed, lungs, ref_signed, ref_lungs)
+            out[f"zlung_signed_sigma{sigma:g}"] = auroc_inside(zlung[sigma], infection, inside)
+        raw_zlung = _z_lung(images, lungs, ref_images, ref_lungs)
+        out["zlung_raw"] = auroc_inside(raw_zlung, infection, inside)
+        out["zlung_signed_sigma12+zlung_raw"] = auroc_inside(zlung[12.0] + raw_zlung, infection, inside)
     return out
 
 

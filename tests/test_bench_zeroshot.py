@@ -406,3 +406,36 @@ def test_map_variants_add_the_location_baselines_when_lungs_are_given():
     alone, both = v["positive_sigma3"]["mean_per_image"], v["positive_sigma3+location_lower"]["mean_per_image"]
     assert both > alone + 0.1, (alone, both)
     assert "signed_sigma12+raw+location_lower" in v
+
+
+def test_errors_normalised_in_lung_coordinates_follow_lungs_that_move():
+    """Every healthy radiograph errs along the top of its lungs (the clavicles), but the lungs sit
+    at different heights in different images: normalised per image location (4.1's z-map) that
+    error still outranks a weaker lesion; normalised per place in the lungs it does not."""
+    rng = np.random.default_rng(6)
+    size = 64
+
+    def batch(n, with_lesion):
+        images = rng.normal(0, 0.002, (n, size, size)).astype(np.float32)
+        lungs = np.zeros(images.shape, bool)
+        infection = np.zeros(images.shape, bool)
+        for i in range(n):
+            top = 4 + (i * 7) % 20  # the lungs move down from image to image
+            lungs[i, top : top + 32, 8:56] = True
+            images[i, top : top + 4, 8:56] += 0.05  # the clavicles' error, at the lungs' top
+            if with_lesion:
+                infection[i, top + 20 : top + 28, 16:48] = True
+                images[i][infection[i]] += 0.02
+        return images, lungs, infection
+
+    images, lungs, infection = batch(6, True)
+    ref_images, ref_lungs, _ = batch(12, False)
+    recon, ref_recon = np.zeros_like(images), np.zeros_like(ref_images)
+    cells = bz._lung_bins(lungs, 8)
+    assert cells[0, 4, 8] == 0 and cells[0, 35, 55] == 63  # the lung box's corners
+    arrays = {"image": images, "infection": infection, "lung_gt": lungs, "lung": lungs}
+    v = bz.map_variants(arrays, recon, ref_images, ref_recon, ref_lungs=ref_lungs)
+    assert v["z_signed_sigma6"]["mean_per_image"] < 0.9
+    assert v["zlung_signed_sigma6"]["mean_per_image"] > 0.95
+    assert v["zlung_signed_sigma6"]["mean_per_image"] > v["z_signed_sigma6"]["mean_per_image"] + 0.05
+    assert {"zlung_positive_sigma3", "zlung_signed_sigma12", "zlung_raw", "zlung_signed_sigma12+zlung_raw"} <= set(v)
