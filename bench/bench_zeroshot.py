@@ -680,7 +680,7 @@ def location_maps(lungs: np.ndarray) -> dict[str, np.ndarray]:
     return out
 
 
-def _lung_bins(lungs: np.ndarray, bins: int) -> np.ndarray:
+def lung_bins(lungs: np.ndarray, bins: int) -> np.ndarray:
     """``N x H x W`` int: each pixel's cell of a ``bins x bins`` grid over its image's lung box.
 
     The cell of row fraction ``(row - top) / (bottom - top)`` and column fraction ``(col - left) /
@@ -699,11 +699,11 @@ def _lung_bins(lungs: np.ndarray, bins: int) -> np.ndarray:
     return out
 
 
-def _z_lung(values: np.ndarray, lungs: np.ndarray, ref: np.ndarray, ref_lungs: np.ndarray, bins: int = 8) -> np.ndarray:
-    """``values`` normalised per place in the lungs (:func:`_lung_bins`) by the mean and spread of
-    the healthy ``ref`` maps' lung pixels in the same cell (4.1's per-location normalisation, with
-    the place measured in lung coordinates instead of image coordinates)."""
-    cells, ref_cells = _lung_bins(lungs, bins), _lung_bins(ref_lungs, bins)
+def z_lung(values: np.ndarray, lungs: np.ndarray, ref: np.ndarray, ref_lungs: np.ndarray, bins: int = 8) -> np.ndarray:
+    """``values`` normalised per place in the lungs (:func:`lung_bins`) by the mean and spread of
+    the healthy ``ref`` maps' lung pixels in the same cell (:func:`_z`'s per-location normalisation,
+    with the place measured in lung coordinates instead of image coordinates)."""
+    cells, ref_cells = lung_bins(lungs, bins), lung_bins(ref_lungs, bins)
     inside = ref_lungs > 0
     k = bins * bins
     count = np.bincount(ref_cells[inside], minlength=k).astype(np.float64)
@@ -759,7 +759,7 @@ def map_variants(
     reference images' spread as above (a measurement of what the maps add to where a pixel lies,
     not a candidate: the prior is COVID's, not every disease's). With them as well, ``zlung_*``: the
     positive map at sigma 3, the signed error at sigma 6 and 12 and the intensity normalised per
-    place in the lungs (:func:`_z_lung`: the healthy reference maps' mean and spread in each cell of
+    place in the lungs (:func:`z_lung`: the healthy reference maps' mean and spread in each cell of
     an 8 x 8 grid over each image's lung box), and the signed error at sigma 12 plus the intensity,
     both normalised so.
     """
@@ -812,14 +812,14 @@ def map_variants(
         out["signed_sigma12+raw+location_lower"] = auroc_inside(standardised[12.0] + raw + lower, infection, inside)
         lungs = arrays["lung"]
         out["zlung_positive_sigma3"] = auroc_inside(
-            _z_lung(positive3, lungs, ref_positive3, ref_lungs), infection, inside
+            z_lung(positive3, lungs, ref_positive3, ref_lungs), infection, inside
         )
         zlung = {}
         for sigma in (6.0, 12.0):
             signed, ref_signed = _signed(images, recon, sigma), _signed(ref_images, ref_recon, sigma)
-            zlung[sigma] = _z_lung(signed, lungs, ref_signed, ref_lungs)
+            zlung[sigma] = z_lung(signed, lungs, ref_signed, ref_lungs)
             out[f"zlung_signed_sigma{sigma:g}"] = auroc_inside(zlung[sigma], infection, inside)
-        raw_zlung = _z_lung(images, lungs, ref_images, ref_lungs)
+        raw_zlung = z_lung(images, lungs, ref_images, ref_lungs)
         out["zlung_raw"] = auroc_inside(raw_zlung, infection, inside)
         out["zlung_signed_sigma12+zlung_raw"] = auroc_inside(zlung[12.0] + raw_zlung, infection, inside)
     return out

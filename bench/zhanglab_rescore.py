@@ -19,7 +19,7 @@ as the training); every score below is then a cheap function of the maps:
 - ``lungs_robust``: the mean inside the robust PBTSeg lung map (dilated by 5 %);
 - ``zlung_mean``: the map normalised per place in the lungs instead of per image location (the
   healthy reference maps' mean and spread in each cell of an 8 x 8 grid over each image's robust
-  lung box, ``bench_zeroshot._z_lung``; positive part), averaged inside the dilated robust lungs;
+  lung box, ``bench_zeroshot.z_lung``; positive part), averaged inside the dilated robust lungs;
 - ``flip``: the map averaged with that of the horizontally flipped image (test-time
   augmentation; twice the network time).
 
@@ -51,7 +51,7 @@ if str(REPO / "bundle") not in sys.path:
     sys.path.insert(0, str(REPO / "bundle"))
 
 from bench_train_real import _images  # noqa: E402
-from bench_zeroshot import _z_lung, bundle_parser, load_network  # noqa: E402
+from bench_zeroshot import bundle_parser, load_network, z_lung  # noqa: E402
 from trivial_baselines import auc, average_precision, trivial_baselines  # noqa: E402
 
 from scripts.utils import atomic_write  # noqa: E402
@@ -140,7 +140,7 @@ def scores(sets: dict, recon: dict, mode: str, sigma: float) -> dict[str, dict[s
         v.update({f"sigma_{s:g}": per_sigma[s][k].mean(axis=(1, 2)) for s in SIGMAS})
         v["multiscale"] = np.mean([_z(per_sigma[s][k], per_sigma[s]["ref"]).mean(axis=(1, 2)) for s in SIGMAS], 0)
         v["lungs_robust"] = np.array([mm[lg].mean() if lg.any() else mm.mean() for mm, lg in zip(m, lung)])
-        zl = np.clip(_z_lung(m, sets[k]["lung"], maps["ref"], sets["ref"]["lung"]), 0, None)
+        zl = np.clip(z_lung(m, sets[k]["lung"], maps["ref"], sets["ref"]["lung"]), 0, None)
         v["zlung_mean"] = np.array([zz[lg].mean() if lg.any() else zz.mean() for zz, lg in zip(zl, lung)])
         mf = (m + flips[k]) / 2
         v["flip"] = mf.mean(axis=(1, 2))

@@ -431,7 +431,7 @@ def test_errors_normalised_in_lung_coordinates_follow_lungs_that_move():
     images, lungs, infection = batch(6, True)
     ref_images, ref_lungs, _ = batch(12, False)
     recon, ref_recon = np.zeros_like(images), np.zeros_like(ref_images)
-    cells = bz._lung_bins(lungs, 8)
+    cells = bz.lung_bins(lungs, 8)
     assert cells[0, 4, 8] == 0 and cells[0, 35, 55] == 63  # the lung box's corners
     arrays = {"image": images, "infection": infection, "lung_gt": lungs, "lung": lungs}
     v = bz.map_variants(arrays, recon, ref_images, ref_recon, ref_lungs=ref_lungs)
