@@ -766,10 +766,9 @@ def map_variants(
     images, infection, inside = arrays["image"], arrays["infection"], arrays["lung_gt"]
     out = {}
     standardised = {}  # sigma -> the signed error in units of the healthy references' (sums below)
+    smoothed = {}  # sigma -> the signed error of the test and of the reference images (reused below)
     for sigma in (1.0, 3.0, 6.0, 12.0):
-        signed, ref_signed = _signed(images, recon, sigma), _signed(ref_images, ref_recon, sigma)
-        if sigma == 12.0:
-            signed12 = signed
+        signed, ref_signed = smoothed[sigma] = _signed(images, recon, sigma), _signed(ref_images, ref_recon, sigma)
         out[f"positive_sigma{sigma:g}"] = auroc_inside(np.clip(signed, 0, None) ** 2, infection, inside)
         out[f"signed_sigma{sigma:g}"] = auroc_inside(signed, infection, inside)
         out[f"z_signed_sigma{sigma:g}"] = auroc_inside(_z(signed, ref_signed), infection, inside)
@@ -784,7 +783,7 @@ def map_variants(
     if "lung" in arrays:
         raw_lungnorm = _lung_normalised(images, arrays["lung"])
         out["raw_lungnorm"] = auroc_inside(raw_lungnorm, infection, inside)
-        both = _lung_normalised(signed12, arrays["lung"]) + raw_lungnorm
+        both = _lung_normalised(smoothed[12.0][0], arrays["lung"]) + raw_lungnorm
         out["signed_sigma12_lungnorm+raw_lungnorm"] = auroc_inside(both, infection, inside)
     if features and ref_features:
         total = np.zeros_like(images)
@@ -804,8 +803,7 @@ def map_variants(
         for name in LOCATION_MAPS:
             out[f"location_{name}"] = auroc_inside(location[name], infection, inside)
         lower = _standardised(location["lower"], ref_location["lower"][ref_lungs])
-        positive3 = np.clip(_signed(images, recon, 3.0), 0, None) ** 2
-        ref_positive3 = np.clip(_signed(ref_images, ref_recon, 3.0), 0, None) ** 2
+        positive3, ref_positive3 = (np.clip(m, 0, None) ** 2 for m in smoothed[3.0])
         out["positive_sigma3+location_lower"] = auroc_inside(
             _standardised(positive3, ref_positive3) + lower, infection, inside
         )
@@ -816,8 +814,7 @@ def map_variants(
         )
         zlung = {}
         for sigma in (6.0, 12.0):
-            signed, ref_signed = _signed(images, recon, sigma), _signed(ref_images, ref_recon, sigma)
-            zlung[sigma] = z_lung(signed, lungs, ref_signed, ref_lungs)
+            zlung[sigma] = z_lung(smoothed[sigma][0], lungs, smoothed[sigma][1], ref_lungs)
             out[f"zlung_signed_sigma{sigma:g}"] = auroc_inside(zlung[sigma], infection, inside)
         raw_zlung = z_lung(images, lungs, ref_images, ref_lungs)
         out["zlung_raw"] = auroc_inside(raw_zlung, infection, inside)
