@@ -282,19 +282,41 @@ def best_threshold_dice(scores, labels, n_positive: int | None = None) -> tuple[
     return float(dice[k]), float(s_sorted[last[k]])
 
 
+EXTENT_EDGES = (1 / 3, 2 / 3)
+"""Strata of lesion extent (lesion pixels / region pixels) for the per-image AUROC."""
+
+
 def auroc_inside(scores: np.ndarray, labels: np.ndarray, region: np.ndarray) -> dict:
     """Pixel AUROC of ``N x H x W`` ``scores`` for ``labels`` over the pixels of ``region``.
 
     ``micro``: all region pixels of all images pooled; ``mean_per_image``: the mean of the
-    per-image AUROC over the images whose region holds both classes (``n_images`` of them).
+    per-image AUROC over the images whose region holds both classes (``n_images`` of them);
+    ``per_image_by_extent``: that mean inside strata of the lesion's share of the region
+    (:data:`EXTENT_EDGES`), each with its image count. Where a lesion fills most of a lung, its
+    per-image AUROC ranks it against the few healthy pixels left, so the strata say which images
+    the mean is made of.
     """
     region = region > 0
-    per_image = [pixel_auroc(s[r], y[r]) for s, y, r in zip(scores, labels, region)]
-    per_image = [a for a in per_image if not np.isnan(a)]
+    per_image, extent = [], []
+    for s, y, r in zip(scores, labels, region):
+        a = pixel_auroc(s[r], y[r])
+        if not np.isnan(a):
+            per_image.append(a)
+            extent.append(float((y[r] > 0).mean()))
+    stratum = np.digitize(extent, EXTENT_EDGES)
+    bounds = (0.0, *EXTENT_EDGES, 1.0)
+    by_extent = {}
+    for k in range(len(bounds) - 1):
+        values = [a for a, j in zip(per_image, stratum) if j == k]
+        by_extent[f"{bounds[k]:.2f}-{bounds[k + 1]:.2f}"] = {
+            "mean": float(np.mean(values)) if values else float("nan"),
+            "n_images": len(values),
+        }
     return {
         "micro": pixel_auroc(scores[region], labels[region]),
         "mean_per_image": float(np.mean(per_image)) if per_image else float("nan"),
         "n_images": len(per_image),
+        "per_image_by_extent": by_extent,
     }
 
 

@@ -71,6 +71,22 @@ def test_auroc_inside_a_region_ignores_the_pixels_outside():
     assert bz.auroc_inside(scores, labels, np.ones_like(labels))["micro"] < 1.0
 
 
+def test_per_image_auroc_is_split_by_the_lesion_share_of_the_region():
+    labels = np.zeros((3, 6, 6), bool)
+    labels[0, 0, :6] = True  # a sixth of the region
+    labels[1, :3] = True  # a half
+    labels[2, :5] = True  # five sixths
+    scores = labels.astype(np.float64)
+    scores[2] = 1.0 - scores[2]  # the large lesion ranked below its healthy pixels
+    region = np.ones_like(labels)
+    out = bz.auroc_inside(scores, labels, region)["per_image_by_extent"]
+    assert list(out) == ["0.00-0.33", "0.33-0.67", "0.67-1.00"]
+    assert [v["n_images"] for v in out.values()] == [1, 1, 1]
+    assert out["0.00-0.33"]["mean"] == 1.0 and out["0.67-1.00"]["mean"] == 0.0
+    empty = bz.auroc_inside(scores[:1], labels[:1], region[:1])["per_image_by_extent"]
+    assert empty["0.67-1.00"]["n_images"] == 0 and np.isnan(empty["0.67-1.00"]["mean"])
+
+
 def test_dice_of_the_mask_itself_is_one_and_of_two_empty_masks_nan():
     gt = np.zeros((3, 8, 8), bool)
     gt[0, 1:4, 1:4] = gt[2, 5:, 5:] = True
