@@ -608,12 +608,17 @@ def saved_mask_metrics(test: Mapping, test_recon, healthy: Mapping | None, healt
     return out
 
 
-def _signed(images: np.ndarray, recon: np.ndarray, sigma: float) -> np.ndarray:
-    """``image - recon`` smoothed by a Gaussian of ``sigma`` pixels (the signed map before squaring)."""
+def _gauss(values: np.ndarray, sigma: float) -> np.ndarray:
+    """Each ``H x W`` map of ``values`` (``N x H x W``) smoothed by a Gaussian of ``sigma`` pixels."""
     from scipy import ndimage
 
-    d = (images - recon).astype(np.float32)
+    d = values.astype(np.float32)
     return np.stack([ndimage.gaussian_filter(x, sigma) for x in d]) if sigma > 0 else d
+
+
+def _signed(images: np.ndarray, recon: np.ndarray, sigma: float) -> np.ndarray:
+    """``image - recon`` smoothed by a Gaussian of ``sigma`` pixels (the signed map before squaring)."""
+    return _gauss(images - recon, sigma)
 
 
 def _z(values: np.ndarray, ref: np.ndarray) -> np.ndarray:
@@ -740,6 +745,27 @@ def z_lung(values: np.ndarray, lungs: np.ndarray, ref: np.ndarray, ref_lungs: np
     return ((values - mu[cells]) / sd[cells]).astype(np.float32)
 
 
+def ssim_maps(x: np.ndarray, r: np.ndarray, sigma: float = 1.5) -> tuple[np.ndarray, np.ndarray]:
+    """Local SSIM of ``N x H x W`` images in [0, 1] and its contrast-structure term ``cs``.
+
+    Gaussian window of ``sigma`` pixels and the constants of Wang et al. (2004) for a data range
+    of 1: ``SSIM = l * cs`` with ``l = (2 mx mr + c1) / (mx^2 + mr^2 + c1)`` and
+    ``cs = (2 cov + c2) / (vx + vr + c2)``; 1 where the two images agree.
+    """
+    from scipy import ndimage
+
+    c1, c2 = 0.01**2, 0.03**2
+    x, r = x.astype(np.float64), r.astype(np.float64)
+
+    def g(a):
+        return ndimage.gaussian_filter(a, (0, sigma, sigma), mode="reflect")
+
+    mx, mr = g(x), g(r)
+    vx, vr, cov = g(x * x) - mx * mx, g(r * r) - mr * mr, g(x * r) - mx * mr
+    cs = (2 * cov + c2) / (vx + vr + c2)
+    return (2 * mx * mr + c1) / (mx * mx + mr * mr + c1) * cs, cs
+
+
 def map_variants(
     arrays: Mapping,
     recon: np.ndarray,
@@ -769,6 +795,10 @@ def map_variants(
     reference images): ``feature_cos<w>`` per encoder resolution, ``feature_cos_all`` their sum
     in units of the healthy maps' spread, and ``feature_cos_all+signed_sigma6`` that sum plus the
     signed error at sigma 6 scaled the same way (the scales come from the healthy images only).
+
+    ``ssim_sigma<s>``: ``1 - SSIM(x, r)`` (:func:`ssim_maps`, a change of local brightness,
+    contrast or structure) smoothed at ``s`` pixels; ``ssim_struct_sigma12``: ``1 - cs`` (no
+    brightness term) at 12 pixels.
 
     With ``iterated`` (``k`` -> the ``k``-th reconstructions of the test and of the reference
     images, ``r_k = net(r_{k-1})``: each pass removes more of what the network reads as anomalous):
@@ -802,6 +832,10 @@ def map_variants(
     texture = _standardised(_texture(images), _texture(ref_images))
     out["texture"] = auroc_inside(texture, infection, inside)
     out["signed_sigma12+raw+texture"] = auroc_inside(standardised[12.0] + raw + texture, infection, inside)
+    ssim, cs = ssim_maps(images, recon)
+    for sigma in (3.0, 12.0):
+        out[f"ssim_sigma{sigma:g}"] = auroc_inside(_gauss(1 - ssim, sigma), infection, inside)
+    out["ssim_struct_sigma12"] = auroc_inside(_gauss(1 - cs, 12.0), infection, inside)
     if "lung" in arrays:
         raw_lungnorm = _lung_normalised(images, arrays["lung"])
         out["raw_lungnorm"] = auroc_inside(raw_lungnorm, infection, inside)

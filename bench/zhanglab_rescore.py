@@ -21,7 +21,11 @@ as the training); every score below is then a cheap function of the maps:
   healthy reference maps' mean and spread in each cell of an 8 x 8 grid over each image's robust
   lung box, ``bench_zeroshot.z_lung``; positive part), averaged inside the dilated robust lungs;
 - ``flip``: the map averaged with that of the horizontally flipped image (test-time
-  augmentation; twice the network time).
+  augmentation; twice the network time);
+- ``ssim_mean``: the mean of ``1 - SSIM(x, r)``, the local structural similarity of input and
+  reconstruction (``bench_zeroshot.ssim_maps``: Gaussian window of 1.5 pixels, constants of
+  Wang et al. 2004), which weighs a change of local contrast and structure, not only of
+  brightness; ``ssim_struct``: the same without SSIM's luminance term (``1 - cs``).
 
 AUC / AP (``monai.metrics``-equivalent rank statistics of ``trivial_baselines``) for each, on
 both sets, with the trivial baselines beside. Written atomically as JSON, with a table.
@@ -51,7 +55,7 @@ if str(REPO / "bundle") not in sys.path:
     sys.path.insert(0, str(REPO / "bundle"))
 
 from bench_train_real import _images  # noqa: E402
-from bench_zeroshot import bundle_parser, load_network, z_lung  # noqa: E402
+from bench_zeroshot import bundle_parser, load_network, ssim_maps, z_lung  # noqa: E402
 from trivial_baselines import auc, average_precision, trivial_baselines  # noqa: E402
 
 from scripts.utils import atomic_write  # noqa: E402
@@ -145,6 +149,9 @@ def scores(sets: dict, recon: dict, mode: str, sigma: float) -> dict[str, dict[s
         mf = (m + flips[k]) / 2
         v["flip"] = mf.mean(axis=(1, 2))
         v["flip_z_mean"] = _z(mf, (maps["ref"] + flips["ref"]) / 2).mean(axis=(1, 2))
+        ssim, cs = ssim_maps(sets[k]["image"], recon[k])
+        v["ssim_mean"] = (1 - ssim).mean(axis=(1, 2))
+        v["ssim_struct"] = (1 - cs).mean(axis=(1, 2))
         out[k] = v
     return out
 

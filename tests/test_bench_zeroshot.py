@@ -283,6 +283,29 @@ def test_map_variants_rank_a_bright_lesion_and_normalise_a_systematic_error():
     assert set(v) >= {"positive_sigma3", "signed_sigma6", "z_signed_sigma3", "raw_z"}
 
 
+def test_ssim_separates_a_change_of_brightness_from_a_lost_texture():
+    """SSIM is 1 where input and reconstruction agree; a uniform brightening lowers SSIM through
+    its luminance term only, while a texture the input lost (a blurred patch, what an opacity
+    does to ribs and vessels) lowers the contrast-structure term too; the SSIM map ranks it."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(5)
+    recon = rng.uniform(0.2, 0.6, (2, 48, 48))
+    ssim, cs = bz.ssim_maps(recon, recon)
+    np.testing.assert_allclose(ssim, 1.0, atol=1e-9)
+    ssim, cs = bz.ssim_maps(np.full_like(recon, 0.9), np.full_like(recon, 0.2))
+    assert ssim.max() < 0.5 and cs.min() > 0.999  # flat images: brightness only
+    images = recon.copy()
+    lesion = np.zeros(recon.shape, bool)
+    lesion[:, 16:32, 16:32] = True
+    images[:, 16:32, 16:32] = ndimage.gaussian_filter(recon, (0, 3, 3))[:, 16:32, 16:32]
+    ssim, cs = bz.ssim_maps(images, recon)
+    assert (1 - cs)[lesion].mean() > 10 * (1 - cs)[~lesion].mean() + 0.1
+    arrays = {"image": images.astype(np.float32), "infection": lesion, "lung_gt": np.ones(recon.shape, bool)}
+    v = bz.map_variants(arrays, recon.astype(np.float32), recon[:1].astype(np.float32), recon[:1].astype(np.float32))
+    assert v["ssim_sigma3"]["micro"] > 0.9 and v["ssim_struct_sigma12"]["micro"] > 0.9
+
+
 def test_signed_error_plus_intensity_finds_what_each_misses_alone():
     """Half of a lesion is brighter than its reconstruction (the network's evidence), the other
     half was reconstructed bright as well (only brightness shows it): the sum ranks both."""
