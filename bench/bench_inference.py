@@ -84,7 +84,7 @@ def _parser(overrides: dict):
 
 def make_checkpoint(path: Path, overrides: dict, calib_files: list[str], seed: int = 0) -> Path:
     """Seeded random weights of the preset's network, with thresholds calibrated on ``calib_files``."""
-    from artasyn.scoring import AnomalyScored
+    from artasyn.scoring import AnomalyScored, SmoothedInputInferer
     from artasyn.scoring.thresholds import calibrate_thresholds
 
     torch.manual_seed(seed)
@@ -92,7 +92,8 @@ def make_checkpoint(path: Path, overrides: dict, calib_files: list[str], seed: i
     parser["ckpt_path"] = str(path)
     net = parser.get_parsed_content("network_def").eval()
     pre = parser.get_parsed_content("preprocessing")
-    opts = {k: parser.get_parsed_content(k) for k in ("score_map_mode", "score_map_sigma")}
+    opts = {k: parser.get_parsed_content(k) for k in ("score_map_mode", "score_map_sigma", "score_input_sigma")}
+    inferer = SmoothedInputInferer(opts["score_input_sigma"])
     scorer = AnomalyScored(
         image_key="image",
         pred_key="recon",
@@ -108,13 +109,14 @@ def make_checkpoint(path: Path, overrides: dict, calib_files: list[str], seed: i
     with torch.no_grad():
         for f in calib_files:
             d = pre({"image": f})
-            out = scorer({"image": d["image"], "recon": net(d["image"][None])[0]})
+            out = scorer({"image": d["image"], "recon": inferer(d["image"][None], net)[0]})
             scores.append(float(torch.as_tensor(out["score"]).reshape(-1)[0]))
             maps.append(torch.as_tensor(out["anomaly_map"]).reshape(-1, *out["anomaly_map"].shape[-2:])[0].numpy())
     thresholds = calibrate_thresholds(scores, [0] * len(scores), maps, pixel_rule="image_max")
     thresholds.update(
         score_map_mode=str(opts["score_map_mode"]),
         score_map_sigma=float(opts["score_map_sigma"]),
+        score_input_sigma=float(opts["score_input_sigma"]),
         score_in_lungs=False,
         mask_in_lungs=False,
         epoch=0,

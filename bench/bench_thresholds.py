@@ -77,11 +77,12 @@ def _maps(parser, ckpt: Path) -> list[dict]:
     net.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=True)["model"])
     net.eval()
     scoring = parser.get_parsed_content("validate#scoring")
+    inferer = parser.get_parsed_content("validate#inferer")  # the network's input as the evaluator gives it
     in_lungs = bool(parser.get_parsed_content("mask_in_lungs"))
     out = []
     for item in parser.get_parsed_content("validate#dataset"):
         with torch.no_grad():
-            item["pred"] = net(torch.as_tensor(item["image"])[None].float())[0]
+            item["pred"] = inferer(torch.as_tensor(item["image"])[None].float(), net)[0]
         d = scoring(item)
         amap = torch.as_tensor(d["anomaly_map"])
         out.append(

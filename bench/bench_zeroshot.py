@@ -345,6 +345,7 @@ def preset_settings(parser) -> dict:
         "min_threshold",
         "score_map_mode",
         "score_map_sigma",
+        "score_input_sigma",
         "score_in_lungs",
         "mask_in_lungs",
         "threshold_specificity",
@@ -431,12 +432,18 @@ def load_network(parser, ckpt: str | Path, device: str | torch.device = "cpu") -
 
 
 @torch.no_grad()
-def reconstruct(net: torch.nn.Module, images: np.ndarray, device="cpu", batch_size: int = 16) -> np.ndarray:
-    """The network's reconstructions of ``N x H x W`` images in [0, 1] (float32, same shape)."""
+def reconstruct(
+    net: torch.nn.Module, images: np.ndarray, device="cpu", batch_size: int = 16, input_sigma: float = 0.0
+) -> np.ndarray:
+    """The network's reconstructions of ``N x H x W`` images in [0, 1] (float32, same shape), the
+    input smoothed by ``input_sigma`` pixels first as the bundle's inferer does (``score_input_sigma``)."""
+    from artasyn.scoring import SmoothedInputInferer
+
+    inferer = SmoothedInputInferer(input_sigma)
     out = []
     for i in range(0, len(images), batch_size):
         x = torch.from_numpy(images[i : i + batch_size, None]).to(device)
-        out.append(net(x)[:, 0].float().cpu().numpy())
+        out.append(inferer(x, net)[:, 0].float().cpu().numpy())
     return np.concatenate(out) if out else np.zeros_like(images)
 
 
@@ -966,6 +973,7 @@ def _decision_of_checkpoint(ckpt: Path, settings: Mapping) -> dict:
         score_map_sigma=settings["score_map_sigma"],
         score_in_lungs=settings["score_in_lungs"],
         mask_in_lungs=settings["mask_in_lungs"],
+        score_input_sigma=settings["score_input_sigma"],
     )
     saved = t.thresholds or {}
     return {
@@ -994,13 +1002,14 @@ def evaluate_saved_masks(datalist, parser, settings, ckpt, device, batch_size, t
     net = load_network(parser, ckpt, device)
     healthy_items = [{"image": it["image"], "mask": "", "lung_mask": "", "label": 0} for it in datalist["healthy_test"]]
     healthy = load_test_arrays(healthy_items, parser) if healthy_items else None
-    healthy_recon = reconstruct(net, healthy["image"], device, batch_size) if healthy else None
+    sigma = settings["score_input_sigma"]
+    healthy_recon = reconstruct(net, healthy["image"], device, batch_size, sigma) if healthy else None
     mon_items = [
         {**it, "mask": it.get("mask", ""), "lung_mask": it.get("mask", "").replace("/masks/", "/masks_lung/")}
         for it in datalist["validation"]
     ]
     mon = load_test_arrays(mon_items, parser)
-    mon_recon = reconstruct(net, mon["image"], device, batch_size)
+    mon_recon = reconstruct(net, mon["image"], device, batch_size, sigma)
     labels = np.array([float(it["label"]) for it in datalist["validation"]])
     out = {}
     decision = _decision_of_checkpoint(ckpt, settings)
@@ -1209,7 +1218,8 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     arrays = load_test_arrays(datalist["test"], parser)
     t1 = time.perf_counter()
-    recon = reconstruct(load_network(parser, ckpt, device), arrays["image"], device, args.batch_size)
+    sigma = settings["score_input_sigma"]
+    recon = reconstruct(load_network(parser, ckpt, device), arrays["image"], device, args.batch_size, sigma)
     t2 = time.perf_counter()
     results["metrics"] = zeroshot_metrics(arrays, recon, settings)
     results["saved_masks"] = evaluate_saved_masks(
@@ -1219,7 +1229,7 @@ def main(argv=None) -> int:
         ref_items = [{"image": it["image"], "mask": "", "lung_mask": "", "label": 0} for it in datalist["training"]]
         ref = load_test_arrays(_spread(ref_items, args.n_ref), parser)
         net = load_network(parser, ckpt, device)
-        ref_recon = reconstruct(net, ref["image"], device, args.batch_size)
+        ref_recon = reconstruct(net, ref["image"], device, args.batch_size, sigma)
         features = ref_features = None
         if hasattr(net, "encoder_features"):
             features = feature_distance_maps(net, arrays["image"], recon, device, args.batch_size)

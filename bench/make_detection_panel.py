@@ -37,7 +37,7 @@ CONFIGS = REPO / "bundle" / "configs"
 sys.path.insert(0, str(REPO / "bundle"))
 sys.path.insert(0, str(REPO / "transforms"))
 
-from artasyn.scoring import anomaly_map, image_score  # noqa: E402
+from artasyn.scoring import SmoothedInputInferer, anomaly_map, image_score  # noqa: E402
 from scripts.utils import atomic_write  # noqa: E402
 
 
@@ -93,7 +93,12 @@ def main(argv=None) -> int:
     net.load_state_dict(ckpt["model"])
     thresholds = ckpt.get("thresholds") or {}
     mode, sigma = parser.get_parsed_content("score_map_mode"), float(parser.get_parsed_content("score_map_sigma"))
-    same_map = (thresholds.get("score_map_mode"), thresholds.get("score_map_sigma")) == (mode, sigma)
+    input_sigma = float(parser.get_parsed_content("score_input_sigma"))
+    inferer = SmoothedInputInferer(input_sigma)
+    saved = tuple(thresholds.get(k) for k in ("score_map_mode", "score_map_sigma")) + (
+        thresholds.get("score_input_sigma", 0.0),  # thresholds saved before it: unsmoothed inputs
+    )
+    same_map = saved == (mode, sigma, input_sigma)
     t_image = thresholds.get("image_threshold_specificity") if same_map else None  # else: another score scale
     if thresholds and not same_map:
         print(f"thresholds of {args.ckpt} were calibrated on another map: no decision drawn", file=sys.stderr)
@@ -104,7 +109,7 @@ def main(argv=None) -> int:
         for i in range(len(dataset)):
             d = dataset[i]
             x = torch.as_tensor(d["image"]).float()[None]
-            r = net(x).clamp(0, 1)
+            r = inferer(x, net).clamp(0, 1)
             m = anomaly_map(x[0], r[0], mode, sigma)
             items.append(
                 {

@@ -102,7 +102,8 @@ def main(argv=None) -> int:
         ]
         mon = bz.load_test_arrays(mon_items, parser)
         labels = np.array([float(it["label"]) for it in datalist["validation"]])
-        t = bz.monitor_thresholds(mon, bz.reconstruct(net, mon["image"]), labels, settings)
+        mon_recon = bz.reconstruct(net, mon["image"], input_sigma=settings["score_input_sigma"])
+        t = bz.monitor_thresholds(mon, mon_recon, labels, settings)
         gate = t["image_threshold_specificity"] if t["mask_gate"] == "image" else None
         decision = {**t, "mask_gate_threshold": gate}
         source = f"rule {t['pixel_rule']}, gate {t['mask_gate']}, calibrated on the monitor set"
@@ -114,7 +115,7 @@ def main(argv=None) -> int:
     drawn = []
     for kind, items, k in groups:
         arrays = bz.load_test_arrays(items, parser)
-        recon = bz.reconstruct(net, arrays["image"])
+        recon = bz.reconstruct(net, arrays["image"], input_sigma=settings["score_input_sigma"])
         maps, scores = bz.bundle_maps(arrays, recon, settings)
         masks = bz.saved_masks(arrays, recon, settings, decision)
         order = np.argsort(scores)

@@ -5,7 +5,8 @@ One checkpoint, many image scores: the reconstructions of ``zhanglab_test_dev`` 
 choice is made), ``zhanglab_val`` (reported beside) and a healthy reference set (training
 normals, the only images the per-location statistics below may come from) are computed once
 with the bundle's own preprocessing and network (parsed from the same presets and overrides
-as the training); every score below is then a cheap function of the maps:
+as the training; the input smoothed by the preset's ``score_input_sigma`` first, as the bundle's
+inferer does); every score below is then a cheap function of the maps:
 
 - ``mean``: the mean of the preset's map (``score_map_mode`` / ``score_map_sigma``), the
   bundle's image score today;
@@ -97,13 +98,17 @@ def _arrays(items: list[dict], parser) -> dict[str, np.ndarray]:
 
 
 @torch.no_grad()
-def _recon(net, images: np.ndarray, flip: bool = False, batch: int = 32) -> np.ndarray:
+def _recon(net, images: np.ndarray, flip: bool = False, batch: int = 32, input_sigma: float = 0.0) -> np.ndarray:
+    """Reconstructions as the bundle's inferer makes them (the input smoothed by ``input_sigma`` pixels)."""
+    from artasyn.scoring import SmoothedInputInferer
+
+    inferer = SmoothedInputInferer(input_sigma)
     out = []
     for i in range(0, len(images), batch):
         x = torch.from_numpy(images[i : i + batch, None])
         if flip:
             x = torch.flip(x, dims=[-1])
-        r = net(x)[:, 0].float()
+        r = inferer(x, net)[:, 0].float()
         out.append((torch.flip(r, dims=[-1]) if flip else r).numpy())
     return np.concatenate(out)
 
@@ -171,20 +176,22 @@ def main(argv=None) -> int:
     overrides = {k: json.loads(v) for k, v in args.set}
     parser = bundle_parser([CONFIGS / "train.json", *(CONFIGS / p for p in args.presets)], overrides)
     mode, sigma = parser.get_parsed_content("score_map_mode"), float(parser.get_parsed_content("score_map_sigma"))
+    input_sigma = float(parser.get_parsed_content("score_input_sigma"))
     net = load_network(parser, args.ckpt)
     items = _items(args.data_root, args.n_ref)
     t0 = time.perf_counter()
     sets = {k: _arrays(v, parser) for k, v in items.items()}
     recon = {}
     for k in sets:
-        recon[k] = _recon(net, sets[k]["image"])
-        recon[k + "_flip"] = _recon(net, sets[k]["image"], flip=True)
+        recon[k] = _recon(net, sets[k]["image"], input_sigma=input_sigma)
+        recon[k + "_flip"] = _recon(net, sets[k]["image"], flip=True, input_sigma=input_sigma)
     result = {
         "ckpt": str(args.ckpt),
         "presets": args.presets,
         "overrides": overrides,
         "score_map_mode": mode,
         "score_map_sigma": sigma,
+        "score_input_sigma": input_sigma,
         "n": {k: len(v) for k, v in items.items()},
         "seconds": round(time.perf_counter() - t0, 1),
         "scores": {},

@@ -112,12 +112,18 @@ def test_training_checkpoints_describe_their_network_and_settings(cpu_run):
         assert (config["score_map_mode"], config["score_map_sigma"]) == ("positive", 3.0)
         assert (config["score_in_lungs"], config["mask_in_lungs"], config["variant"]) == (False, False, "final")
         assert config["intensity_percentiles"] == _cpu_percentiles()
+        assert config["score_input_sigma"] == _cpu_input_sigma()
         assert config["artasyn_version"]
 
 
 def _cpu_percentiles():
     """cpu.json's ``intensity_percentiles`` (train.json's ``None`` when it sets none)."""
     return json.loads((CONFIGS / "cpu.json").read_text()).get("intensity_percentiles")
+
+
+def _cpu_input_sigma() -> float:
+    """cpu.json's ``score_input_sigma`` (train.json's 0 when it sets none)."""
+    return float(json.loads((CONFIGS / "cpu.json").read_text()).get("score_input_sigma", 0.0))
 
 
 def test_train_json_records_every_argument_of_network_def():
@@ -141,6 +147,7 @@ def test_cpu_checkpoint_served_by_inference_json_alone(cpu_run, inputs, tmp_path
         t for t in wf.parser.get_parsed_content("preprocessing").transforms if type(t).__name__ == "PercentileStretchd"
     ]
     assert stretch.stretch.percentiles == (tuple(expected) if expected else None)
+    assert wf.parser.get_parsed_content("inferer").sigma == _cpu_input_sigma()  # the network's input as trained
     net = wf.parser.get_parsed_content("network_def")
     assert net.stem.out_channels == 8 and len(net.encoder) == 4 * 1 + 3  # 4 levels of 1 block, 3 downsamplings
     thresholds = wf.parser.get_parsed_content("thresholds")
@@ -275,6 +282,27 @@ def test_ckpt_export_of_a_cpu_checkpoint_with_inference_json_alone(cpu_run, tmp_
     x = torch.as_tensor(np.random.default_rng(0).random((1, 1, 128, 128), dtype=np.float32))
     with torch.no_grad():
         assert torch.allclose(torch.jit.load(str(ts_path))(x), net(x), atol=1e-5)
+
+
+def test_an_input_smoothing_that_differs_is_named_and_drops_the_thresholds(cpu_run, inputs, tmp_path, caplog):
+    _, ckpt = cpu_run
+    other = _cpu_input_sigma() + 1.0
+    with caplog.at_level("WARNING", logger="artasyn.bundle"):
+        wf, rows = _infer(INFERENCE, ckpt, inputs, tmp_path / "smooth", score_input_sigma=other)
+    assert wf.parser.get_parsed_content("inferer").sigma == other
+    assert f"was trained with score_input_sigma {_cpu_input_sigma()}; this run uses {other}" in caplog.text
+    assert [r["status"] for r in rows] == ["ok", "ok"] and all(r["label"] == "" for r in rows)
+
+
+def test_a_checkpoint_from_before_the_input_smoothing_is_read_without_it(cpu_run, tmp_path):
+    from scripts.checkpoint_config import CheckpointConfig
+
+    _, ckpt = cpu_run
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    state["config"].pop("score_input_sigma")
+    old = tmp_path / "old.pt"
+    torch.save(state, old)
+    assert CheckpointConfig(old, {"score_input_sigma": 2.0})["score_input_sigma"] == 0.0
 
 
 def test_a_checkpoint_from_before_the_stretch_is_read_without_it(cpu_run, tmp_path, caplog):

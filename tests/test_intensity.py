@@ -12,6 +12,8 @@ from PIL import Image
 from artasyn.intensity import (
     PercentileStretch,
     PercentileStretchd,
+    ReflectGaussianSmooth,
+    ReflectGaussianSmoothd,
     ScaleTo8Bit,
     ScaleTo8Bitd,
     ToGrayscale,
@@ -144,3 +146,51 @@ def test_percentile_stretch_removes_a_global_exposure_difference():
     dull = 40 + 0.7 * img  # brighter blacks, duller whites
     a, b = PercentileStretch((0.5, 99.5))(img), PercentileStretch((0.5, 99.5))(dull)
     np.testing.assert_allclose(a, b, atol=1e-3)
+
+
+# ---- ReflectGaussianSmooth and the scoring inferer ---------------------------------------------
+
+
+def test_reflect_gaussian_smooth_keeps_a_flat_image_flat_to_its_edge_where_monai_darkens_it():
+    from monai.transforms import GaussianSmooth
+
+    img = np.full((1, 32, 32), 200.0, np.float32)
+    out = ReflectGaussianSmooth(1.5)(img)
+    assert np.allclose(out, 200.0, atol=0.05)
+    assert float(GaussianSmooth(1.5)(img)[0, 0, 0]) < 150  # zero padding: the dark frame avoided here
+
+
+def test_reflect_gaussian_smooth_is_scipys_gaussian_inside_the_image():
+    from scipy import ndimage
+
+    img = np.random.default_rng(0).random((1, 64, 64)).astype(np.float32)
+    out = ReflectGaussianSmooth(1.5)(img)
+    assert out.shape == img.shape and out.dtype == np.float32
+    inner = (slice(8, -8), slice(8, -8))
+    assert np.abs(out[0][inner] - ndimage.gaussian_filter(img[0], 1.5)[inner]).max() < 0.01
+    assert out.std() < 0.5 * img.std()  # white noise loses most of its variance
+    assert ReflectGaussianSmooth(0.0)(img) is img
+
+
+def test_reflect_gaussian_smoothd_keeps_metadata_and_names_bad_input():
+    img = MetaTensor(torch.rand(1, 16, 16), meta={"filename_or_obj": "a.png"})
+    out = ReflectGaussianSmoothd("image", sigma=1.0)({"image": img})["image"]
+    assert isinstance(out, MetaTensor) and out.meta["filename_or_obj"] == "a.png"
+    with pytest.raises(ValueError, match="sigma must be >= 0"):
+        ReflectGaussianSmooth(-1.0)
+    with pytest.raises(ValueError, match="larger than 6 pixels.*shape \\(1, 1, 5, 40\\)"):
+        ReflectGaussianSmooth(1.5)(np.zeros((1, 5, 40), np.float32))
+
+
+def test_smoothed_input_inferer_runs_the_network_on_the_smoothed_batch_only():
+    from artasyn.intensity import reflect_gaussian_smooth
+    from artasyn.scoring import SmoothedInputInferer
+
+    net = torch.nn.Conv2d(1, 1, 3, padding=1)
+    x = torch.rand(2, 1, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(SmoothedInputInferer(0.0)(x, net), net(x))
+        assert torch.allclose(SmoothedInputInferer(1.5)(x, net), net(reflect_gaussian_smooth(x, 1.5)))
+        assert not torch.allclose(SmoothedInputInferer(1.5)(x, net), net(x))
+    with pytest.raises(ValueError, match="sigma must be >= 0"):
+        SmoothedInputInferer(-0.5)

@@ -456,6 +456,21 @@ def test_thresholds_of_another_anomaly_map_are_not_applied(tmp_path, caplog):
     assert lungs.image_threshold is None and lungs.pixel_threshold == 1e-3
 
 
+def test_thresholds_of_another_input_smoothing_are_not_applied_and_old_ones_had_none(tmp_path, caplog):
+    """Thresholds saved before ``score_input_sigma`` existed were calibrated on unsmoothed inputs."""
+    from scripts.thresholds import CheckpointThresholds
+
+    old = _conv_checkpoint(tmp_path / "old.pt", 1.0, _thresholds())  # no score_input_sigma: 0
+    assert CheckpointThresholds(old).image_threshold == 1e-4
+    with caplog.at_level(logging.WARNING, logger="artasyn.bundle"):
+        t = CheckpointThresholds(old, score_input_sigma=1.5)
+    assert t.image_threshold is None and t.pixel_threshold is None
+    assert "score_input_sigma 0.0 at validation, 1.5 here" in caplog.text
+    new = _conv_checkpoint(tmp_path / "new.pt", 1.0, _thresholds(score_input_sigma=1.5))
+    t = CheckpointThresholds(new, score_input_sigma=1.5)
+    assert (t.image_threshold, t.pixel_threshold) == (1e-4, 1e-3)
+
+
 def test_old_checkpoint_without_thresholds_is_read_and_said(tmp_path, caplog):
     from scripts.thresholds import CheckpointThresholds
 

@@ -242,6 +242,7 @@ class ExpectedMask:
         self.pre = self.parser.get_parsed_content("preprocessing")
         self.post = self.parser.get_parsed_content("postprocessing")
         self.net = self.parser.get_parsed_content("network_def").eval()
+        self.inferer = self.parser.get_parsed_content("inferer")
         ckpt = torch.load(bundle / "models" / "model.pt", map_location="cpu", weights_only=True)
         self.net.load_state_dict(ckpt["model"])
 
@@ -250,7 +251,7 @@ class ExpectedMask:
 
         item = self.pre({"image": str(path)})
         with torch.no_grad():
-            item["pred"] = self.net(torch.as_tensor(item["image"])[None])[0]
+            item["pred"] = self.inferer(torch.as_tensor(item["image"])[None], self.net)[0]
         return np.asarray(self.post(item)["pred"]).T  # pred is W x H: rows first again
 
 

@@ -34,8 +34,8 @@ The saved entry (a plain dictionary, also the content of ``val_thresholds.json``
 ``min_mask_px``, ``val_healthy_mask_rate``, ``n_healthy``, ``n_diseased``, ``n_pixels``,
 ``mask_gate``, ``pixel_rule_requested``, ``val_lesion_dice``, ``n_lesion_images``, ``notes``
 (:func:`artasyn.scoring.thresholds.calibrate_thresholds`), the map options ``score_map_mode``,
-``score_map_sigma``, ``score_in_lungs``, ``mask_in_lungs``, and ``epoch`` (the validation they
-come from).
+``score_map_sigma``, ``score_input_sigma`` (thresholds saved before it existed were calibrated
+with 0), ``score_in_lungs``, ``mask_in_lungs``, and ``epoch`` (the validation they come from).
 
 Example (a checkpoint written before the thresholds: nothing to apply)::
 
@@ -75,14 +75,17 @@ LABEL_THRESHOLDS = {"specificity": "image_threshold_specificity", "f1": "image_t
 #: ``mask_threshold``: the checkpoint's pixel threshold, or the per-image relative tau
 MASK_THRESHOLDS = ("absolute", "relative")
 #: the map options an image threshold (score) and the pixel threshold (mask) depend on
-_SCORE_OPTIONS = ("score_map_mode", "score_map_sigma", "score_in_lungs")
-_MASK_OPTIONS = ("score_map_mode", "score_map_sigma", "mask_in_lungs")
+_SCORE_OPTIONS = ("score_map_mode", "score_map_sigma", "score_input_sigma", "score_in_lungs")
+_MASK_OPTIONS = ("score_map_mode", "score_map_sigma", "score_input_sigma", "mask_in_lungs")
+#: map options added after thresholds began to be saved, with the value every earlier one was calibrated with
+_OPTIONS_BEFORE_RECORDED = {"score_input_sigma": 0.0}
 
 
-def _map_options(score_map_mode, score_map_sigma, score_in_lungs, mask_in_lungs) -> dict:
+def _map_options(score_map_mode, score_map_sigma, score_in_lungs, mask_in_lungs, score_input_sigma=0.0) -> dict:
     return {
         "score_map_mode": str(score_map_mode),
         "score_map_sigma": float(score_map_sigma),
+        "score_input_sigma": float(score_input_sigma),
         "score_in_lungs": as_bool(score_in_lungs, "score_in_lungs"),
         "mask_in_lungs": as_bool(mask_in_lungs, "mask_in_lungs"),
     }
@@ -109,6 +112,8 @@ class ThresholdCalibrator:
         score_map_mode, score_map_sigma, score_in_lungs, mask_in_lungs: the options of the
             validation's :class:`artasyn.scoring.AnomalyScored` (recorded with the thresholds;
             ``mask_in_lungs`` also restricts the maps to the lungs, as the masks are).
+        score_input_sigma: the smoothing of the network's input at validation
+            (:class:`artasyn.scoring.SmoothedInputInferer`; recorded with the thresholds).
         score_key, label_key, map_key, lung_key: the keys of the evaluator's items.
 
     Memory: the healthy images' maps are kept until the end of the epoch, 4 bytes a pixel
@@ -129,6 +134,7 @@ class ThresholdCalibrator:
         score_map_sigma: float = 0.0,
         score_in_lungs: bool = False,
         mask_in_lungs: bool = False,
+        score_input_sigma: float = 0.0,
         score_key: str = "score",
         label_key: str = "label",
         map_key: str = "anomaly_map",
@@ -150,7 +156,7 @@ class ThresholdCalibrator:
         self.pixel_rule, self.mask_gate = pixel_rule, mask_gate
         self.lesion_key, self.has_lesion_key = lesion_key, has_lesion_key
         self.min_mask_px = None if min_mask_px is None else int(min_mask_px)
-        self.options = _map_options(score_map_mode, score_map_sigma, score_in_lungs, mask_in_lungs)
+        self.options = _map_options(score_map_mode, score_map_sigma, score_in_lungs, mask_in_lungs, score_input_sigma)
         self.score_key, self.label_key, self.map_key, self.lung_key = score_key, label_key, map_key, lung_key
         self._reset()
 
@@ -285,6 +291,8 @@ class CheckpointThresholds:
             ``"relative"`` (the per-image tau masks, as before the thresholds existed).
         score_map_mode, score_map_sigma, score_in_lungs, mask_in_lungs: this run's options of
             :class:`artasyn.scoring.AnomalyScored`.
+        score_input_sigma: this run's smoothing of the network's input
+            (:class:`artasyn.scoring.SmoothedInputInferer`).
 
     Attributes: ``image_threshold`` and ``pixel_threshold`` (``None`` when not applied),
     ``mask_gate_threshold`` (the image threshold a mask is drawn above, with thresholds
@@ -297,11 +305,12 @@ class CheckpointThresholds:
 
     Not applied, with a warning: no ``thresholds`` in the checkpoint (trained before they
     existed; no label, relative masks); an image threshold computed with other map options
-    than this run's (``score_map_mode``, ``score_map_sigma``, ``score_in_lungs``: another score
-    scale), or a pixel threshold computed with another ``score_map_mode``, ``score_map_sigma``
-    or ``mask_in_lungs``; a threshold the validation could not give (``None``). A missing
-    checkpoint file also gives no thresholds (the workflows check the checkpoint first and
-    stop; this case is a post-processing parsed alone, e.g. by a test).
+    than this run's (``score_map_mode``, ``score_map_sigma``, ``score_input_sigma``,
+    ``score_in_lungs``: another score scale), or a pixel threshold computed with another
+    ``score_map_mode``, ``score_map_sigma``, ``score_input_sigma`` or ``mask_in_lungs``; a
+    threshold the validation could not give (``None``). A missing checkpoint file also gives no
+    thresholds (the workflows check the checkpoint first and stop; this case is a
+    post-processing parsed alone, e.g. by a test).
     """
 
     def __init__(
@@ -313,13 +322,14 @@ class CheckpointThresholds:
         score_map_sigma: float = 0.0,
         score_in_lungs: bool = False,
         mask_in_lungs: bool = False,
+        score_input_sigma: float = 0.0,
     ) -> None:
         if label_threshold not in LABEL_THRESHOLDS:
             raise ValueError(f"label_threshold must be one of {sorted(LABEL_THRESHOLDS)}, got {label_threshold!r}")
         if mask_threshold not in MASK_THRESHOLDS:
             raise ValueError(f"mask_threshold must be one of {list(MASK_THRESHOLDS)}, got {mask_threshold!r}")
         self.ckpt_path = Path(ckpt_path)
-        self.options = _map_options(score_map_mode, score_map_sigma, score_in_lungs, mask_in_lungs)
+        self.options = _map_options(score_map_mode, score_map_sigma, score_in_lungs, mask_in_lungs, score_input_sigma)
         self.notes: list[str] = []
         self.thresholds = self._read()
         self.image_threshold, self.label_threshold = self._image(label_threshold)
@@ -368,7 +378,7 @@ class CheckpointThresholds:
     def _differing(self, names: tuple[str, ...]) -> list[str]:
         out = []
         for name in names:
-            saved = self.thresholds.get(name)
+            saved = self.thresholds.get(name, _OPTIONS_BEFORE_RECORDED.get(name))
             if saved is not None and saved != self.options[name]:
                 out.append(f"{name} {saved!r} at validation, {self.options[name]!r} here")
         return out

@@ -5,7 +5,7 @@ the top:
 
 - :mod:`artasyn.constants` (every constant of the method, named once), :mod:`artasyn.base`
   (what the steps share: LA layers, size scaling, conversions, input checks) and
-  :mod:`artasyn.intensity` (input helpers: grayscale, 0..255 range).
+  :mod:`artasyn.intensity` (input helpers: grayscale, 0..255 range, smoothing).
 - :mod:`artasyn.lungs`: finding the lungs without labels, PBTSeg (section 1): the paper's
   thresholding, the robust mode, resizing, and the MONAI transforms.
 - :mod:`artasyn.synthesis`: painting anomalies, ART-ASyn (section 2): brush, strokes, effects
@@ -13,8 +13,8 @@ the top:
 - :mod:`artasyn.baselines`: the syntheses ART-ASyn is compared with (AnatPaste, CutPaste,
   Perlin), by name (``variant``).
 - :mod:`artasyn.model`: the reconstruction network and the eq.-1 loss (section 3).
-- :mod:`artasyn.scoring`: anomaly map, image score, masks per tau, and decision thresholds
-  calibrated on validation images (section 4).
+- :mod:`artasyn.scoring`: anomaly map, image score, masks per tau, decision thresholds
+  calibrated on validation images (section 4), and the network's input at scoring time.
 - :mod:`artasyn.phantom`: procedural chest X-ray phantoms (the embedded data set).
 
 Users import from the package (``from artasyn import PBTSegd``). The module paths of the flat
@@ -47,6 +47,10 @@ from .intensity import (  # noqa: E402
     PercentileStretchD,
     PercentileStretchd,
     PercentileStretchDict,
+    ReflectGaussianSmooth,
+    ReflectGaussianSmoothD,
+    ReflectGaussianSmoothd,
+    ReflectGaussianSmoothDict,
     ScaleTo8Bit,
     ScaleTo8BitD,
     ScaleTo8Bitd,
@@ -55,6 +59,7 @@ from .intensity import (  # noqa: E402
     ToGrayscaleD,
     ToGrayscaled,
     ToGrayscaleDict,
+    reflect_gaussian_smooth,
 )
 from .lungs import PBTSeg, PBTSegD, PBTSegd, PBTSegDict, brighten_border, pbtseg_lungs, robust_lungs  # noqa: E402
 from .model import (  # noqa: E402
@@ -69,6 +74,7 @@ from .phantom import generate_phantom_dataset, make_phantom  # noqa: E402
 from .scoring import (  # noqa: E402
     AnomalyDecisiond,
     AnomalyScored,
+    SmoothedInputInferer,
     anomaly_map,
     anomaly_masks,
     anomaly_scores,

@@ -6,6 +6,8 @@
 - :mod:`artasyn.scoring.thresholds`: decision thresholds calibrated on validation images, a
   normal / abnormal label and an absolute mask (:func:`calibrate_thresholds`,
   :class:`AnomalyDecisiond`; our addition).
+- :mod:`artasyn.scoring.inferers`: :class:`SmoothedInputInferer`, the network run on a slightly
+  smoothed image (``score_input_sigma``; our addition).
 
 Example::
 
@@ -17,6 +19,7 @@ Example::
     0.25
 """
 
+from .inferers import SmoothedInputInferer
 from .maps import (
     DEFAULT_TAUS,
     MAP_MODES,
@@ -53,6 +56,7 @@ __all__ = [
     "MASK_GATES",
     "MIN_THRESHOLD",
     "PIXEL_RULES",
+    "SmoothedInputInferer",
     "AnomalyDecisionD",
     "AnomalyDecisionDict",
     "AnomalyDecisiond",
