@@ -8,7 +8,7 @@ entry ``config`` (``train.json``: the id ``checkpoint_config``, built by
                  "out_channels": 1, "channels": 8, "channel_mult": [1, 2, 2, 4], ...},
      "spatial_size": [128, 128], "pbtseg_size": 256, "pbtseg_mode": "paper",
      "intensity_percentiles": null, "score_map_mode": "positive", "score_map_sigma": 3.0,
-     "score_input_sigma": 1.5, "score_in_lungs": false, "mask_in_lungs": false, "variant": "final",
+     "score_input_sigma": 0.0, "score_in_lungs": false, "mask_in_lungs": false, "variant": "final",
      "artasyn_version": "0.1.0"}
 
 so that a checkpoint of any preset is served without that preset:

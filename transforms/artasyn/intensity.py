@@ -12,8 +12,8 @@ grey levels of an 8-bit image. These transforms bring other inputs there:
   identity;
 - :class:`ReflectGaussianSmooth`: a Gaussian smoothing with mirrored borders (MONAI's
   ``GaussianSmooth`` pads with zeros, which darkens a frame of the image); ``sigma=0`` is the
-  identity. The bundle's scoring uses it to show the network a slightly smoothed image, so that
-  how sharp a radiograph was taken stops counting as an anomaly (``score_input_sigma``).
+  identity. The bundle's ``score_input_sigma`` (off by default) uses it to show the network a
+  slightly smoothed image (:class:`artasyn.scoring.SmoothedInputInferer`).
 
 Example::
 

@@ -5,10 +5,11 @@ Gaussian of ``sigma`` pixels (:func:`artasyn.intensity.reflect_gaussian_smooth`,
 mirrored); the anomaly map then compares the image as given with that reconstruction. It is the
 ``inferer`` of the bundle's validation, evaluation and inference (``score_input_sigma``), so
 that MONAI Label and any ``SupervisedEvaluator`` get it from the config; training is unchanged.
-Why: a detector trained on sharp healthy radiographs also flags healthy ones that were taken or
-processed less sharply; at the working size, a smoothing of about a pixel removes that
-difference and leaves opacities, which are wide, where they were (``docs/experiments.md``).
-``sigma=0`` is MONAI's ``SimpleInferer``.
+The idea: a detector trained on sharp healthy radiographs also flags healthy ones that were taken
+or processed less sharply, and a smoothing of about a pixel at the working size removes that
+difference while opacities, which are wide, stay. Measured on ZhangLab (``docs/experiments.md``
+2.28) it lifted two of ``cpu.json``'s three seeds and dropped the third, and it hurts lesion
+maps, so no preset sets it. ``sigma=0`` (the default) is MONAI's ``SimpleInferer``.
 
 Example::
 
