@@ -319,12 +319,18 @@ class PercentileStretchd(MapTransform):
         return d
 
 
+def smoothing_sigma(sigma: float, owner: str) -> float:
+    """``sigma`` as a float, checked ``>= 0`` (``ValueError`` naming ``owner`` otherwise)."""
+    sigma = float(sigma)
+    if not sigma >= 0.0:
+        raise ValueError(f"{owner}: sigma must be >= 0, got {sigma}")
+    return sigma
+
+
 def reflect_gaussian_smooth(x: torch.Tensor, sigma: float) -> torch.Tensor:
     """A batch ``B x C x H x W`` (or ``B x C x H x W x D``) smoothed by a Gaussian of ``sigma``
     pixels, borders mirrored (:class:`ReflectGaussianSmooth`, batched; on ``x``'s device)."""
-    sigma = float(sigma)
-    if not sigma >= 0.0:
-        raise ValueError(f"reflect_gaussian_smooth: sigma must be >= 0, got {sigma}")
+    sigma = smoothing_sigma(sigma, "reflect_gaussian_smooth")
     if sigma == 0.0:
         return x
     from monai.networks.layers import separable_filtering
@@ -367,10 +373,7 @@ class ReflectGaussianSmooth(Transform):
         Args:
             sigma: the Gaussian's standard deviation in pixels, ``>= 0`` (0: no change).
         """
-        sigma = float(sigma)
-        if not sigma >= 0.0:
-            raise ValueError(f"ReflectGaussianSmooth: sigma must be >= 0, got {sigma}")
-        self.sigma = sigma
+        self.sigma = smoothing_sigma(sigma, "ReflectGaussianSmooth")
 
     def __call__(self, img: NdarrayOrTensor) -> NdarrayOrTensor:
         if self.sigma == 0.0:

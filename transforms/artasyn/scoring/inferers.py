@@ -28,7 +28,7 @@ from typing import Any, Callable
 import torch
 from monai.inferers import Inferer
 
-from ..intensity import reflect_gaussian_smooth
+from ..intensity import reflect_gaussian_smooth, smoothing_sigma
 
 __all__ = ["SmoothedInputInferer"]
 
@@ -43,10 +43,7 @@ class SmoothedInputInferer(Inferer):
 
     def __init__(self, sigma: float = 0.0) -> None:
         super().__init__()
-        sigma = float(sigma)
-        if not sigma >= 0.0:
-            raise ValueError(f"SmoothedInputInferer: sigma must be >= 0, got {sigma}")
-        self.sigma = sigma
+        self.sigma = smoothing_sigma(sigma, "SmoothedInputInferer")
 
     def __call__(self, inputs: torch.Tensor, network: Callable[..., torch.Tensor], *args: Any, **kwargs: Any):
         """``network(smoothed inputs, *args, **kwargs)``; ``inputs`` is ``B x C x H x W``."""
