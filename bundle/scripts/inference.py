@@ -20,10 +20,15 @@ What runs, in order (the ids of ``inference.json``):
   [0, 1] scaling. :class:`SafeDataset` turns a file that still fails while loading into a
   placeholder item marked ``failed`` (the reason is the innermost error and the file), so one
   bad file does not stop the run.
-- the network (EMA weights of ``models/model.pt``) reconstructs the healthy image;
-- ``postprocessing``: :class:`artasyn.scoring.AnomalyScored` (anomaly map ``(x - r)^2``,
-  image score = its mean, mask ``|x - r| >= max(0.03, tau * max |x - r|)`` per image,
-  optionally inside the PBTSeg lungs) into ``anomaly_map``, ``score`` and ``anomaly_mask``;
+- the network (EMA weights of ``models/model.pt``) reconstructs the healthy image (of the
+  input smoothed by ``score_input_sigma`` pixels first when that option is above 0,
+  :class:`artasyn.scoring.SmoothedInputInferer`);
+- ``postprocessing``: :class:`artasyn.scoring.AnomalyScored` (anomaly map
+  ``score_map_mode`` / ``score_map_sigma``: the paper's ``(x - r)^2`` in ``train.json``, the
+  positive error ``relu(G_3 * (x - r))^2`` in ``cpu.json``; image score = its mean, relative
+  mask ``e >= max(0.03, tau * max e)`` per image with ``e`` the map's square root, optionally
+  inside the PBTSeg lungs)
+  into ``anomaly_map``, ``score`` and ``anomaly_mask``;
   then :class:`artasyn.scoring.thresholds.AnomalyDecisiond` with the checkpoint's decision thresholds
   (:class:`scripts.thresholds.CheckpointThresholds`, ``thresholds``): ``anomaly_label`` = 1
   (abnormal) when ``score`` exceeds the image threshold (``label_threshold``: ``specificity``

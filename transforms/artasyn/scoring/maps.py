@@ -313,7 +313,8 @@ class AnomalyScored(MapTransform):
     """Dictionary transform of :func:`anomaly_scores`: the post-transform of an evaluator.
 
     Reads ``d[image_key]`` (the input in [0, 1]) and ``d[pred_key]`` (its reconstruction),
-    both channel-first, and writes ``d[map_key]`` (squared error), ``d[score_key]`` (shape
+    both channel-first, and writes ``d[map_key]`` (:func:`anomaly_map` of ``map_mode`` and
+    ``map_sigma``; the squared error by default), ``d[score_key]`` (shape
     ``(1,)``) and ``d[mask_key]`` (``len(taus) x H x W``). When ``gt_key`` is in the item, the
     reference lesion mask and ``d[has_mask_key]`` are copied to ``d["gt_mask"]`` and
     ``d["gt_available"]``: a MONAI evaluator keeps only the keys that are new to the batch in
