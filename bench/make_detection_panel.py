@@ -38,6 +38,7 @@ sys.path.insert(0, str(REPO / "bundle"))
 sys.path.insert(0, str(REPO / "transforms"))
 
 from artasyn.scoring import SmoothedInputInferer, anomaly_map, image_score  # noqa: E402
+from scripts.thresholds import saved_option  # noqa: E402
 from scripts.utils import atomic_write  # noqa: E402
 
 
@@ -95,12 +96,8 @@ def main(argv=None) -> int:
     mode, sigma = parser.get_parsed_content("score_map_mode"), float(parser.get_parsed_content("score_map_sigma"))
     input_sigma = float(parser.get_parsed_content("score_input_sigma"))
     inferer = SmoothedInputInferer(input_sigma)
-    saved_input_sigma = thresholds.get("score_input_sigma", 0.0)  # thresholds saved before it: unsmoothed
-    same_map = (thresholds.get("score_map_mode"), thresholds.get("score_map_sigma"), saved_input_sigma) == (
-        mode,
-        sigma,
-        input_sigma,
-    )
+    options = ("score_map_mode", "score_map_sigma", "score_input_sigma")
+    same_map = tuple(saved_option(thresholds, k) for k in options) == (mode, sigma, input_sigma)
     t_image = thresholds.get("image_threshold_specificity") if same_map else None  # else: another score scale
     if thresholds and not same_map:
         print(f"thresholds of {args.ckpt} were calibrated on another map: no decision drawn", file=sys.stderr)

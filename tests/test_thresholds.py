@@ -277,6 +277,16 @@ def _validate(handlers, items, epochs: int = 1) -> Engine:
     return engine
 
 
+def test_saved_option_reads_an_unrecorded_input_sigma_as_zero_and_nothing_else():
+    from scripts.thresholds import saved_option
+
+    old = {"score_map_mode": "positive", "score_map_sigma": 3.0}  # saved before score_input_sigma was recorded
+    assert saved_option(old, "score_input_sigma") == 0.0
+    assert saved_option({**old, "score_input_sigma": 1.5}, "score_input_sigma") == 1.5
+    assert saved_option(old, "score_map_sigma") == 3.0
+    assert saved_option(old, "score_in_lungs") is None  # not recorded and no earlier value: unknown
+
+
 def test_calibrator_computes_every_epoch_and_writes_the_json(tmp_path):
     from scripts.thresholds import ThresholdCalibrator
 

@@ -66,7 +66,7 @@ from .checkpoint import CheckpointError, load_checkpoint
 from .handlers import _items, _scalar
 from .utils import as_bool, atomic_write
 
-__all__ = ["LABEL_THRESHOLDS", "MASK_THRESHOLDS", "CheckpointThresholds", "ThresholdCalibrator"]
+__all__ = ["LABEL_THRESHOLDS", "MASK_THRESHOLDS", "CheckpointThresholds", "ThresholdCalibrator", "saved_option"]
 
 logger = logging.getLogger("artasyn.bundle")
 
@@ -79,6 +79,15 @@ _SCORE_OPTIONS = ("score_map_mode", "score_map_sigma", "score_input_sigma", "sco
 _MASK_OPTIONS = ("score_map_mode", "score_map_sigma", "score_input_sigma", "mask_in_lungs")
 #: map options added after thresholds began to be saved, with the value every earlier one was calibrated with
 _OPTIONS_BEFORE_RECORDED = {"score_input_sigma": 0.0}
+
+
+def saved_option(thresholds: Mapping, name: str):
+    """The map option ``name`` the saved ``thresholds`` were calibrated with (``None``: not recorded).
+
+    Thresholds saved before an option was recorded count as calibrated with its value then
+    (``score_input_sigma``: 0, an unsmoothed input).
+    """
+    return thresholds.get(name, _OPTIONS_BEFORE_RECORDED.get(name))
 
 
 def _map_options(score_map_mode, score_map_sigma, score_in_lungs, mask_in_lungs, score_input_sigma=0.0) -> dict:
@@ -378,7 +387,7 @@ class CheckpointThresholds:
     def _differing(self, names: tuple[str, ...]) -> list[str]:
         out = []
         for name in names:
-            saved = self.thresholds.get(name, _OPTIONS_BEFORE_RECORDED.get(name))
+            saved = saved_option(self.thresholds, name)
             if saved is not None and saved != self.options[name]:
                 out.append(f"{name} {saved!r} at validation, {self.options[name]!r} here")
         return out
