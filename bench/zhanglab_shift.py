@@ -5,9 +5,11 @@ A detector trained on ``zhanglab_train_normal`` flags whatever is unlike those i
 healthy images of an evaluation set already differ from them (another acquisition, another
 resampling), a reconstruction error rises on healthy images too. This measures that shift
 without any network: for each statistic of :func:`trivial_baselines.image_statistics` (plus the
-image's brightest value), the AUC of telling the training normals (every ``--stride``-th
-image) from each other set's images. An AUC near 0.5 means no shift; the further it is from 0.5,
-the more that statistic alone tells the set apart. Medians per set are reported beside.
+image's brightest value, and the framing: the height, width, top and bottom of the box around the
+lungs that robust PBTSeg finds, as fractions of the image), the AUC of telling the training
+normals (every ``--stride``-th image) from each other set's images. An AUC near 0.5 means no
+shift; the further it is from 0.5, the more that statistic alone tells the set apart. Medians per
+set are reported beside.
 
 Usage::
 
@@ -33,6 +35,7 @@ sys.path.insert(0, str(REPO / "bundle"))
 
 from trivial_baselines import _images, auc, image_statistics  # noqa: E402
 
+from artasyn.lungs.pbtseg import PBTSeg  # noqa: E402
 from scripts.utils import atomic_write  # noqa: E402
 
 SETS = {
@@ -44,9 +47,25 @@ SETS = {
 }
 
 
+_LUNGS = PBTSeg(mode="robust")  # always returns both lungs (fallbacks), so every image has a box
+
+
+def lung_box(img: np.ndarray) -> dict:
+    """The box around robust PBTSeg's lungs, as fractions of the image's height and width."""
+    lungs = np.asarray(_LUNGS(img[None].astype(np.float32)))[0]
+    rows, cols = np.nonzero(lungs)
+    h, w = lungs.shape
+    return {
+        "lung_box_height": (rows.max() + 1 - rows.min()) / h,
+        "lung_box_width": (cols.max() + 1 - cols.min()) / w,
+        "lung_box_top": rows.min() / h,
+        "lung_box_bottom": (rows.max() + 1) / h,
+    }
+
+
 def statistics(path: Path) -> dict:
     img = np.asarray(Image.open(path).convert("L"), np.float64)
-    return {**image_statistics(img), "max": float(img.max())}
+    return {**image_statistics(img), "max": float(img.max()), **lung_box(img)}
 
 
 def main(argv=None) -> int:
