@@ -11,7 +11,7 @@ stdout:
   written) on ``--n`` real radiographs (a third each of ``nih_nofinding_normal`` 1024,
   ``covidquex_covid_infection`` 256 and ``zhanglab_test_dev/pneumonia`` 224 x 224 RGB JPEG),
   once as configured and once with MONAI's ``Resized(mode="bilinear", anti_aliasing=True)`` in
-  place of the image resize (``preprocessing_tail#1``), with the checkpoint of
+  place of the image resize (``preprocessing_tail#2``), with the checkpoint of
   ``bench_inference.py`` (seeded random weights, decision thresholds calibrated on 8
   ``covidquex_normal_lung`` images): the largest relative difference of the scores, and how
   many labels, mask pixels (at the original size) and heat-map values differ.
@@ -42,7 +42,7 @@ from bench_inference import DATA, make_checkpoint, preset_overrides, run_once, w
 
 #: MONAI's transform, in place of the bundle's image resize in ``inference.json``
 MONAI_RESIZE = {
-    "preprocessing_tail#1": {
+    "preprocessing_tail#2": {
         "_target_": "Resized",
         "keys": "image",
         "spatial_size": "@spatial_size",

@@ -113,6 +113,7 @@ def test_training_checkpoints_describe_their_network_and_settings(cpu_run):
         assert (config["score_in_lungs"], config["mask_in_lungs"], config["variant"]) == (False, False, "final")
         assert config["intensity_percentiles"] == _cpu_percentiles()
         assert config["score_input_sigma"] == _cpu_input_sigma()
+        assert config["lung_box_margin"] == json.loads((CONFIGS / "cpu.json").read_text()).get("lung_box_margin")
         assert config["artasyn_version"]
 
 
@@ -321,3 +322,58 @@ def test_a_checkpoint_from_before_the_stretch_is_read_without_it(cpu_run, tmp_pa
         warnings = compare_config(old, state["config"], {**used, "intensity_percentiles": [0.5, 99.5]})
     assert len(warnings) == 1 and "intensity_percentiles null; this run uses [0.5, 99.5]" in warnings[0]
     assert compare_config(old, state["config"], {**used, "intensity_percentiles": None}) == []
+
+
+@pytest.fixture(scope="module")
+def crop_run(tmp_path_factory):
+    """``[train.json, cpu.json]`` with the crop to the lungs, two iterations: the checkpoint path."""
+    root = tmp_path_factory.mktemp("crop_run")
+    wf = _workflow(
+        [TRAIN, str(CONFIGS / "cpu.json")], workflow_type="train", lung_box_margin=0.08, **outputs(root), **SHORT
+    )
+    n = torch.get_num_threads()
+    try:
+        wf.initialize()
+        chain = wf.parser.get_parsed_content("train#preprocessing_lungs")
+        assert type(chain[0]).__name__ == "LungBoxCropd" and chain[0].margin == 0.08
+        wf.run()
+        wf.finalize()
+    finally:
+        torch.set_num_threads(n)
+    return root / "models" / "model.pt"
+
+
+def test_a_crop_to_the_lungs_is_recorded_and_inference_maps_back_into_the_box(crop_run, inputs, tmp_path):
+    """The checkpoint records ``lung_box_margin``; inference.json alone crops as it was trained
+    and writes the map and the mask at the original size, zero outside the crop's box."""
+    import nibabel as nib
+    from PIL import Image
+
+    from artasyn.lungs import LungBoxCrop
+
+    assert torch.load(crop_run, map_location="cpu", weights_only=True)["config"]["lung_box_margin"] == 0.08
+    wf, rows = _infer(INFERENCE, crop_run, inputs, tmp_path / "out", mask_threshold="relative")
+    assert wf.parser.get_parsed_content("lung_box_margin") == 0.08
+    assert [r["status"] for r in rows] == ["ok", "ok"]
+    for name in ("p0", "p1"):
+        img = np.asarray(Image.open(inputs / f"{name}.png").convert("L"), np.float32)
+        (r0, c0), (r1, c1) = LungBoxCrop(margin=0.08).compute_bounding_box(img[None])
+        assert 0 < (r1 - r0) * (c1 - c0) < img.size  # a real crop of the 96 px phantom
+        heat = np.asarray(nib.load(str(tmp_path / "out" / f"{name}.artasyn-heatmap.nii.gz")).dataobj)
+        mask = np.asarray(Image.open(tmp_path / "out" / f"{name}.artasyn-mask.png"))
+        assert heat.shape == mask.shape == img.shape
+        outside = np.ones(img.shape, bool)
+        outside[r0:r1, c0:c1] = False
+        assert not heat[outside].any() and not mask[outside].any()
+        assert heat[~outside].any()
+
+
+def test_a_checkpoint_from_before_the_crop_is_read_without_it(cpu_run, tmp_path):
+    from scripts.checkpoint_config import CheckpointConfig
+
+    _, ckpt = cpu_run
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    state["config"].pop("lung_box_margin")
+    old = tmp_path / "old.pt"
+    torch.save(state, old)
+    assert CheckpointConfig(old, {"lung_box_margin": 0.1})["lung_box_margin"] is None

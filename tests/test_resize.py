@@ -175,7 +175,7 @@ def test_inference_scores_do_not_move_on_real_radiographs(shared_data):
         return p.get_parsed_content("preprocessing"), p.get_parsed_content("network_def").eval()
 
     monai_resize = {
-        "preprocessing_tail#1": {
+        "preprocessing_tail#2": {
             "_target_": "Resized",
             "keys": "image",
             "spatial_size": "@spatial_size",
@@ -187,7 +187,7 @@ def test_inference_scores_do_not_move_on_real_radiographs(shared_data):
     scores = {}
     for name, override in (("ours", {}), ("monai", monai_resize)):
         pre, net = parts(override)
-        assert isinstance(pre.transforms[2], AntialiasResized if name == "ours" else Resized)
+        assert isinstance(pre.transforms[3], AntialiasResized if name == "ours" else Resized)
         with torch.no_grad():
             items = [pre({"image": str(f)}) for f in _real_files(shared_data)]
             outs = [scorer({"image": d["image"], "recon": net(d["image"][None])[0]}) for d in items]

@@ -7,9 +7,9 @@ entry ``config`` (``train.json``: the id ``checkpoint_config``, built by
     {"network": {"target": "artasyn.model.networks.AnomalyUNet", "spatial_dims": 2, "in_channels": 1,
                  "out_channels": 1, "channels": 8, "channel_mult": [1, 2, 2, 4], ...},
      "spatial_size": [128, 128], "pbtseg_size": 256, "pbtseg_mode": "paper",
-     "intensity_percentiles": null, "score_map_mode": "positive", "score_map_sigma": 3.0,
-     "score_input_sigma": 0.0, "score_in_lungs": false, "mask_in_lungs": false, "variant": "final",
-     "artasyn_version": "0.1.0"}
+     "intensity_percentiles": null, "lung_box_margin": null, "score_map_mode": "positive",
+     "score_map_sigma": 3.0, "score_input_sigma": 0.0, "score_in_lungs": false, "mask_in_lungs": false,
+     "variant": "final", "artasyn_version": "0.1.0"}
 
 so that a checkpoint of any preset is served without that preset:
 
@@ -82,6 +82,7 @@ SETTINGS = (
     "pbtseg_size",
     "pbtseg_mode",
     "intensity_percentiles",
+    "lung_box_margin",
     "score_map_mode",
     "score_map_sigma",
     "score_input_sigma",
@@ -90,7 +91,7 @@ SETTINGS = (
 )
 #: settings added after checkpoints began to carry ``config``, with the value every earlier
 #: checkpoint was trained with (a ``config`` without the key is read with it)
-SETTINGS_BEFORE_RECORDED = {"intensity_percentiles": None, "score_input_sigma": 0.0}
+SETTINGS_BEFORE_RECORDED = {"intensity_percentiles": None, "lung_box_margin": None, "score_input_sigma": 0.0}
 #: network arguments that change no weight's shape: the config's value is used as given
 NETWORK_FREE_ARGS = ("dropout", "zero_init")
 #: the network of a checkpoint that does not name one

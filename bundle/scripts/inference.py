@@ -16,10 +16,11 @@ What runs, in order (the ids of ``inference.json``):
   nor a text list of paths stops the run with an error naming it and the supported formats.
 - ``preprocessing``: :class:`scripts.loading.LoadChestXRayd` (the loading chain of training
   and evaluation too: rows first, grey, 0..255 with 16-bit images scaled by their bit depth),
-  :class:`RecordSpatialShaped` (the original size), resize to ``spatial_size``, PBTSeg lungs,
-  [0, 1] scaling. :class:`SafeDataset` turns a file that still fails while loading into a
-  placeholder item marked ``failed`` (the reason is the innermost error and the file), so one
-  bad file does not stop the run.
+  :class:`RecordSpatialShaped` (the original size), the crop to the lungs when the checkpoint
+  was trained with one (``lung_box_margin``, :class:`artasyn.lungs.LungBoxCropd`; off in every
+  preset), resize to ``spatial_size``, PBTSeg lungs, [0, 1] scaling. :class:`SafeDataset`
+  turns a file that still fails while loading into a placeholder item marked ``failed`` (the
+  reason is the innermost error and the file), so one bad file does not stop the run.
 - the network (EMA weights of ``models/model.pt``) reconstructs the healthy image (of the
   input smoothed by ``score_input_sigma`` pixels first when that option is above 0,
   :class:`artasyn.scoring.SmoothedInputInferer`);
@@ -36,7 +37,8 @@ What runs, in order (the ids of ``inference.json``):
   connected components under the calibrated ``min_mask_px`` (``mask_threshold: absolute``), so
   a healthy-looking image gets an empty mask; a checkpoint
   without thresholds gives no label and keeps the relative mask (logged);
-  :class:`ResizeToShaped` brings the map and the mask back to the original size; ``recon``
+  :class:`ResizeToShaped` brings the map and the mask back to the original size (into the
+  crop's box, zero outside it, when there is a crop); ``recon``
   keeps the reconstruction. ``pred``, the bundle's output (what MONAI Label writes and shows),
   is the binary mask as a ``uint8`` ``W x H`` array: MONAI's default (column-first) layout of a
   2-D image, which MONAI's and MONAI Label's image writers expect.
@@ -364,27 +366,53 @@ class RecordSpatialShaped(MapTransform):
 class ResizeToShaped(MapTransform):
     """Resize each key (channel-first) to the shape in ``d[shape_key]`` (e.g. back to the original size).
 
-    ``mode``: one per key, ``"bilinear"`` for maps, ``"nearest"`` for masks.
+    ``mode``: one per key, ``"bilinear"`` for maps, ``"nearest"`` for masks. Where the item
+    holds a box (``d[box_start_key]``, ``d[box_end_key]``: rows and columns, the end exclusive,
+    as :class:`artasyn.lungs.LungBoxCropd` records the crop to the lungs), each key is resized
+    to the box and placed there on a zero canvas of the shape: outside the crop, nothing was
+    examined and nothing is marked.
     """
 
     def __init__(
-        self, keys: KeysCollection, shape_key: str = "image_size", mode: str | Sequence[str] = "bilinear"
+        self,
+        keys: KeysCollection,
+        shape_key: str = "image_size",
+        mode: str | Sequence[str] = "bilinear",
+        box_start_key: str | None = None,
+        box_end_key: str | None = None,
     ) -> None:
         super().__init__(keys)
         self.shape_key = shape_key
         self.mode = [mode] * len(self.keys) if isinstance(mode, str) else list(mode)
         if len(self.mode) != len(self.keys):
             raise ValueError(f"ResizeToShaped: {len(self.keys)} keys but {len(self.mode)} modes")
+        self.box_start_key, self.box_end_key = box_start_key, box_end_key
+
+    @staticmethod
+    def _ints(value) -> list[int]:
+        return [int(v) for v in torch.as_tensor(value).reshape(-1).tolist()]
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict:
         d = dict(data)
         if self.shape_key not in d:
             return d
-        shape = [int(s) for s in torch.as_tensor(d[self.shape_key]).reshape(-1).tolist()]
+        shape = self._ints(d[self.shape_key])
+        box = None
+        if self.box_start_key in d and self.box_end_key in d:
+            box = self._ints(d[self.box_start_key]), self._ints(d[self.box_end_key])
         for key, mode in zip(self.keys, self.mode):
-            if key in d and list(d[key].shape[1:]) != shape:
-                out = Resize(spatial_size=shape, mode=mode, anti_aliasing=False)(torch.as_tensor(d[key]).float())
-                d[key] = torch.as_tensor(out)
+            if key not in d:
+                continue
+            size = shape if box is None else [e - s for s, e in zip(*box)]
+            out = torch.as_tensor(d[key])
+            if list(out.shape[1:]) != size:
+                out = torch.as_tensor(Resize(spatial_size=size, mode=mode, anti_aliasing=False)(out.float()))
+            if box is not None:
+                canvas = torch.zeros((out.shape[0], *shape), dtype=out.dtype)
+                (r0, c0), (r1, c1) = box
+                canvas[:, r0:r1, c0:c1] = out
+                out = canvas
+            d[key] = out
         return d
 
 

@@ -6,6 +6,8 @@
   (:func:`robust_lungs`), built on the paper's thresholding.
 - :mod:`artasyn.lungs.resample`: resizing with OpenCV's semantics, shared by both.
 - :mod:`artasyn.lungs.pbtseg`: the MONAI transforms :class:`PBTSeg` and :class:`PBTSegd`.
+- :mod:`artasyn.lungs.crop`: :class:`LungBoxCrop` and :class:`LungBoxCropd`, a radiograph
+  cropped to the box around its robust PBTSeg lungs (one framing for every image).
 
 Example::
 
@@ -17,18 +19,24 @@ Example::
     [0, 1, 2]
 """
 
+from .crop import LungBoxCrop, LungBoxCropD, LungBoxCropd, LungBoxCropDict, lung_box
 from .paper import brighten_border, pbtseg_lungs
 from .pbtseg import PBTSEG_MODES, PBTSeg, PBTSegD, PBTSegd, PBTSegDict
 from .resample import resize_bilinear_uint8, resize_nearest
 from .robust import robust_lungs
 
 __all__ = [
+    "LungBoxCrop",
+    "LungBoxCropD",
+    "LungBoxCropDict",
+    "LungBoxCropd",
     "PBTSEG_MODES",
     "PBTSeg",
     "PBTSegD",
     "PBTSegDict",
     "PBTSegd",
     "brighten_border",
+    "lung_box",
     "pbtseg_lungs",
     "resize_bilinear_uint8",
     "resize_nearest",
