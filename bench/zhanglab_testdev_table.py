@@ -32,6 +32,8 @@ from scripts.utils import atomic_write  # noqa: E402
 
 def _setting(settings: dict) -> str:
     parts = [f"{k}={json.dumps(v)}" for k, v in (settings.get("overrides") or {}).items()]
+    # a run made another way that trains bit-for-bit as these overrides would (its ``note`` says how)
+    parts += [f"{k}={json.dumps(v)} (equivalent)" for k, v in (settings.get("equivalent_overrides") or {}).items()]
     if settings.get("iterations_per_epoch"):
         parts.append(f"iterations_per_epoch={settings['iterations_per_epoch']}")
     return "; ".join(parts) or "cpu.json as is"
