@@ -35,7 +35,7 @@ sys.path.insert(0, str(REPO / "bundle"))
 
 from trivial_baselines import _images, auc, image_statistics  # noqa: E402
 
-from artasyn.lungs.pbtseg import PBTSeg  # noqa: E402
+from artasyn.lungs import PBTSeg, lung_box  # noqa: E402
 from scripts.utils import atomic_write  # noqa: E402
 
 SETS = {
@@ -50,22 +50,23 @@ SETS = {
 _LUNGS = PBTSeg(mode="robust")  # always returns both lungs (fallbacks), so every image has a box
 
 
-def lung_box(img: np.ndarray) -> dict:
-    """The box around robust PBTSeg's lungs, as fractions of the image's height and width."""
+def framing(img: np.ndarray) -> dict:
+    """The box around robust PBTSeg's lungs (:func:`artasyn.lungs.lung_box`, no margin), as
+    fractions of the image's height and width."""
     lungs = np.asarray(_LUNGS(img[None].astype(np.float32)))[0]
-    rows, cols = np.nonzero(lungs)
+    (top, left), (bottom, right) = lung_box(lungs, 0.0)
     h, w = lungs.shape
     return {
-        "lung_box_height": (rows.max() + 1 - rows.min()) / h,
-        "lung_box_width": (cols.max() + 1 - cols.min()) / w,
-        "lung_box_top": rows.min() / h,
-        "lung_box_bottom": (rows.max() + 1) / h,
+        "lung_box_height": (bottom - top) / h,
+        "lung_box_width": (right - left) / w,
+        "lung_box_top": top / h,
+        "lung_box_bottom": bottom / h,
     }
 
 
 def statistics(path: Path) -> dict:
     img = np.asarray(Image.open(path).convert("L"), np.float64)
-    return {**image_statistics(img), "max": float(img.max()), **lung_box(img)}
+    return {**image_statistics(img), "max": float(img.max()), **framing(img)}
 
 
 def main(argv=None) -> int:
