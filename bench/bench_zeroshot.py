@@ -341,6 +341,7 @@ def preset_settings(parser) -> dict:
         "spatial_size",
         "pbtseg_size",
         "pbtseg_mode",
+        "lung_box_margin",
         "taus",
         "min_threshold",
         "score_map_mode",
@@ -362,6 +363,12 @@ def preset_settings(parser) -> dict:
         "max_val_items",
     )
     out = {k: parser.get_parsed_content(k) for k in keys}
+    if out["lung_box_margin"] is not None:
+        raise ValueError(
+            "bench_zeroshot scores every pixel of the frame against the lesion and lung masks, but this preset "
+            f"crops each image to its lungs first (lung_box_margin {out['lung_box_margin']}): pass "
+            "--set lung_box_margin null (lesions.json sets it)"
+        )
     out["spatial_size"] = [int(s) for s in out["spatial_size"]]
     out["taus"] = [float(t) for t in out["taus"]]
     out["iterations"] = int(parser.get_parsed_content("total_iterations"))  # max_epochs x epoch_length

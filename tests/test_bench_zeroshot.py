@@ -195,9 +195,15 @@ def test_without_adult_training_the_extra_folders_are_the_whole_training_section
 def covid_eval(shared_data):
     """Three real COVID images at 64 x 64 through the bundle's preprocessing (cpu.json, tiny network)."""
     configs = [bz.CONFIGS / "train.json", bz.CONFIGS / "cpu.json"]
-    parser = bz.bundle_parser(configs, TINY_INFER)
+    parser = bz.bundle_parser(configs, {**TINY_INFER, "lung_box_margin": None})
     items = bz.build_zeroshot_datalist(shared_data)["test"][:3]
     return parser, bz.preset_settings(parser), bz.load_test_arrays(items, parser)
+
+
+def test_a_preset_that_crops_to_the_lungs_is_refused_with_what_to_pass():
+    parser = bz.bundle_parser([bz.CONFIGS / "train.json"], {**TINY_INFER, "lung_box_margin": 0.08})
+    with pytest.raises(ValueError, match="lung_box_margin 0.08.*--set lung_box_margin null"):
+        bz.preset_settings(parser)
 
 
 def test_test_images_come_at_the_preset_size_with_their_masks(covid_eval):

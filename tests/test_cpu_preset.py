@@ -96,7 +96,7 @@ def test_train_augment_is_empty_by_default_and_runs_before_the_synthesis(tmp_pat
     parser = _parser("cpu.json")
     parser["cache_dir"] = str(tmp_path / "cache")
     parser["train_augment"] = [
-        {"_target_": "RandGaussianSmoothd", "keys": "image", "sigma_x": [2, 2], "sigma_y": [2, 2], "prob": 1.0}
+        {"_target_": "RandGaussianSmoothd", "keys": "image", "sigma_x": [3, 3], "sigma_y": [3, 3], "prob": 1.0}
     ]
     chain, item = _train_item(parser, tmp_path)
     names = [type(t).__name__ for t in chain.transforms]
