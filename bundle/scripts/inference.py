@@ -17,8 +17,8 @@ What runs, in order (the ids of ``inference.json``):
 - ``preprocessing``: :class:`scripts.loading.LoadChestXRayd` (the loading chain of training
   and evaluation too: rows first, grey, 0..255 with 16-bit images scaled by their bit depth),
   :class:`RecordSpatialShaped` (the original size), the crop to the lungs when the checkpoint
-  was trained with one (``lung_box_margin``, :class:`artasyn.lungs.LungBoxCropd`; off in every
-  preset), resize to ``spatial_size``, PBTSeg lungs, [0, 1] scaling. :class:`SafeDataset`
+  was trained with one (``lung_box_margin``, :class:`artasyn.lungs.LungBoxCropd`; ``cpu.json``
+  crops), resize to ``spatial_size``, PBTSeg lungs, [0, 1] scaling. :class:`SafeDataset`
   turns a file that still fails while loading into a placeholder item marked ``failed`` (the
   reason is the innermost error and the file), so one bad file does not stop the run.
 - the network (EMA weights of ``models/model.pt``) reconstructs the healthy image (of the
