@@ -295,15 +295,19 @@ def test_an_input_smoothing_that_differs_is_named_and_drops_the_thresholds(cpu_r
     assert [r["status"] for r in rows] == ["ok", "ok"] and all(r["label"] == "" for r in rows)
 
 
-def test_a_checkpoint_from_before_the_input_smoothing_is_read_without_it(cpu_run, tmp_path):
+@pytest.mark.parametrize(
+    ("setting", "given", "trained"), [("score_input_sigma", 2.0, 0.0), ("lung_box_margin", 0.1, None)]
+)
+def test_a_checkpoint_from_before_a_setting_is_read_as_trained_without_it(cpu_run, tmp_path, setting, given, trained):
+    """A ``config`` saved before the setting existed reads as what it was trained with, not the default given."""
     from scripts.checkpoint_config import CheckpointConfig
 
     _, ckpt = cpu_run
     state = torch.load(ckpt, map_location="cpu", weights_only=True)
-    state["config"].pop("score_input_sigma")
+    state["config"].pop(setting)
     old = tmp_path / "old.pt"
     torch.save(state, old)
-    assert CheckpointConfig(old, {"score_input_sigma": 2.0})["score_input_sigma"] == 0.0
+    assert CheckpointConfig(old, {setting: given})[setting] == trained
 
 
 def test_a_checkpoint_from_before_the_stretch_is_read_without_it(cpu_run, tmp_path, caplog):
@@ -366,14 +370,3 @@ def test_a_crop_to_the_lungs_is_recorded_and_inference_maps_back_into_the_box(cr
         outside[r0:r1, c0:c1] = False
         assert not heat[outside].any() and not mask[outside].any()
         assert heat[~outside].any()
-
-
-def test_a_checkpoint_from_before_the_crop_is_read_without_it(cpu_run, tmp_path):
-    from scripts.checkpoint_config import CheckpointConfig
-
-    _, ckpt = cpu_run
-    state = torch.load(ckpt, map_location="cpu", weights_only=True)
-    state["config"].pop("lung_box_margin")
-    old = tmp_path / "old.pt"
-    torch.save(state, old)
-    assert CheckpointConfig(old, {"lung_box_margin": 0.1})["lung_box_margin"] is None
