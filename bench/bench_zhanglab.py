@@ -217,6 +217,8 @@ def main(argv=None) -> int:
         "datalist": str(dl_path),
         "counts": datalist["counts"],
         "preset": args.preset,
+        # the bundle version whose preset trained: a run "as is" means that version's preset
+        "preset_version": json.loads((CONFIGS / "metadata.json").read_text())["version"],
         "budget_min_per_run": args.budget_min,
         "max_iterations": args.max_iterations,
         "evaluated_weights": "last: model_final.pt (EMA at the end); best: model.pt (EMA, best val AUC)",

@@ -3,7 +3,8 @@
 
 Reads the result files that ``bench/bench_zhanglab.py`` wrote (``--out``; one or more runs each,
 with their settings and overrides) and lists, per run: the variant, seed, settings that differ
-from ``cpu.json`` (the file's ``settings``: overrides, validation interval), the last checkpoint's AUC /
+from ``cpu.json`` (the file's ``settings``: overrides, validation interval; first the bundle version
+whose ``cpu.json`` it was, where the file records it), the last checkpoint's AUC /
 AP on ``zhanglab_test_dev`` and on ``zhanglab_val``, the best epoch's AUC, the iterations it
 trained (as logged: ``cpu.json`` itself went from 800 to 1600 with metadata 0.8.0, so "as is"
 means the ``cpu.json`` of its day), the training wall time and the load average at its end. Rows
@@ -30,13 +31,14 @@ sys.path.insert(0, str(REPO / "bundle"))
 from scripts.utils import atomic_write  # noqa: E402
 
 
-def _setting(settings: dict) -> str:
+def _setting(settings: dict, version: str | None = None) -> str:
     parts = [f"{k}={json.dumps(v)}" for k, v in (settings.get("overrides") or {}).items()]
     # a run made another way that trains bit-for-bit as these overrides would (its ``note`` says how)
     parts += [f"{k}={json.dumps(v)} (equivalent)" for k, v in (settings.get("equivalent_overrides") or {}).items()]
     if settings.get("iterations_per_epoch"):
         parts.append(f"iterations_per_epoch={settings['iterations_per_epoch']}")
-    return "; ".join(parts) or "cpu.json as is"
+    preset = f"`cpu.json` {version}" if version else ""
+    return "; ".join([preset, *parts] if preset else parts) or "cpu.json as is"
 
 
 def rows_of(path: Path) -> list[dict]:
@@ -52,7 +54,8 @@ def rows_of(path: Path) -> list[dict]:
                 "run": name,
                 "variant": run.get("variant"),
                 "seed": run.get("seed"),
-                "settings": _setting(settings),
+                "settings": _setting(settings, data.get("preset_version")),
+                "preset_version": data.get("preset_version"),
                 "test_dev_auc": last.get("auc"),
                 "test_dev_ap": last.get("ap"),
                 "test_dev_auc_best_epoch": best.get("auc"),

@@ -70,3 +70,9 @@ def test_probe_table_gathers_every_run_with_its_settings(tmp_path):
     assert got["rows"][0]["iterations"] == 1600 and got["rows"][1]["iterations"] is None
     assert "| final_seed0 | network_def#channels=16 | 0.750 / 0.800 |" in got["table_markdown"]
     assert "| 0.900 / 0.910 | 1600 | 100 | 1.5 |" in got["table_markdown"]
+    # a file that records its preset's version names it: "as is" then means that version
+    res["preset_version"], res["settings"]["overrides"] = "0.10.0", {"lung_box_margin": 0.15}
+    src.write_text(json.dumps(res))
+    assert zt.main([str(src), "--out", str(out)]) == 0
+    got = json.loads(out.read_text())["rows"]
+    assert got[0]["settings"] == "`cpu.json` 0.10.0; lung_box_margin=0.15" and got[0]["preset_version"] == "0.10.0"
