@@ -23,7 +23,8 @@ tables on stdout:
 ``--part end_to_end`` or ``--part network`` runs one part and keeps the other in ``--out``.
 
 Model: ``--preset cpu`` (default) is the network and anomaly map of ``cpu.json`` (the 2-core
-preset: 128 x 128, width 8, positive map, sigma 3), ``--preset paper`` the paper's network at
+preset: each image cropped to its lungs with a margin of 0.08, 128 x 128, width 8, positive
+map, sigma 3), ``--preset paper`` the paper's network at
 256 x 256 (``inference.json`` as it is). The checkpoint is ``--ckpt`` (its network must be the
 preset's), or by default seeded random weights with decision thresholds calibrated on 8
 ``covidquex_normal_lung`` images (``artasyn.scoring.thresholds.calibrate_thresholds``), so labels,
@@ -61,7 +62,7 @@ from scripts.utils import atomic_torch_save, atomic_write  # noqa: E402
 DATA = ROOT.parent / "shared" / "data"
 CONFIGS = ROOT / "bundle" / "configs"
 #: the ids of ``cpu.json`` that define its model and anomaly map (its other ids are training-only)
-CPU_MODEL_IDS = ("spatial_size", "score_map_mode", "score_map_sigma")
+CPU_MODEL_IDS = ("spatial_size", "lung_box_margin", "score_map_mode", "score_map_sigma")
 
 
 def preset_overrides(preset: str) -> dict:
