@@ -37,8 +37,9 @@ def _setting(settings: dict, version: str | None = None) -> str:
     parts += [f"{k}={json.dumps(v)} (equivalent)" for k, v in (settings.get("equivalent_overrides") or {}).items()]
     if settings.get("iterations_per_epoch"):
         parts.append(f"iterations_per_epoch={settings['iterations_per_epoch']}")
-    preset = f"`cpu.json` {version}" if version else ""
-    return "; ".join([preset, *parts] if preset else parts) or "cpu.json as is"
+    if version:
+        parts.insert(0, f"`cpu.json` {version}")
+    return "; ".join(parts) or "cpu.json as is"
 
 
 def rows_of(path: Path) -> list[dict]:
