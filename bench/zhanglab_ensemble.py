@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Seed ensembles of finished ZhangLab runs, from their saved per-image scores (no network run).
+"""Ensembles of finished ZhangLab runs (seeds, or test-time settings), from saved per-image scores.
 
 ``bench/bench_zhanglab.py`` evaluates each run's last weights with ``run evaluating``, which
 writes ``<workdir>/<run>/eval_last/scores.csv`` (one row per image: ``filename``, ``label``,
@@ -9,10 +9,17 @@ the rank mean is reported beside. Every subset of the given runs is scored, so t
 second and a third training is read off directly: it tells whether an ensemble pays for its
 training time.
 
+The members can also be evaluations of one run: with several ``--which`` folders (each written
+by ``bench_zhanglab.py --rescore TAG`` as ``eval_last_TAG``), every evaluation of every run is a
+member, so scores of the same weights under other test-time settings (another crop margin, say)
+are combined the same way.
+
 Usage::
 
     python bench/zhanglab_ensemble.py --runs /work/zl/base/final_seed0 /work/zl/base/final_seed1 \\
         /work/zl/base/final_seed2 --out bench/results/zhanglab_ensemble.json
+    python bench/zhanglab_ensemble.py --runs /work/zl/base/final_seed0 \\
+        --which eval_last_m04 eval_last_m08 eval_last_m12 --out bench/results/margins_s0.json
 
 Written atomically as JSON, with a markdown table.
 """
@@ -80,6 +87,14 @@ def ensembles(runs: dict[str, dict[str, tuple[int, float]]]) -> list[dict]:
     return out
 
 
+def member_name(run: Path, which: str, runs: list[Path], whiches: list[str]) -> str:
+    """A member's name: the run's folder name, the evaluation folder's when there is one run, both
+    (``run/which``) when there are several of each."""
+    if len(whiches) == 1:
+        return run.name
+    return which if len(runs) == 1 else f"{run.name}/{which}"
+
+
 def table(rows: list[dict]) -> str:
     lines = ["| runs | AUC / AP (log mean) | AUC (rank mean) |", "|---|---|---|"]
     for r in rows:
@@ -90,14 +105,22 @@ def table(rows: list[dict]) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--runs", nargs="+", type=Path, required=True, help="run folders of bench_zhanglab.py")
-    ap.add_argument("--which", default="eval_last", help="evaluation folder of each run (eval_last: last weights)")
+    ap.add_argument(
+        "--which",
+        nargs="+",
+        default=["eval_last"],
+        help="evaluation folder(s) of each run (eval_last: last weights); several: each is a member",
+    )
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "zhanglab_ensemble.json")
     args = ap.parse_args(argv)
-    runs = {p.name: read_scores(p, args.which) for p in args.runs}
+    members = {member_name(p, w, args.runs, args.which): (p, w) for p in args.runs for w in args.which}
+    if len(members) < len(args.runs) * len(args.which):
+        raise SystemExit("zhanglab_ensemble: two members share a name (runs with the same folder name?)")
+    runs = {k: read_scores(p, w) for k, (p, w) in members.items()}
     rows = ensembles(runs)
     result = {
-        "what": "seed ensembles from saved per-image scores (log mean of the runs' scores; rank mean beside)",
-        "runs": {p.name: str(p / args.which / "scores.csv") for p in args.runs},
+        "what": "ensembles from saved per-image scores (log mean of the members' scores; rank mean beside)",
+        "runs": {k: str(p / w / "scores.csv") for k, (p, w) in members.items()},
         "ensembles": rows,
         "table_markdown": table(rows),
     }

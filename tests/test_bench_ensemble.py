@@ -33,6 +33,29 @@ def test_every_subset_and_a_complementary_pair(tmp_path):
     assert rows["a+b"]["n_images"] == 4 and rows["a+b"]["n_positive"] == 2
 
 
+def test_evaluations_of_one_run_are_members_too(tmp_path):
+    # one run scored under two test-time settings (bench_zhanglab --rescore TAG): eval_last_TAG
+    a = _run(tmp_path, "r", {"n1": (0, 1.0), "n2": (0, 4.0), "p1": (1, 3.0), "p2": (1, 8.0)})
+    (a / "eval_last").rename(a / "eval_last_m1")
+    _run(tmp_path / "x", "r", {"n1": (0, 4.0), "n2": (0, 1.0), "p1": (1, 8.0), "p2": (1, 3.0)})
+    (tmp_path / "x" / "r" / "eval_last").rename(a / "eval_last_m2")
+    out = tmp_path / "m.json"
+    assert ze.main(["--runs", str(a), "--which", "eval_last_m1", "eval_last_m2", "--out", str(out)]) == 0
+    got = json.loads(out.read_text())
+    rows = {"+".join(r["runs"]): r for r in got["ensembles"]}
+    assert set(rows) == {"eval_last_m1", "eval_last_m2", "eval_last_m1+eval_last_m2"}
+    assert rows["eval_last_m1+eval_last_m2"]["auc"] == pytest.approx(1.0)
+    assert got["runs"]["eval_last_m2"].endswith("r/eval_last_m2/scores.csv")
+    # several runs and several evaluations: run/which
+    b = _run(tmp_path, "s", {"n1": (0, 1.0), "n2": (0, 2.0), "p1": (1, 3.0), "p2": (1, 4.0)})
+    (b / "eval_last").rename(b / "eval_last_m1")
+    (b / "eval_last_m2").mkdir()
+    (b / "eval_last_m1" / "scores.csv").rename(b / "eval_last_m2" / "scores.csv")
+    with pytest.raises(FileNotFoundError, match="s/eval_last_m1/scores.csv"):
+        ze.main(["--runs", str(a), str(b), "--which", "eval_last_m1", "eval_last_m2", "--out", str(out)])
+    assert ze.member_name(b, "eval_last_m2", [a, b], ["eval_last_m1", "eval_last_m2"]) == "s/eval_last_m2"
+
+
 def test_labels_that_disagree_and_a_missing_evaluation_are_named(tmp_path):
     a = _run(tmp_path, "a", {"x": (0, 1.0), "y": (1, 2.0)})
     b = _run(tmp_path, "b", {"x": (1, 1.0), "y": (1, 2.0)})
