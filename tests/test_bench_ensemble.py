@@ -54,6 +54,9 @@ def test_evaluations_of_one_run_are_members_too(tmp_path):
     with pytest.raises(FileNotFoundError, match="s/eval_last_m1/scores.csv"):
         ze.main(["--runs", str(a), str(b), "--which", "eval_last_m1", "eval_last_m2", "--out", str(out)])
     assert ze.member_name(b, "eval_last_m2", [a, b], ["eval_last_m1", "eval_last_m2"]) == "s/eval_last_m2"
+    # two runs of the same folder name would overwrite each other: refused
+    with pytest.raises(SystemExit, match="share a name"):
+        ze.main(["--runs", str(a), str(tmp_path / "x" / "r"), "--out", str(out)])
 
 
 def test_labels_that_disagree_and_a_missing_evaluation_are_named(tmp_path):
