@@ -115,7 +115,10 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     members = {member_name(p, w, args.runs, args.which): (p, w) for p in args.runs for w in args.which}
     if len(members) < len(args.runs) * len(args.which):
-        raise SystemExit("zhanglab_ensemble: two members share a name (runs with the same folder name?)")
+        raise SystemExit(
+            "zhanglab_ensemble: two members share a name (a run or --which folder given twice, or runs with the "
+            "same folder name)"
+        )
     runs = {k: read_scores(p, w) for k, (p, w) in members.items()}
     rows = ensembles(runs)
     result = {

@@ -46,17 +46,20 @@ def test_evaluations_of_one_run_are_members_too(tmp_path):
     assert set(rows) == {"eval_last_m1", "eval_last_m2", "eval_last_m1+eval_last_m2"}
     assert rows["eval_last_m1+eval_last_m2"]["auc"] == pytest.approx(1.0)
     assert got["runs"]["eval_last_m2"].endswith("r/eval_last_m2/scores.csv")
-    # several runs and several evaluations: run/which
+    # several runs and several evaluations: every (run, evaluation) is a member, named run/which
     b = _run(tmp_path, "s", {"n1": (0, 1.0), "n2": (0, 2.0), "p1": (1, 3.0), "p2": (1, 4.0)})
     (b / "eval_last").rename(b / "eval_last_m1")
-    (b / "eval_last_m2").mkdir()
-    (b / "eval_last_m1" / "scores.csv").rename(b / "eval_last_m2" / "scores.csv")
-    with pytest.raises(FileNotFoundError, match="s/eval_last_m1/scores.csv"):
-        ze.main(["--runs", str(a), str(b), "--which", "eval_last_m1", "eval_last_m2", "--out", str(out)])
-    assert ze.member_name(b, "eval_last_m2", [a, b], ["eval_last_m1", "eval_last_m2"]) == "s/eval_last_m2"
+    _run(tmp_path / "y", "s", {"n1": (0, 2.0), "n2": (0, 1.0), "p1": (1, 4.0), "p2": (1, 3.0)})
+    (tmp_path / "y" / "s" / "eval_last").rename(b / "eval_last_m2")
+    assert ze.main(["--runs", str(a), str(b), "--which", "eval_last_m1", "eval_last_m2", "--out", str(out)]) == 0
+    got = json.loads(out.read_text())
+    assert set(got["runs"]) == {"r/eval_last_m1", "r/eval_last_m2", "s/eval_last_m1", "s/eval_last_m2"}
+    assert len(got["ensembles"]) == 15  # every non-empty subset of four members
     # two runs of the same folder name would overwrite each other: refused
     with pytest.raises(SystemExit, match="share a name"):
         ze.main(["--runs", str(a), str(tmp_path / "x" / "r"), "--out", str(out)])
+    with pytest.raises(SystemExit, match="given twice"):
+        ze.main(["--runs", str(a), "--which", "eval_last_m1", "eval_last_m1", "--out", str(out)])
 
 
 def test_labels_that_disagree_and_a_missing_evaluation_are_named(tmp_path):
