@@ -41,7 +41,12 @@ Steps:
    :func:`artasyn.scoring.anomaly_scores` with ``score_map_mode`` / ``score_map_sigma``,
    ``taus`` and ``min_threshold``. The ground-truth lung mask is resized like the lesion mask,
    and the PBTSeg map of the other mode is computed beside the preset's, on the same resized
-   image. Every metric is computed at ``spatial_size``:
+   image. Every metric is computed at ``spatial_size``, on the whole image: where the preset
+   crops to the lungs (``lung_box_margin``, ``cpu.json``), the network sees the crop, and its
+   maps and masks are put back into the crop's box on the whole image's grid (zero outside, as
+   ``run inference`` does), against the uncropped ground truth; the results then also say how
+   much of the lesions and of the lungs the crops hold (``data``), and the candidate maps of
+   ``--n-ref`` are not computed:
 
    - pixel AUROC inside the ground-truth lungs (score: the anomaly map, label: the infection
      mask): pooled over all test pixels inside the lungs (micro) and the mean of the per-image
@@ -363,29 +368,30 @@ def preset_settings(parser) -> dict:
         "max_val_items",
     )
     out = {k: parser.get_parsed_content(k) for k in keys}
-    if out["lung_box_margin"] is not None:
-        raise ValueError(
-            "bench_zeroshot scores every pixel of the frame against the lesion and lung masks, but this preset "
-            f"crops each image to its lungs first (lung_box_margin {out['lung_box_margin']}): pass "
-            "--set lung_box_margin null (lesions.json sets it)"
-        )
     out["spatial_size"] = [int(s) for s in out["spatial_size"]]
     out["taus"] = [float(t) for t in out["taus"]]
     out["iterations"] = int(parser.get_parsed_content("total_iterations"))  # max_epochs x epoch_length
     return out
 
 
-def evaluation_preprocessing(parser):
+def evaluation_preprocessing(parser, crop: bool = True):
     """The bundle's evaluation preprocessing, plus the other PBTSeg mode and the ground-truth lung.
 
     ``load_transforms + validate#preprocessing_tail`` of the parsed config (what the bundle's
     evaluator runs), with, right after its ``PBTSegd`` (``lung``, mode ``pbtseg_mode``), a
     ``PBTSegd`` of every other mode writing ``lung_<mode>`` from the same resized image, and
-    at the end the ground-truth lung mask (``lung_gt``) loaded and resized like the lesion mask.
+    the ground-truth lung mask (``lung_gt``) loaded and resized like the lesion mask.
+
+    When the preset crops to the lungs (``lung_box_margin``), the crop also takes the
+    ground-truth lung and records the box (``lung_box_start`` / ``lung_box_end``, rows and
+    columns of the loaded image) and that image's size (``image_size``); ``crop=False`` leaves
+    the crop out: the image as it was loaded, resized, the frame every metric is measured in.
     """
     from monai.transforms import Compose, Resized
 
+    from artasyn.lungs.crop import LungBoxCropd
     from artasyn.lungs.pbtseg import PBTSegd
+    from scripts.inference import RecordSpatialShaped
     from scripts.transforms import LoadMaskd
 
     load = list(parser.get_parsed_content("load_transforms"))
@@ -400,11 +406,52 @@ def evaluation_preprocessing(parser):
         if m != mode
     ]
     tail[at[0] + 1 : at[0] + 1] = others
-    gt_lung = [
-        LoadMaskd("lung_gt", ref_key="image", has_mask_key="has_lung_gt"),
-        Resized("lung_gt", spatial_size=parser.get_parsed_content("spatial_size"), mode="nearest"),
-    ]
-    return Compose([*load, *tail, *gt_lung])
+    load_gt = LoadMaskd("lung_gt", ref_key="image", has_mask_key="has_lung_gt")
+    resize_gt = Resized("lung_gt", spatial_size=parser.get_parsed_content("spatial_size"), mode="nearest")
+    margin = parser.get_parsed_content("lung_box_margin")
+    crops = [i for i, t in enumerate(tail) if isinstance(t, LungBoxCropd)]
+    if margin is None or not crops:
+        return Compose([*load, *tail, load_gt, resize_gt])
+    if not crop:
+        return Compose([*load, *(t for i, t in enumerate(tail) if i not in crops), load_gt, resize_gt])
+    for i in crops:  # the preset's crop, taking the ground-truth lung with it and recording the box
+        tail[i] = LungBoxCropd(
+            [*tail[i].keys, "lung_gt"],
+            source_key=tail[i].source_key,
+            margin=margin,
+            pbtseg_size=size,
+            start_coord_key="lung_box_start",
+            end_coord_key="lung_box_end",
+        )
+    return Compose([*load, load_gt, RecordSpatialShaped("image", "image_size"), *tail, resize_gt])
+
+
+def _grid_box(d: Mapping, size: Sequence[int]) -> np.ndarray:
+    """The crop's box (``2 x 2``: start and end rows / columns) on the ``size`` grid of the whole image."""
+    shape = np.asarray(d["image_size"], np.float64).reshape(2)
+    scale = np.asarray(size, np.float64) / shape
+    start = np.round(np.asarray(d["lung_box_start"], np.float64).reshape(2) * scale)
+    end = np.maximum(np.round(np.asarray(d["lung_box_end"], np.float64).reshape(2) * scale), start + 1)
+    return np.stack([start, end]).astype(np.int64)
+
+
+def to_frame(values: np.ndarray, boxes: np.ndarray, mode: str = "bilinear") -> np.ndarray:
+    """``N x H x W`` maps (or masks) of the cropped frame put back on the whole image's ``H x W`` grid.
+
+    Each is resized to its box (``boxes[i]``, from :func:`_grid_box`) and placed on a zero canvas,
+    as ``run inference`` puts a map back at the original size (``scripts.inference.ResizeToShaped``):
+    outside the crop, nothing was examined and nothing is marked. ``mode``: ``bilinear`` for maps,
+    ``nearest`` for masks (returned as bool).
+    """
+    from scripts.inference import ResizeToShaped
+
+    size = list(values.shape[-2:])
+    put = ResizeToShaped("v", shape_key="size", mode=mode, box_start_key="start", box_end_key="end")
+    out = np.zeros(values.shape, bool if mode == "nearest" else np.float32)
+    for i, (v, box) in enumerate(zip(values, boxes)):
+        d = put({"v": torch.as_tensor(np.asarray(v, np.float32))[None], "size": size, "start": box[0], "end": box[1]})
+        out[i] = d["v"][0].numpy() > 0.5 if mode == "nearest" else d["v"][0].numpy()
+    return out
 
 
 def load_test_arrays(items: Sequence[Mapping], parser) -> dict:
@@ -412,20 +459,39 @@ def load_test_arrays(items: Sequence[Mapping], parser) -> dict:
 
     ``image`` float32 in [0, 1]; ``infection``, ``lung_gt`` and ``lung_paper`` /
     ``lung_robust`` (PBTSeg label maps > 0) bool; ``lung`` the preset's PBTSeg map; ``paths``.
+    These are what the network sees. When the preset crops to the lungs, ``frame`` holds the
+    same arrays of the whole image (no crop; the frame every metric is measured in) and
+    ``boxes`` (``N x 2 x 2``) where each crop lies on its grid; otherwise ``frame`` is ``None``.
     """
     prep = evaluation_preprocessing(parser)
+    margin = parser.get_parsed_content("lung_box_margin")
+    whole = evaluation_preprocessing(parser, crop=False) if margin is not None else None
+    size = [int(s) for s in parser.get_parsed_content("spatial_size")]
     mode = parser.get_parsed_content("pbtseg_mode")
-    out: dict[str, list] = {k: [] for k in ("image", "infection", "lung_gt", *(f"lung_{m}" for m in PBTSEG_MODES))}
-    for item in items:
-        d = prep({"image": item["image"], "mask": item["mask"], "lung_gt": item["lung_mask"], "label": 1})
-        out["image"].append(np.asarray(d["image"], np.float32)[0])
-        out["infection"].append(np.asarray(d["mask"])[0] > 0.5)
-        out["lung_gt"].append(np.asarray(d["lung_gt"])[0] > 0.5)
-        for m in PBTSEG_MODES:
-            out[f"lung_{m}"].append(np.asarray(d["lung" if m == mode else f"lung_{m}"])[0] > 0)
-    arrays = {k: np.stack(v) for k, v in out.items()}
-    arrays["lung"] = arrays[f"lung_{mode}"]
-    arrays["paths"] = [str(it["image"]) for it in items]
+
+    def arrays_of(prep) -> tuple[dict, list]:
+        keys = ("image", "infection", "lung_gt", *(f"lung_{m}" for m in PBTSEG_MODES))
+        out: dict[str, list] = {k: [] for k in keys}
+        boxes = []
+        for item in items:
+            d = prep({"image": item["image"], "mask": item["mask"], "lung_gt": item["lung_mask"], "label": 1})
+            out["image"].append(np.asarray(d["image"], np.float32)[0])
+            out["infection"].append(np.asarray(d["mask"])[0] > 0.5)
+            out["lung_gt"].append(np.asarray(d["lung_gt"])[0] > 0.5)
+            for m in PBTSEG_MODES:
+                out[f"lung_{m}"].append(np.asarray(d["lung" if m == mode else f"lung_{m}"])[0] > 0)
+            if "lung_box_start" in d:
+                boxes.append(_grid_box(d, size))
+        arrays = {k: np.stack(v) for k, v in out.items()}
+        arrays["lung"] = arrays[f"lung_{mode}"]
+        arrays["paths"] = [str(it["image"]) for it in items]
+        return arrays, boxes
+
+    arrays, boxes = arrays_of(prep)
+    arrays["frame"] = None
+    if whole is not None:
+        arrays["frame"], _ = arrays_of(whole)
+        arrays["boxes"] = np.stack(boxes) if boxes else np.zeros((0, 2, 2), np.int64)
     return arrays
 
 
@@ -455,17 +521,30 @@ def reconstruct(
 
 
 def zeroshot_metrics(arrays: Mapping, recon: np.ndarray, settings: Mapping) -> dict:
-    """Every metric of the module docstring from :func:`load_test_arrays`' arrays and the reconstructions."""
+    """Every metric of the module docstring from :func:`load_test_arrays`' arrays and the reconstructions.
+
+    The maps and masks are made where the network works (the crop, for a preset that crops to the
+    lungs) and measured on the whole image (``arrays["frame"]``, the maps put back by
+    :func:`to_frame`; zero outside the crop), against the uncropped ground truth.
+    """
     from artasyn.scoring import anomaly_scores
 
-    images, infection, lung_gt, lung = arrays["image"], arrays["infection"], arrays["lung_gt"], arrays["lung"]
+    images, lung = arrays["image"], arrays["lung"]
+    frame = arrays.get("frame")
+    ref = arrays if frame is None else frame  # the whole image's arrays
+
+    def back(values: np.ndarray, i: int, mode: str) -> np.ndarray:
+        return values if frame is None else to_frame(values, arrays["boxes"][i : i + 1].repeat(len(values), 0), mode)
+
+    infection, lung_gt = ref["infection"], ref["lung_gt"]
     taus = list(settings["taus"])
     counts = {r: np.zeros((len(taus), 3), np.int64) for r in MASK_REGIONS}
     per_image = {r: [[] for _ in taus] for r in MASK_REGIONS}
-    amaps = np.empty_like(images)
+    amaps = np.empty(ref["image"].shape, np.float32)
     for i in range(len(images)):
         x, r = torch.from_numpy(images[i][None]), torch.from_numpy(recon[i][None])
-        for region, region_map in (("whole_image", None), ("in_pbtseg_lung", lung[i]), ("in_gt_lung", lung_gt[i])):
+        found = {}
+        for region, region_map in (("whole_image", None), ("in_pbtseg_lung", lung[i])):
             amap, _, masks = anomaly_scores(
                 x,
                 r,
@@ -476,11 +555,15 @@ def zeroshot_metrics(arrays: Mapping, recon: np.ndarray, settings: Mapping) -> d
                 map_mode=settings["score_map_mode"],
                 map_sigma=settings["score_map_sigma"],
             )
-            for t, m in enumerate(masks.numpy()):
+            found[region] = back(masks.numpy(), i, "nearest") > 0.5
+        # zeroed outside the ground-truth lung (the whole image when it has none), as mask_in_lungs does
+        found["in_gt_lung"] = found["whole_image"] & (lung_gt[i] if lung_gt[i].any() else True)
+        for region in MASK_REGIONS:
+            for t, m in enumerate(found[region]):
                 c = dice_counts(m, infection[i])
                 counts[region][t] += c
                 per_image[region][t].append(dice_from_counts(c))
-        amaps[i] = amap[0].numpy()
+        amaps[i] = back(amap.numpy(), i, "bilinear")[0]
 
     def tau_table(values) -> dict:
         return {f"tau{t:g}": v for t, v in zip(taus, values)}
@@ -489,11 +572,11 @@ def zeroshot_metrics(arrays: Mapping, recon: np.ndarray, settings: Mapping) -> d
     inside = lung_gt
     best_all = best_threshold_dice(amaps, infection)
     best_lung = best_threshold_dice(amaps[inside], infection[inside], n_lesion)
-    best_raw = best_threshold_dice(images[inside], infection[inside], n_lesion)
+    best_raw = best_threshold_dice(ref["image"][inside], infection[inside], n_lesion)
     return {
         "pixel_auroc_in_gt_lung": {
             "anomaly_map": auroc_inside(amaps, infection, inside),
-            "raw_intensity": auroc_inside(images, infection, inside),
+            "raw_intensity": auroc_inside(ref["image"], infection, inside),
         },
         "masks_micro_dice": {r: tau_table(dice_from_counts(c) for c in counts[r]) for r in MASK_REGIONS},
         "masks_mean_dice_per_image": {
@@ -507,7 +590,7 @@ def zeroshot_metrics(arrays: Mapping, recon: np.ndarray, settings: Mapping) -> d
         },
         "constant_baselines_micro_dice": {
             "whole_image": micro_dice(np.ones_like(infection), infection),
-            **{f"pbtseg_lung_{m}": micro_dice(arrays[f"lung_{m}"], infection) for m in PBTSEG_MODES},
+            **{f"pbtseg_lung_{m}": micro_dice(ref[f"lung_{m}"], infection) for m in PBTSEG_MODES},
             "gt_lung": micro_dice(lung_gt, infection),
         },
         "data": {
@@ -515,15 +598,27 @@ def zeroshot_metrics(arrays: Mapping, recon: np.ndarray, settings: Mapping) -> d
             "lesion_pixels": n_lesion,
             "lesion_fraction_inside_gt_lung": float(infection[inside].sum() / max(n_lesion, 1)),
             **{
-                f"lesion_fraction_inside_pbtseg_{m}": float(infection[arrays[f"lung_{m}"]].sum() / max(n_lesion, 1))
+                f"lesion_fraction_inside_pbtseg_{m}": float(infection[ref[f"lung_{m}"]].sum() / max(n_lesion, 1))
                 for m in PBTSEG_MODES
             },
             **{
-                f"images_without_pbtseg_lung_{m}": int((~arrays[f"lung_{m}"].any(axis=(1, 2))).sum())
-                for m in PBTSEG_MODES
+                f"images_without_pbtseg_lung_{m}": int((~ref[f"lung_{m}"].any(axis=(1, 2))).sum()) for m in PBTSEG_MODES
             },
             "images_without_gt_lung": int((~lung_gt.any(axis=(1, 2))).sum()),
+            **({} if frame is None else crop_coverage(arrays["boxes"], infection, lung_gt)),
         },
+    }
+
+
+def crop_coverage(boxes: np.ndarray, infection: np.ndarray, lung_gt: np.ndarray) -> dict:
+    """How much of the lesions and of the ground-truth lungs lies inside the crops (whole-image grid)."""
+    inside = to_frame(np.ones(infection.shape, np.float32), boxes, "nearest")
+    lung_kept = [(g & k).sum() / g.sum() for g, k in zip(lung_gt, inside) if g.any()]
+    return {
+        "lesion_fraction_inside_crop": float((infection & inside).sum() / max(int(infection.sum()), 1)),
+        "gt_lung_fraction_inside_crop": float((lung_gt & inside).sum() / max(int(lung_gt.sum()), 1)),
+        "images_keeping_99pct_of_gt_lung_in_crop": int(sum(f >= 0.99 for f in lung_kept)),
+        "gt_lung_fraction_inside_crop_worst_image": float(min(lung_kept)) if lung_kept else float("nan"),
     }
 
 
@@ -606,11 +701,17 @@ def saved_masks(arrays: Mapping, recon: np.ndarray, settings: Mapping, decision:
 
 
 def saved_mask_metrics(test: Mapping, test_recon, healthy: Mapping | None, healthy_recon, settings, decision) -> dict:
-    """Micro Dice of the saved masks on the test COVID images, and the share of held-apart healthy images masked."""
+    """Micro Dice of the saved masks on the test COVID images, and the share of held-apart healthy images masked.
+
+    The Dice is measured on the whole image (the masks put back from a crop, :func:`to_frame`);
+    which images have a mask at all is read where the masks are made.
+    """
     m = saved_masks(test, test_recon, settings, decision)
+    whole = m if test.get("frame") is None else to_frame(m, test["boxes"], "nearest")
+    gt = test["infection"] if test.get("frame") is None else test["frame"]["infection"]
     out = {
-        "micro_dice": micro_dice(m, test["infection"]),
-        "mean_dice_per_image": mean_dice(m, test["infection"]),
+        "micro_dice": micro_dice(whole, gt),
+        "mean_dice_per_image": mean_dice(whole, gt),
         "covid_with_mask": float(m.any(axis=(1, 2)).mean()),
         "healthy_mask_rate": None,
         "n_healthy": 0,
@@ -1232,7 +1333,11 @@ def main(argv=None) -> int:
     results["saved_masks"] = evaluate_saved_masks(
         datalist, parser, settings, ckpt, device, args.batch_size, arrays, recon
     )
-    if args.n_ref > 0:  # candidate maps, the per-location statistics from healthy training images
+    if args.n_ref > 0 and arrays["frame"] is not None:
+        results["map_variants_pixel_auroc_in_gt_lung"] = {}
+        results["map_variants_note"] = "not computed: the preset crops to the lungs (the candidate maps are uncropped)"
+        print(results["map_variants_note"], flush=True)
+    elif args.n_ref > 0:  # candidate maps, the per-location statistics from healthy training images
         ref_items = [{"image": it["image"], "mask": "", "lung_mask": "", "label": 0} for it in datalist["training"]]
         ref = load_test_arrays(_spread(ref_items, args.n_ref), parser)
         net = load_network(parser, ckpt, device)

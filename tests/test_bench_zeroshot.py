@@ -200,10 +200,74 @@ def covid_eval(shared_data):
     return parser, bz.preset_settings(parser), bz.load_test_arrays(items, parser)
 
 
-def test_a_preset_that_crops_to_the_lungs_is_refused_with_what_to_pass():
-    parser = bz.bundle_parser([bz.CONFIGS / "train.json"], {**TINY_INFER, "lung_box_margin": 0.08})
-    with pytest.raises(ValueError, match="lung_box_margin 0.08.*--set lung_box_margin null"):
-        bz.preset_settings(parser)
+def test_maps_of_a_crop_go_back_into_its_box_on_a_zero_canvas():
+    values = np.arange(2 * 4 * 4, dtype=np.float32).reshape(2, 4, 4) + 1
+    boxes = np.array([[[0, 0], [4, 4]], [[2, 1], [4, 3]]])
+    out = bz.to_frame(values, boxes)
+    assert out.shape == values.shape
+    assert np.array_equal(out[0], values[0])  # a box that is the whole grid: unchanged
+    assert (out[1][2:4, 1:3] > 0).all() and out[1].sum() == out[1][2:4, 1:3].sum()  # nothing outside the box
+    masks = bz.to_frame(np.ones((1, 4, 4)), boxes[1:], "nearest")
+    assert masks.dtype == bool and masks.sum() == 4 and masks[0, 2:4, 1:3].all()
+
+
+@pytest.fixture(scope="module")
+def covid_eval_crop(shared_data, covid_eval):
+    """The same three COVID images through cpu.json's crop to the lungs (lung_box_margin 0.08)."""
+    configs = [bz.CONFIGS / "train.json", bz.CONFIGS / "cpu.json"]
+    parser = bz.bundle_parser(configs, {**TINY_INFER, "lung_box_margin": 0.08})
+    items = bz.build_zeroshot_datalist(shared_data)["test"][:3]
+    return parser, bz.preset_settings(parser), bz.load_test_arrays(items, parser)
+
+
+def test_a_cropped_preset_is_measured_on_the_whole_image(covid_eval, covid_eval_crop):
+    _, _, whole = covid_eval
+    _, settings, arrays = covid_eval_crop
+    assert whole["frame"] is None and settings["lung_box_margin"] == 0.08
+    frame = arrays["frame"]
+    for key in ("image", "infection", "lung_gt", "lung_paper", "lung_robust"):  # the uncropped arrays, exactly
+        assert np.array_equal(frame[key], whole[key]), key
+        assert arrays[key].shape == (3, 64, 64), key
+    assert not np.array_equal(arrays["image"], whole["image"])  # the network sees the crop
+    assert arrays["infection"].any(axis=(1, 2)).all() and arrays["lung_gt"].any(axis=(1, 2)).all()
+    boxes = arrays["boxes"]
+    assert boxes.shape == (3, 2, 2) and (boxes[:, 0] >= 0).all() and (boxes[:, 1] <= 64).all()
+    assert ((boxes[:, 1] - boxes[:, 0]) < 64).any()  # at least one crop is smaller than the image
+    # the cropped ground-truth lung, put back, lies on the uncropped one
+    back = bz.to_frame(arrays["lung_gt"].astype(np.float32), boxes, "nearest")
+    assert (back & whole["lung_gt"]).sum() / back.sum() > 0.9
+
+
+def test_a_repair_inside_the_crop_is_found_on_the_whole_image(covid_eval, covid_eval_crop):
+    _, settings, arrays = covid_eval_crop
+    settings = {**settings, "score_map_sigma": 0.0}
+    recon = arrays["image"] - 0.5 * arrays["infection"]
+    m = bz.zeroshot_metrics(arrays, recon, settings)
+    assert m["pixel_auroc_in_gt_lung"]["anomaly_map"]["micro"] > 0.97  # only the resampled edges miss
+    assert m["oracle_best_threshold_micro_dice"]["anomaly_map_whole_image"]["dice"] > 0.85
+    assert m["data"]["lesion_fraction_inside_crop"] > 0.95 and m["data"]["gt_lung_fraction_inside_crop"] > 0.95
+    # what needs no network is the uncropped bench's, number for number
+    _, whole_settings, whole = covid_eval
+    ref = bz.zeroshot_metrics(whole, whole["image"].copy(), whole_settings)
+    key = "raw_intensity_in_gt_lung"
+    assert m["oracle_best_threshold_micro_dice"][key] == ref["oracle_best_threshold_micro_dice"][key]
+    raw, raw_ref = m["pixel_auroc_in_gt_lung"]["raw_intensity"], ref["pixel_auroc_in_gt_lung"]["raw_intensity"]
+    assert (raw["micro"], raw["mean_per_image"]) == (raw_ref["micro"], raw_ref["mean_per_image"])
+    assert m["constant_baselines_micro_dice"] == ref["constant_baselines_micro_dice"]
+    identity = bz.zeroshot_metrics(arrays, arrays["image"].copy(), settings)
+    assert identity["pixel_auroc_in_gt_lung"]["anomaly_map"]["micro"] == 0.5
+    assert all(v == 0.0 for v in identity["masks_micro_dice"]["whole_image"].values())
+
+
+def test_saved_masks_of_a_crop_are_scored_against_the_uncropped_lesions(covid_eval_crop):
+    _, settings, arrays = covid_eval_crop
+    settings = {**settings, "score_map_sigma": 0.0, "mask_in_lungs": False, "score_in_lungs": False}
+    recon = arrays["image"] - 0.5 * arrays["infection"]
+    decision = {"pixel_threshold": 0.01, "min_mask_px": 0, "mask_gate_threshold": None}
+    out = bz.saved_mask_metrics(arrays, recon, None, None, settings, decision)
+    assert out["micro_dice"] > 0.85 and out["covid_with_mask"] == 1.0
+    zero = bz.saved_mask_metrics(arrays, arrays["image"].copy(), None, None, settings, decision)
+    assert zero["micro_dice"] == 0.0 and zero["covid_with_mask"] == 0.0
 
 
 def test_test_images_come_at_the_preset_size_with_their_masks(covid_eval):
