@@ -69,3 +69,15 @@ def test_runs_on_other_images_are_refused(tmp_path):
     b = _images_and_runs(tmp_path / "b", [50, 200], [1, 0], {"r2": [1.0, 0.0]})[0]
     with pytest.raises(ValueError, match="r2: not the first run's images"):
         zb.main(["--runs", str(a), str(b), "--out", str(tmp_path / "o.json")])
+
+
+def test_bacterial_and_viral_pneumonia_are_scored_apart_against_all_normals():
+    names = ["IM-0001-0001.jpeg", "NORMAL2-IM-0002.jpeg", "person1_bacteria_1.jpeg", "person3_virus_6.jpeg"]
+    assert [zb.subtype(n) for n in names] == ["", "", "bacteria", "virus"]
+    y = np.array([0, 0, 1, 1, 1, 1])
+    kinds = np.array(["", "", "bacteria", "bacteria", "virus", "virus"])
+    score = np.array([0.2, 0.4, 0.9, 0.8, 0.3, 0.1])  # finds the bacterial ones, misses the viral ones
+    out = zb.by_subtype(score, y, kinds)
+    assert out["bacteria"] == pytest.approx(1.0)
+    assert out["virus"] == pytest.approx(0.25)  # 0.3 beats the 0.2 normal only
+    assert zb.by_subtype(score[:4], y[:4], kinds[:4])["virus"] is None
