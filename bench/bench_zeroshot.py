@@ -617,6 +617,7 @@ def crop_coverage(boxes: np.ndarray, infection: np.ndarray, lung_gt: np.ndarray)
     return {
         "lesion_fraction_inside_crop": float((infection & inside).sum() / max(int(infection.sum()), 1)),
         "gt_lung_fraction_inside_crop": float((lung_gt & inside).sum() / max(int(lung_gt.sum()), 1)),
+        "images_with_gt_lung": len(lung_kept),
         "images_keeping_99pct_of_gt_lung_in_crop": int(sum(f >= 0.99 for f in lung_kept)),
         "gt_lung_fraction_inside_crop_worst_image": float(min(lung_kept)) if lung_kept else float("nan"),
     }
