@@ -65,9 +65,7 @@ def by_subtype(score: np.ndarray, y: np.ndarray, kinds: np.ndarray) -> dict:
     return out
 
 
-def stratified(
-    score: np.ndarray, bright: np.ndarray, y: np.ndarray, edges: np.ndarray, kinds: np.ndarray | None = None
-) -> dict:
+def stratified(score: np.ndarray, bright: np.ndarray, y: np.ndarray, edges: np.ndarray, kinds: np.ndarray) -> dict:
     """The numbers of one run (see the module docstring); ``edges``: the brightness quartile edges;
     ``kinds``: the pneumonia subtype of each image (:func:`subtype`)."""
     bins = np.digitize(bright, edges)
@@ -75,7 +73,7 @@ def stratified(
     rho = np.corrcoef(ranks(score[healthy]), ranks(bright[healthy]))[0, 1]
     return {
         "auc": auc(score, y),
-        "auc_by_subtype": by_subtype(score, y, kinds if kinds is not None else np.full(len(y), "")),
+        "auc_by_subtype": by_subtype(score, y, kinds),
         "auc_within_brightness_quartiles": [auc(score[bins == b], y[bins == b]) for b in range(len(edges) + 1)],
         "spearman_score_brightness_healthy": float(rho),
         "auc_rank_sum_with_darkness": auc(ranks(score) + ranks(-bright), y),
