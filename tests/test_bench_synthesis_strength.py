@@ -1,0 +1,54 @@
+"""``bench/synthesis_strength.py``: the strength of the synthetic opacities, one setting against another."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+import synthesis_strength as ss  # noqa: E402
+
+BRIGHTNESS = "train#preprocessing_synthesis#0#brightness"
+
+
+def test_twin_measures_on_known_arrays():
+    lung = torch.zeros(8, 8, dtype=torch.bool)
+    lung[:, :4] = True
+    target = torch.full((1, 8, 8), 100.0)
+    image, mask = target.clone(), torch.zeros(1, 8, 8)
+    image[0, :2, :2] += 40.0
+    mask[0, :2, :2] = 1.0
+    twin = {"image": image, "target": target, "anomaly_mask": mask, "anomaly_label": torch.tensor([1.0])}
+    m = ss.twin_measures(twin, lung)
+    expected = {"change_in_mask": 40.0, "change_in_lung": 40.0 * 4 / 32, "mask_share_of_lung": 4 / 32}
+    assert m == {**expected, "empty_mask": False}
+    healthy = {**twin, "image": target, "anomaly_mask": torch.zeros(1, 8, 8), "anomaly_label": torch.tensor([0.0])}
+    assert ss.twin_measures(healthy, lung) is None
+
+
+def test_fainter_brightness_on_real_images(shared_data, tmp_path):
+    """Same draws, T_rib brightness 1.5 against 0.75 on three real radiographs: the same twins painted,
+    a smaller change inside the mask and a smaller mask."""
+    out = tmp_path / "strength.json"
+    argv = ["--images", str(shared_data / "zhanglab_train_normal"), "--n", "3", "--out", str(out)]
+    assert ss.main(argv + ["--compare", BRIGHTNESS, "1.5", "0.75"]) == 0
+    res = json.loads(out.read_text())
+    strong, faint = res["values"]["1.5"], res["values"]["0.75"]
+    assert strong["n_painted_twins"] == faint["n_painted_twins"] > 0
+    assert faint["change_in_mask"]["median"] < strong["change_in_mask"]["median"]
+    assert faint["mask_share_of_lung"]["median"] < strong["mask_share_of_lung"]["median"]
+    assert "| 0.75 |" in res["table_markdown"]
+    # the same value twice: the same draws give the same numbers
+    assert ss.main(argv + ["--compare", BRIGHTNESS, "1.5", "1.50001"]) == 0
+    again = json.loads(out.read_text())["values"]
+    assert again["1.5"] == strong
+    assert again["1.50001"]["change_in_mask"]["median"] == pytest.approx(strong["change_in_mask"]["median"], rel=0.02)
+
+
+def test_compare_needs_a_value(tmp_path):
+    with pytest.raises(SystemExit):
+        ss.main(["--images", str(tmp_path), "--out", str(tmp_path / "o.json"), "--compare", BRIGHTNESS])
