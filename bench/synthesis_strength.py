@@ -11,11 +11,20 @@ twin it measures, on the 0-255 scale the network's input is made from:
 - the mask's area as a share of the lung map (the mask the loss and Dice are trained on);
 - how many painted twins end with an empty mask.
 
+With ``--real-lesions N`` it also measures what real opacities look like on the same input: on
+N ``covidquex_covid_infection`` test images of ``bench/bench_zeroshot.py`` (evenly spread), the
+mean of the lesion minus the mean of the rest of the ground-truth lung, and the lesion's share of
+that lung (images whose lesion or remaining lung has under 20 pixels are left out).
+
 Usage (T_rib's brightness, 1.5 in the paper, against 0.75)::
 
     python bench/synthesis_strength.py --images ../shared/data/zhanglab_train_normal --n 24 \\
         --compare 'train#preprocessing_synthesis#0#brightness' 1.5 0.75 \\
         --out bench/results/synthesis_strength_brightness.json
+
+    python bench/synthesis_strength.py --images ../shared/data/covidquex_normal_lung/images --n 48 \
+        --preset cpu lesions --compare 'train#preprocessing_synthesis#0#colour_percentile' 85 65 \
+        --real-lesions 96 --out bench/results/synthesis_strength_lesions.json
 
 Medians and quartiles over the twins, as JSON (written atomically) and a markdown table.
 """
@@ -24,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -32,6 +42,7 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bundle"))
+sys.path.insert(0, str(REPO / "bench"))
 from monai.bundle import ConfigParser  # noqa: E402
 from monai.transforms import Compose  # noqa: E402
 
@@ -42,9 +53,9 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm")
 MEASURES = ("change_in_mask", "change_in_lung", "mask_share_of_lung")
 
 
-def parser_for(preset: str, overrides: dict) -> ConfigParser:
-    """The training config of ``preset`` (``train.json`` alone for ``paper``) with ``overrides``."""
-    files = [CONFIGS / "train.json"] + ([] if preset == "paper" else [CONFIGS / f"{preset}.json"])
+def parser_for(presets: list[str], overrides: dict) -> ConfigParser:
+    """``train.json``, then each of ``presets`` (``paper``: none), then ``overrides``."""
+    files = [CONFIGS / "train.json"] + [CONFIGS / f"{p}.json" for p in presets if p != "paper"]
     p = ConfigParser()
     p.read_config([str(f) for f in files])
     p["bundle_root"] = str(REPO / "bundle")
@@ -75,11 +86,11 @@ def summary(rows: list[dict]) -> dict:
     return out
 
 
-def measure(items: list[dict], preset: str, overrides: dict, key: str, values: list, seed: int) -> dict:
+def measure(items: list[dict], presets: list[str], overrides: dict, key: str, values: list, seed: int) -> dict:
     """Synthesis of ``items`` (preprocessed up to the lungs) at each value of ``key``, same draws per image."""
     out = {}
     for value in values:
-        synth = parser_for(preset, {**overrides, key: value}).get_parsed_content("train#preprocessing_synthesis#0")
+        synth = parser_for(presets, {**overrides, key: value}).get_parsed_content("train#preprocessing_synthesis#0")
         rows = []
         for i, item in enumerate(items):
             synth.set_random_state(seed + i)
@@ -90,6 +101,35 @@ def measure(items: list[dict], preset: str, overrides: dict, key: str, values: l
     return out
 
 
+def lesion_contrast(arrays: dict, min_px: int = 20) -> dict:
+    """Real lesions on the network's input: lesion mean minus the rest of the GT lung (0-255), and share of the lung.
+
+    ``arrays``: :func:`bench_zeroshot.load_test_arrays` (``image`` in [0, 1], ``infection``, ``lung_gt``)."""
+    contrast, share = [], []
+    for img, lesion, lung in zip(arrays["image"], arrays["infection"], arrays["lung_gt"]):
+        lesion = lesion & lung
+        rest = lung & ~lesion
+        if lesion.sum() >= min_px and rest.sum() >= min_px:
+            contrast.append(255.0 * (float(img[lesion].mean()) - float(img[rest].mean())))
+            share.append(float(lesion.sum() / lung.sum()))
+    if not contrast:
+        return {"n_images": 0}
+    c, s = np.array(contrast), np.array(share)
+    return {
+        "n_images": len(c),
+        "lesion_minus_rest_of_lung": {
+            "median": float(np.median(c)),
+            "q25": float(np.percentile(c, 25)),
+            "q75": float(np.percentile(c, 75)),
+        },
+        "lesion_share_of_lung": {
+            "median": float(np.median(s)),
+            "q25": float(np.percentile(s, 25)),
+            "q75": float(np.percentile(s, 75)),
+        },
+    }
+
+
 def table(result: dict) -> str:
     lines = [
         f"| {result['compare']} | painted twins | empty masks | change in mask | change in lung | mask / lung |",
@@ -98,6 +138,13 @@ def table(result: dict) -> str:
     for value, s in result["values"].items():
         cells = [f"{s[k]['median']:.3g} ({s[k]['q25']:.3g}-{s[k]['q75']:.3g})" for k in MEASURES]
         lines.append(f"| {value} | {s['n_painted_twins']} | {s['empty_masks']} | " + " | ".join(cells) + " |")
+    real = result.get("real_lesions")
+    if real and real.get("n_images"):
+        c, s = real["lesion_minus_rest_of_lung"], real["lesion_share_of_lung"]
+        lines.append(
+            f"| real COVID lesions (lesion minus the rest of the lung) | {real['n_images']} images | | "
+            f"{c['median']:.3g} ({c['q25']:.3g}-{c['q75']:.3g}) | | {s['median']:.3g} ({s['q25']:.3g}-{s['q75']:.3g}) |"
+        )
     return "\n".join(lines)
 
 
@@ -105,10 +152,19 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--images", type=Path, required=True, help="a folder of healthy radiographs")
     ap.add_argument("--n", type=int, default=24, help="images, spread evenly over the sorted folder")
-    ap.add_argument("--preset", default="cpu", help="bundle/configs/<preset>.json after train.json ('paper': none)")
+    ap.add_argument(
+        "--preset",
+        nargs="+",
+        default=["cpu"],
+        help="bundle/configs/<preset>.json after train.json, in order ('paper': none)",
+    )
     ap.add_argument("--set", nargs=2, action="append", default=[], metavar=("ID", "JSON"), help="extra override")
     ap.add_argument("--compare", nargs="+", required=True, metavar="ID_THEN_JSON_VALUES")
     ap.add_argument("--seed", type=int, default=1000)
+    ap.add_argument("--real-lesions", type=int, default=0, metavar="N", help="also measure N real COVID lesions")
+    ap.add_argument(
+        "--data-root", type=Path, default=Path(os.environ.get("ARTASYN_SHARED_DATA", REPO.parent / "shared" / "data"))
+    )
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
     if len(args.compare) < 2:
@@ -133,6 +189,12 @@ def main(argv=None) -> int:
         "scale": "0-255, the network input before ScaleIntensityRanged",
         "values": measure(items, args.preset, overrides, key, values, args.seed),
     }
+    if args.real_lesions:
+        import bench_zeroshot as bz
+
+        test = bz.build_zeroshot_datalist(args.data_root)["test"]
+        test = [test[int(i)] for i in np.linspace(0, len(test) - 1, min(args.real_lesions, len(test)))]
+        result["real_lesions"] = lesion_contrast(bz.load_test_arrays(test, p))
     result["table_markdown"] = table(result)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(args.out, json.dumps(result, indent=1))

@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -52,3 +53,20 @@ def test_fainter_brightness_on_real_images(shared_data, tmp_path):
 def test_compare_needs_a_value(tmp_path):
     with pytest.raises(SystemExit):
         ss.main(["--images", str(tmp_path), "--out", str(tmp_path / "o.json"), "--compare", BRIGHTNESS])
+
+
+def test_lesion_contrast_on_known_arrays():
+    image = np.full((2, 10, 10), 0.2, np.float32)
+    lung = np.zeros((2, 10, 10), bool)
+    lung[:, :, :6] = True
+    lesion = np.zeros((2, 10, 10), bool)
+    lesion[0, :5, :6] = True  # half the lung of image 0, brighter by 0.1
+    image[0, :5, :6] = 0.3
+    lesion[1, 0, :3] = True  # 3 pixels: under the 20-pixel floor, left out
+    lesion[0, :, 8] = True  # outside the lung: not lesion pixels of the lung
+    image[0, :, 8] = 1.0
+    res = ss.lesion_contrast({"image": image, "infection": lesion, "lung_gt": lung})
+    assert res["n_images"] == 1
+    assert res["lesion_minus_rest_of_lung"]["median"] == pytest.approx(25.5, abs=1e-3)
+    assert res["lesion_share_of_lung"]["median"] == pytest.approx(0.5)
+    assert ss.lesion_contrast({"image": image[1:], "infection": lesion[1:], "lung_gt": lung[1:]}) == {"n_images": 0}
