@@ -80,12 +80,22 @@ def stratified(score: np.ndarray, bright: np.ndarray, y: np.ndarray, edges: np.n
     }
 
 
+def run_labels(folders: list[Path]) -> list[str]:
+    """A label per run folder: its name, or ``parent/name`` where two folders share a name
+    (every bench run of a variant and seed is called ``<variant>_seed<seed>``)."""
+    names = [f.name for f in folders]
+    labels = [f"{f.parent.name}/{f.name}" if names.count(f.name) > 1 else f.name for f in folders]
+    if len(set(labels)) < len(labels):
+        raise ValueError(f"run folders that cannot be told apart by name: {[str(f) for f in folders]}")
+    return labels
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--runs", nargs="+", type=Path, required=True, help="run folders (their eval_last/scores.csv)")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "zhanglab_brightness.json")
     args = ap.parse_args(argv)
-    runs = {run.name: read_scores(run) for run in args.runs}
+    runs = {label: read_scores(run) for label, run in zip(run_labels(args.runs), args.runs)}
     first = next(iter(runs.values()))
     files = sorted(first)
     for name, scores in runs.items():

@@ -71,6 +71,24 @@ def test_runs_on_other_images_are_refused(tmp_path):
         zb.main(["--runs", str(a), str(b), "--out", str(tmp_path / "o.json")])
 
 
+def test_runs_of_the_same_name_are_kept_apart(tmp_path):
+    """Two trainings of one variant and seed (both ``final_seed0``) under different work folders: both reported."""
+    good = _images_and_runs(tmp_path, [50, 60, 200, 210], [1, 1, 0, 0], {"a/final_seed0": [1.0, 0.9, 0.1, 0.0]})[0]
+    bad_dir = tmp_path / "b" / "final_seed0" / "eval_last"
+    bad_dir.mkdir(parents=True)
+    rows = (good / "eval_last" / "scores.csv").read_text().splitlines()
+    flipped = [rows[0]] + [",".join([*r.split(",")[:2], str(1.0 - float(r.split(",")[2]))]) for r in rows[1:]]
+    (bad_dir / "scores.csv").write_text("\n".join(flipped) + "\n")
+    out = tmp_path / "o.json"
+    assert zb.main(["--runs", str(good), str(bad_dir.parent), "--out", str(out)]) == 0
+    runs = json.loads(out.read_text())["runs"]
+    assert runs["a/final_seed0"]["auc"] == pytest.approx(1.0)
+    assert runs["b/final_seed0"]["auc"] == pytest.approx(0.0)
+    assert zb.run_labels([Path("x/run"), Path("y/other")]) == ["run", "other"]
+    with pytest.raises(ValueError, match="cannot be told apart"):
+        zb.run_labels([Path("x/a/run"), Path("y/a/run")])
+
+
 def test_bacterial_and_viral_pneumonia_are_scored_apart_against_all_normals():
     names = ["IM-0001-0001.jpeg", "NORMAL2-IM-0002.jpeg", "person1_bacteria_1.jpeg", "person3_virus_6.jpeg"]
     assert [zb.subtype(n) for n in names] == ["", "", "bacteria", "virus"]
