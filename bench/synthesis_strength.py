@@ -16,14 +16,15 @@ N ``covidquex_covid_infection`` test images of ``bench/bench_zeroshot.py`` (even
 mean of the lesion minus the mean of the rest of the ground-truth lung, and the lesion's share of
 that lung (images whose lesion or remaining lung has under 20 pixels are left out).
 
-Usage (T_rib's brightness, 1.5 in the paper, against 0.75)::
+Usage (T_rib's brightness, 1.5 in the paper, against 0.75; the lesion preset's brush colour, the
+image's 85th percentile against its 65th, beside real COVID lesions)::
 
-    python bench/synthesis_strength.py --images ../shared/data/zhanglab_train_normal --n 24 \\
+    python bench/synthesis_strength.py --images ../shared/data/zhanglab_train_normal --n 48 \\
         --compare 'train#preprocessing_synthesis#0#brightness' 1.5 0.75 \\
         --out bench/results/synthesis_strength_brightness.json
 
-    python bench/synthesis_strength.py --images ../shared/data/covidquex_normal_lung/images --n 48 \
-        --preset cpu lesions --compare 'train#preprocessing_synthesis#0#colour_percentile' 85 65 \
+    python bench/synthesis_strength.py --images ../shared/data/covidquex_normal_lung/images --n 48 \\
+        --preset cpu lesions --compare 'train#preprocessing_synthesis#0#colour_percentile' 85 65 \\
         --real-lesions 96 --out bench/results/synthesis_strength_lesions.json
 
 Medians and quartiles over the twins, as JSON (written atomically) and a markdown table.
