@@ -79,11 +79,19 @@ def twin_measures(twin: dict, lung: torch.Tensor) -> dict | None:
     }
 
 
+def quartiles(values) -> dict | None:
+    """Median and quartiles (``None`` for no values)."""
+    v = np.asarray(values, dtype=float)
+    if v.size == 0:
+        return None
+    q25, median, q75 = np.percentile(v, [25, 50, 75])
+    return {"median": float(median), "q25": float(q25), "q75": float(q75)}
+
+
 def summary(rows: list[dict]) -> dict:
     out = {"n_painted_twins": len(rows), "empty_masks": sum(r["empty_mask"] for r in rows)}
     for k in MEASURES:
-        v = np.array([r[k] for r in rows if r[k] is not None], dtype=float)
-        out[k] = {"median": float(np.median(v)), "q25": float(np.percentile(v, 25)), "q75": float(np.percentile(v, 75))}
+        out[k] = quartiles([r[k] for r in rows if r[k] is not None])
     return out
 
 
@@ -115,20 +123,15 @@ def lesion_contrast(arrays: dict, min_px: int = 20) -> dict:
             share.append(float(lesion.sum() / lung.sum()))
     if not contrast:
         return {"n_images": 0}
-    c, s = np.array(contrast), np.array(share)
     return {
-        "n_images": len(c),
-        "lesion_minus_rest_of_lung": {
-            "median": float(np.median(c)),
-            "q25": float(np.percentile(c, 25)),
-            "q75": float(np.percentile(c, 75)),
-        },
-        "lesion_share_of_lung": {
-            "median": float(np.median(s)),
-            "q25": float(np.percentile(s, 25)),
-            "q75": float(np.percentile(s, 75)),
-        },
+        "n_images": len(contrast),
+        "lesion_minus_rest_of_lung": quartiles(contrast),
+        "lesion_share_of_lung": quartiles(share),
     }
+
+
+def _cell(q: dict | None) -> str:
+    return "n/a" if q is None else f"{q['median']:.3g} ({q['q25']:.3g}-{q['q75']:.3g})"
 
 
 def table(result: dict) -> str:
@@ -137,14 +140,13 @@ def table(result: dict) -> str:
         "|---|---|---|---|---|---|",
     ]
     for value, s in result["values"].items():
-        cells = [f"{s[k]['median']:.3g} ({s[k]['q25']:.3g}-{s[k]['q75']:.3g})" for k in MEASURES]
+        cells = [_cell(s[k]) for k in MEASURES]
         lines.append(f"| {value} | {s['n_painted_twins']} | {s['empty_masks']} | " + " | ".join(cells) + " |")
     real = result.get("real_lesions")
     if real and real.get("n_images"):
-        c, s = real["lesion_minus_rest_of_lung"], real["lesion_share_of_lung"]
+        c, s = _cell(real["lesion_minus_rest_of_lung"]), _cell(real["lesion_share_of_lung"])
         lines.append(
-            f"| real COVID lesions (lesion minus the rest of the lung) | {real['n_images']} images | | "
-            f"{c['median']:.3g} ({c['q25']:.3g}-{c['q75']:.3g}) | | {s['median']:.3g} ({s['q25']:.3g}-{s['q75']:.3g}) |"
+            f"| real COVID lesions (lesion minus the rest of the lung) | {real['n_images']} images | | {c} | | {s} |"
         )
     return "\n".join(lines)
 

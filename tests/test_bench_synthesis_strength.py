@@ -70,3 +70,11 @@ def test_lesion_contrast_on_known_arrays():
     assert res["lesion_minus_rest_of_lung"]["median"] == pytest.approx(25.5, abs=1e-3)
     assert res["lesion_share_of_lung"]["median"] == pytest.approx(0.5)
     assert ss.lesion_contrast({"image": image[1:], "infection": lesion[1:], "lung_gt": lung[1:]}) == {"n_images": 0}
+
+
+def test_summary_of_twins_without_a_mask():
+    rows = [{"change_in_mask": None, "change_in_lung": 2.0, "mask_share_of_lung": 0.0, "empty_mask": True}]
+    s = ss.summary(rows)
+    assert s["empty_masks"] == 1 and s["change_in_mask"] is None
+    assert s["change_in_lung"] == {"median": 2.0, "q25": 2.0, "q75": 2.0}
+    assert "n/a" in ss.table({"compare": "k", "values": {"1": s}})
