@@ -44,7 +44,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bundle"))
 sys.path.insert(0, str(REPO / "bench"))
-from monai.bundle import ConfigParser  # noqa: E402
+import bench_zeroshot as bz  # noqa: E402
 from monai.transforms import Compose  # noqa: E402
 
 from scripts.utils import atomic_write  # noqa: E402
@@ -54,15 +54,10 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm")
 MEASURES = ("change_in_mask", "change_in_lung", "mask_share_of_lung")
 
 
-def parser_for(presets: list[str], overrides: dict) -> ConfigParser:
+def parser_for(presets: list[str], overrides: dict):
     """``train.json``, then each of ``presets`` (``paper``: none), then ``overrides``."""
     files = [CONFIGS / "train.json"] + [CONFIGS / f"{p}.json" for p in presets if p != "paper"]
-    p = ConfigParser()
-    p.read_config([str(f) for f in files])
-    p["bundle_root"] = str(REPO / "bundle")
-    for k, v in overrides.items():
-        p[k] = v
-    return p
+    return bz.bundle_parser(files, overrides)
 
 
 def twin_measures(twin: dict, lung: torch.Tensor) -> dict | None:
@@ -193,8 +188,6 @@ def main(argv=None) -> int:
         "values": measure(items, args.preset, overrides, key, values, args.seed),
     }
     if args.real_lesions:
-        import bench_zeroshot as bz
-
         test = bz.build_zeroshot_datalist(args.data_root)["test"]
         test = [test[int(i)] for i in np.linspace(0, len(test) - 1, min(args.real_lesions, len(test)))]
         result["real_lesions"] = lesion_contrast(bz.load_test_arrays(test, p))
