@@ -51,26 +51,59 @@ def test_gradients_flow_through_reused_features():
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in net.parameters())
 
 
-def test_cpu_bf16_step_trains():
-    """``ARTASynTrainingStep(cpu_bf16=True)``: one step on a CPU, finite float32 loss, float32 weights."""
+def _bf16_trainer(net, n_batches: int = 1):
     from monai.engines import SupervisedTrainer
 
     from artasyn.losses import ARTASynLoss
     from scripts.training import ARTASynTrainingStep, TwinReconstruction
 
-    net = _net()
     inputs, target = _batch()
     batch = {"image": inputs, "target": target, "anomaly_mask": (inputs != target).float()}
-    trainer = SupervisedTrainer(
+    return SupervisedTrainer(
         device=torch.device("cpu"),
         max_epochs=1,
-        train_data_loader=[batch],
+        train_data_loader=[batch] * n_batches,
         network=TwinReconstruction(net),
         optimizer=torch.optim.AdamW(net.parameters(), lr=1e-3),
         loss_function=ARTASynLoss(),
         iteration_update=ARTASynTrainingStep(cpu_bf16=True),
         decollate=False,
     )
+
+
+def test_cpu_bf16_step_trains(monkeypatch):
+    """``ARTASynTrainingStep(cpu_bf16=True)`` on a CPU with native bfloat16: the forward runs in
+    bfloat16, the loss is finite and the weights stay float32."""
+    import scripts.training
+
+    monkeypatch.setattr(scripts.training, "cpu_has_native_bf16", lambda: True)
+    net = _net()
+    trainer = _bf16_trainer(net)
     trainer.run()
+    assert trainer.state.output["pred"].dtype == torch.bfloat16
     loss = trainer.state.output["loss"]
     assert torch.isfinite(loss) and all(p.dtype == torch.float32 for p in net.parameters())
+
+
+def test_cpu_bf16_falls_back_to_float32_without_native_support(monkeypatch, caplog):
+    """Where the CPU has no native bfloat16 (AVX2-only x86), ``cpu_bf16`` trains in float32 and
+    says so once, not once per step."""
+    import scripts.training
+
+    probes = []
+    monkeypatch.setattr(scripts.training, "cpu_has_native_bf16", lambda: probes.append(1) or False)
+    net = _net()
+    trainer = _bf16_trainer(net, n_batches=3)
+    with caplog.at_level("WARNING", logger="artasyn.bundle"):
+        trainer.run()
+    assert trainer.state.iteration == 3
+    assert trainer.state.output["pred"].dtype == torch.float32
+    assert torch.isfinite(trainer.state.output["loss"])
+    warnings = [r for r in caplog.records if "no native bfloat16" in r.getMessage()]
+    assert len(warnings) == 1 and len(probes) == 1
+
+
+def test_cpu_has_native_bf16_answers_a_bool():
+    from scripts.training import cpu_has_native_bf16
+
+    assert isinstance(cpu_has_native_bf16(), bool)
