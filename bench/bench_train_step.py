@@ -15,7 +15,8 @@ cost does not depend on the content.
   healthy rows' features),
   ``artasyn.model.losses.ARTASynLoss``, ``scripts.ema.EMAHandler``): one encoder-decoder pass of the
   input and one encoder pass of its healthy target; with ``--channels-last`` and
-  ``bf16`` variants (the step's ``cpu_bf16``: bfloat16 autocast of the forward and loss);
+  ``bf16`` variants (the step's ``cpu_bf16``: bfloat16 autocast of the forward and loss;
+  run only where the CPU has native bfloat16, otherwise left out with a note in the JSON);
 - ``authors``: their ``TrainLoop.run_step`` (``utils/train_util.py``) on their ``UNetModel``
   (``models/unet.py``): two encoder passes for the feature term plus a full pass, a hard-threshold
   Dice. Their code is *not* part of this project: export it yourself and pass its folder
@@ -234,12 +235,23 @@ def main(argv=None) -> int:
     batch = make_batch(args.batch, args.twins, args.size)
     n_samples = batch["image"].shape[0]
 
+    from scripts.training import cpu_has_native_bf16
+
+    native_bf16 = cpu_has_native_bf16()
+    notes = []
+    variants = list(args.variants)
+    if not native_bf16 and any("bf16" in v for v in variants):
+        dropped = [v for v in variants if "bf16" in v]
+        variants = [v for v in variants if "bf16" not in v]
+        notes.append(
+            f"this CPU has no native bfloat16 (oneDNN): {dropped} not run (the step would train them in float32)"
+        )
+        print(notes[-1], flush=True)
     steps: dict = {}
-    for v in args.variants:
+    for v in variants:
         steps[v] = OurStep(
             args, batch, args.steps, channels_last="channels_last" in v, bf16="bf16" in v, reuse="noreuse" not in v
         )
-    notes = []
     if args.authors_dir and (args.authors_dir / "utils" / "train_util.py").is_file():
         steps["authors"] = AuthorsStep(args, batch, args.steps, args.authors_dir)
         if steps["authors"].stubbed:
@@ -276,6 +288,7 @@ def main(argv=None) -> int:
         "rounds": args.rounds,
         "load_avg_end": [round(x, 2) for x in os.getloadavg()],
         "cpu_count": os.cpu_count(),
+        "cpu_native_bf16": native_bf16,
         "notes": notes,
         "results": {},
     }
