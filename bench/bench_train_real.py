@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
 import subprocess
 import sys
 import time
@@ -40,6 +42,22 @@ from scripts.utils import atomic_write  # noqa: E402
 
 CONFIGS = REPO / "bundle" / "configs"
 SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def machine_info() -> dict:
+    """The CPU a benchmark ran on: its model, cores, and whether it runs bfloat16 natively
+    (``cpu.json``'s ``cpu_bf16`` trains in float32 where it does not, more slowly)."""
+    from scripts.training import cpu_has_native_bf16
+
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:  # not Linux
+        pass
+    return {"cpu_model": model, "cpu_count": os.cpu_count(), "cpu_native_bf16": cpu_has_native_bf16()}
 
 
 def _images(folder: Path) -> list[Path]:

@@ -100,7 +100,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 if str(REPO / "bundle") not in sys.path:  # the bundle's ``scripts``, as its configs import them
     sys.path.insert(0, str(REPO / "bundle"))
 
-from bench_train_real import _images, _overrides, _run  # noqa: E402
+from bench_train_real import _images, _overrides, _run, machine_info  # noqa: E402
 
 from scripts.utils import atomic_write  # noqa: E402
 
@@ -1288,6 +1288,7 @@ def main(argv=None) -> int:
         "settings": settings,
         "evaluated_weights": "EMA weights (key 'model') of model_final.pt, the end of training",
         "load_avg_start": list(os.getloadavg()),
+        "machine": machine_info(),
     }
     train_dir = args.workdir
     train_over = {

@@ -50,7 +50,7 @@ REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "bundle" / "configs"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_train_real import _images, _overrides, _run  # noqa: E402
+from bench_train_real import _images, _overrides, _run, machine_info  # noqa: E402
 from trivial_baselines import STATISTICS, trivial_baselines  # noqa: E402
 
 from scripts.utils import atomic_write  # noqa: E402
@@ -226,6 +226,7 @@ def main(argv=None) -> int:
         "trivial_baselines": trivial_baselines(datalist["test"]),
         "trivial_baselines_val": trivial_baselines(datalist["test_val"]),
         "load_avg_start": list(os.getloadavg()),
+        "machine": machine_info(),
         "runs": {},
     }
     results["settings"] = {
