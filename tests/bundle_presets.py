@@ -41,6 +41,10 @@ def cli_overrides(overrides: dict) -> list:
 
 
 #: the standalone inference config, as MONAI Label and the docs run it
+#: a checkpoint path that never exists: ``inference.json`` builds its network from the checkpoint at
+#: ``ckpt_path`` when there is one, and its default is ``bundle/models/model.pt``, which the README's
+#: first command writes; tests that build a network from their own overrides point here instead
+NO_CHECKPOINT = str(__import__("pathlib").Path(__file__).resolve().parent / "no-such-dir" / "model.pt")
 INFERENCE = str(__import__("pathlib").Path(__file__).resolve().parents[1] / "bundle" / "configs" / "inference.json")
 
 
@@ -50,6 +54,7 @@ def random_checkpoint(path, overrides: dict, seed: int = 0):
     import torch
     from monai.bundle import ConfigWorkflow
 
+    overrides = {"ckpt_path": NO_CHECKPOINT, **overrides}
     wf = ConfigWorkflow(config_file=INFERENCE, workflow_type="infer", logging_file=False, **overrides)
     torch.manual_seed(seed)
     torch.save({"model": wf.parser.get_parsed_content("network_def").state_dict()}, path)

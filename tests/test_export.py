@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import torch
-from bundle_presets import TINY_NET
+from bundle_presets import NO_CHECKPOINT, TINY_NET
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "bundle" / "configs"
@@ -26,7 +26,7 @@ def test_ckpt_export_round_trips(tmp_path):
 
     parser = ConfigParser()
     parser.read_config(str(CONFIGS / "inference.json"))
-    for k, v in TINY_NET.items():
+    for k, v in {**TINY_NET, "ckpt_path": NO_CHECKPOINT}.items():
         parser[k] = v
     torch.manual_seed(0)
     net = parser.get_parsed_content("network_def")

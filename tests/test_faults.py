@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from bundle_presets import TINY_INFER, TINY_TRAIN, cli_overrides, outputs
+from bundle_presets import NO_CHECKPOINT, TINY_INFER, TINY_TRAIN, cli_overrides, outputs
 from fault_files import EXPECTED, write_bad_files, write_good_images
 
 REPO = Path(__file__).resolve().parents[1]
@@ -221,7 +221,7 @@ def tiny_ckpt(tmp_path_factory):
 
     parser = ConfigParser()
     parser.read_config(str(CONFIGS / "inference.json"))
-    for k, v in TINY_INFER.items():
+    for k, v in {**TINY_INFER, "ckpt_path": NO_CHECKPOINT}.items():
         parser[k] = v
     path = tmp_path_factory.mktemp("ckpt") / "model.pt"
     torch.save({"model": parser.get_parsed_content("network_def").state_dict()}, path)

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from bundle_presets import TINY_INFER, TINY_NET, cli_overrides, outputs
+from bundle_presets import NO_CHECKPOINT, TINY_INFER, TINY_NET, cli_overrides, outputs
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "bundle" / "configs"
@@ -60,7 +60,7 @@ def inputs(tmp_path_factory):
 def ckpt(tmp_path_factory):
     """A checkpoint with the layout the training's CheckpointSaver writes (``model`` = the weights)."""
     path = tmp_path_factory.mktemp("models") / "model.pt"
-    wf = _workflow(**TINY)
+    wf = _workflow(ckpt_path=NO_CHECKPOINT, **TINY)
     net = wf.parser.get_parsed_content("network_def")
     torch.save({"model": net.state_dict()}, path)
     return path
@@ -150,6 +150,7 @@ def test_monai_verify_net_in_out_accepts_the_metadata():
         device="cpu",
         **{"_meta_#network_data_format#inputs#image#spatial_shape": [64, 64]},
         **TINY_NET,
+        ckpt_path=NO_CHECKPOINT,
     )
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from bundle_presets import TINY_INFER
+from bundle_presets import NO_CHECKPOINT, TINY_INFER
 
 from scripts.monailabel_bundle import (
     DATASTORE_FILE_EXT,
@@ -58,7 +58,7 @@ def test_pred_is_the_mask_in_the_layout_of_monai_writers(tmp_path):
 
     parser = ConfigParser()
     parser.read_config(str(REPO / "bundle" / "configs" / "inference.json"))
-    for k, v in TINY.items():
+    for k, v in {**TINY, "ckpt_path": NO_CHECKPOINT}.items():
         parser[k] = v
     png = tmp_path / "cxr.png"
     Image.fromarray(make_phantom(96, diseased=True, seed=3)["image"][:, 8:88]).save(png)  # 96 rows x 80 columns
@@ -103,7 +103,7 @@ def test_bundle_infer_task_runs_the_inference_config(tmp_path):
 
     parser = ConfigParser()
     parser.read_config(str(REPO / "bundle" / "configs" / "inference.json"))
-    for k, v in TINY.items():
+    for k, v in {**TINY, "ckpt_path": NO_CHECKPOINT}.items():
         parser[k] = v
     net = parser.get_parsed_content("network_def")
     ckpt = tmp_path / "model.pt"
@@ -223,7 +223,7 @@ def test_dicom_study_gives_the_mask_of_the_same_png(tmp_path):
 
     parser = ConfigParser()
     parser.read_config(str(REPO / "bundle" / "configs" / "inference.json"))
-    for k, v in TINY.items():
+    for k, v in {**TINY, "ckpt_path": NO_CHECKPOINT}.items():
         parser[k] = v
     x = _twelve_bit()
     Image.fromarray(x).save(tmp_path / "cxr.png")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from bundle_presets import TINY_NET
+from bundle_presets import NO_CHECKPOINT, TINY_NET
 from monai.bundle import ConfigParser
 from monai.data import MetaTensor
 from monai.transforms import Resize, Resized
@@ -169,7 +169,7 @@ def test_inference_scores_do_not_move_on_real_radiographs(shared_data):
     def parts(resize_override):
         p = ConfigParser()
         p.read_config(str(CONFIGS / "inference.json"))
-        for k, v in {**TINY_NET, "spatial_size": [128, 128], **resize_override}.items():
+        for k, v in {**TINY_NET, "ckpt_path": NO_CHECKPOINT, "spatial_size": [128, 128], **resize_override}.items():
             p[k] = v
         torch.manual_seed(0)
         return p.get_parsed_content("preprocessing"), p.get_parsed_content("network_def").eval()
