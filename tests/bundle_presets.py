@@ -40,11 +40,12 @@ def cli_overrides(overrides: dict) -> list:
     return args
 
 
-#: the standalone inference config, as MONAI Label and the docs run it
 #: a checkpoint path that never exists: ``inference.json`` builds its network from the checkpoint at
 #: ``ckpt_path`` when there is one, and its default is ``bundle/models/model.pt``, which the README's
 #: first command writes; tests that build a network from their own overrides point here instead
 NO_CHECKPOINT = str(__import__("pathlib").Path(__file__).resolve().parent / "no-such-dir" / "model.pt")
+
+#: the standalone inference config, as MONAI Label and the docs run it
 INFERENCE = str(__import__("pathlib").Path(__file__).resolve().parents[1] / "bundle" / "configs" / "inference.json")
 
 
