@@ -49,6 +49,19 @@ NO_CHECKPOINT = str(__import__("pathlib").Path(__file__).resolve().parent / "no-
 INFERENCE = str(__import__("pathlib").Path(__file__).resolve().parents[1] / "bundle" / "configs" / "inference.json")
 
 
+def inference_parser(overrides: dict):
+    """``inference.json`` parsed with ``overrides`` set (ids as on the command line); its
+    ``ckpt_path`` is :data:`NO_CHECKPOINT` unless ``overrides`` names one, so the network is built
+    from the overrides, never from a checkpoint that a user's run left in ``bundle/models``."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(INFERENCE)
+    for key, value in {"ckpt_path": NO_CHECKPOINT, **overrides}.items():
+        parser[key] = value
+    return parser
+
+
 def random_checkpoint(path, overrides: dict, seed: int = 0):
     """Write to ``path`` a checkpoint of ``inference.json``'s network built with ``overrides``:
     seeded random weights under ``model``, the layout the training's savers write."""

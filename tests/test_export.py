@@ -15,19 +15,14 @@ import sys
 from pathlib import Path
 
 import torch
-from bundle_presets import NO_CHECKPOINT, TINY_NET
+from bundle_presets import TINY_NET, inference_parser
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "bundle" / "configs"
 
 
 def test_ckpt_export_round_trips(tmp_path):
-    from monai.bundle import ConfigParser
-
-    parser = ConfigParser()
-    parser.read_config(str(CONFIGS / "inference.json"))
-    for k, v in {**TINY_NET, "ckpt_path": NO_CHECKPOINT}.items():
-        parser[k] = v
+    parser = inference_parser(TINY_NET)
     torch.manual_seed(0)
     net = parser.get_parsed_content("network_def")
     with torch.no_grad():  # non-trivial batch-norm statistics, so eval mode matters

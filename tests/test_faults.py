@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from bundle_presets import NO_CHECKPOINT, TINY_INFER, TINY_TRAIN, cli_overrides, outputs
+from bundle_presets import TINY_INFER, TINY_TRAIN, cli_overrides, inference_parser, outputs
 from fault_files import EXPECTED, write_bad_files, write_good_images
 
 REPO = Path(__file__).resolve().parents[1]
@@ -217,12 +217,7 @@ def test_evaluating_a_mixed_folder_scores_every_usable_image(mix, trained_on_mix
 
 @pytest.fixture(scope="module")
 def tiny_ckpt(tmp_path_factory):
-    from monai.bundle import ConfigParser
-
-    parser = ConfigParser()
-    parser.read_config(str(CONFIGS / "inference.json"))
-    for k, v in {**TINY_INFER, "ckpt_path": NO_CHECKPOINT}.items():
-        parser[k] = v
+    parser = inference_parser(TINY_INFER)
     path = tmp_path_factory.mktemp("ckpt") / "model.pt"
     torch.save({"model": parser.get_parsed_content("network_def").state_dict()}, path)
     return path
@@ -368,13 +363,8 @@ def test_a_worker_failure_in_training_is_named_and_skipped(tmp_path, caplog):
 
 
 def test_safe_dataset_reason_is_the_root_cause_with_the_file(tmp_path):
-    from monai.bundle import ConfigParser
-
     paths = write_bad_files(tmp_path)
-    parser = ConfigParser()
-    parser.read_config(str(CONFIGS / "inference.json"))
-    for k, v in TINY_INFER.items():
-        parser[k] = v
+    parser = inference_parser(TINY_INFER)
     for name, inner in (("rgb_hw3.nii.gz", "ValueError: not a 2-D image"), ("gone.png", "FileNotFoundError")):
         path = str(paths["rgb_hw3.nii.gz"].with_name(name))
         parser["datalist"] = [{"image": path, "image_path": path}]

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from bundle_presets import NO_CHECKPOINT, TINY_INFER
+from bundle_presets import TINY_INFER, inference_parser
 
 from scripts.monailabel_bundle import (
     DATASTORE_FILE_EXT,
@@ -51,15 +51,11 @@ def test_inference_config_alone_has_what_bundle_infer_task_reads():
 
 def test_pred_is_the_mask_in_the_layout_of_monai_writers(tmp_path):
     """Pre-processing, a network, post-processing: ``pred`` is a uint8 {0, 1} W x H array of the input's size."""
-    from monai.bundle import ConfigParser
     from PIL import Image
 
     from artasyn.phantom import make_phantom
 
-    parser = ConfigParser()
-    parser.read_config(str(REPO / "bundle" / "configs" / "inference.json"))
-    for k, v in {**TINY, "ckpt_path": NO_CHECKPOINT}.items():
-        parser[k] = v
+    parser = inference_parser(TINY)
     png = tmp_path / "cxr.png"
     Image.fromarray(make_phantom(96, diseased=True, seed=3)["image"][:, 8:88]).save(png)  # 96 rows x 80 columns
     item = parser.get_parsed_content("preprocessing")({"image": str(png)})
@@ -96,15 +92,11 @@ def test_bundle_infer_task_runs_the_inference_config(tmp_path):
         from monailabel.tasks.infer.bundle import BundleInferTask
     except Exception as e:  # e.g. a torchvision build that does not match torch
         pytest.skip(f"monailabel is installed but its bundle task cannot be imported: {type(e).__name__}: {e}")
-    from monai.bundle import ConfigParser
     from PIL import Image
 
     from artasyn.phantom import make_phantom
 
-    parser = ConfigParser()
-    parser.read_config(str(REPO / "bundle" / "configs" / "inference.json"))
-    for k, v in {**TINY, "ckpt_path": NO_CHECKPOINT}.items():
-        parser[k] = v
+    parser = inference_parser(TINY)
     net = parser.get_parsed_content("network_def")
     ckpt = tmp_path / "model.pt"
     torch.save({"model": net.state_dict()}, ckpt)
@@ -215,16 +207,12 @@ def test_demo_studies_keep_dicom_under_names_the_datastore_lists(tmp_path, capsy
 
 def test_dicom_study_gives_the_mask_of_the_same_png(tmp_path):
     """What MONAI Label runs on a study (pre, network, post): a MONOCHROME1 DICOM gives its PNG's ``pred``."""
-    from monai.bundle import ConfigParser
     from PIL import Image
 
     from scripts.dicom import write_dicom
     from scripts.monailabel_demo import check_label
 
-    parser = ConfigParser()
-    parser.read_config(str(REPO / "bundle" / "configs" / "inference.json"))
-    for k, v in {**TINY, "ckpt_path": NO_CHECKPOINT}.items():
-        parser[k] = v
+    parser = inference_parser(TINY)
     x = _twelve_bit()
     Image.fromarray(x).save(tmp_path / "cxr.png")
     write_dicom(tmp_path / "cxr.dcm", 4095 - x, "MONOCHROME1", bits_stored=12)

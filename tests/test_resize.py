@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from bundle_presets import NO_CHECKPOINT, TINY_NET
+from bundle_presets import TINY_NET, inference_parser
 from monai.bundle import ConfigParser
 from monai.data import MetaTensor
 from monai.transforms import Resize, Resized
@@ -167,10 +167,7 @@ def test_inference_scores_do_not_move_on_real_radiographs(shared_data):
     from artasyn.scoring import AnomalyScored
 
     def parts(resize_override):
-        p = ConfigParser()
-        p.read_config(str(CONFIGS / "inference.json"))
-        for k, v in {**TINY_NET, "ckpt_path": NO_CHECKPOINT, "spatial_size": [128, 128], **resize_override}.items():
-            p[k] = v
+        p = inference_parser({**TINY_NET, "spatial_size": [128, 128], **resize_override})
         torch.manual_seed(0)
         return p.get_parsed_content("preprocessing"), p.get_parsed_content("network_def").eval()
 
