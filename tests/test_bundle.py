@@ -217,6 +217,33 @@ def test_evaluate_loads_checkpoint_and_writes_metrics(trained_bundle):
     assert "micro_dice_absolute" in m
 
 
+@pytest.mark.parametrize(
+    ("override", "taus"),
+    [
+        ({}, [0.2, 0.4, 0.6, 0.8]),
+        ({"tau": 0.4}, [0.4, 0.2, 0.6, 0.8]),
+        ({"tau": 0.3}, [0.3, 0.2, 0.4, 0.6, 0.8]),
+        ({"tau": 0.3, "taus": [0.6, 0.8]}, [0.6, 0.8]),
+    ],
+)
+def test_tau_leads_the_taus_of_training_and_evaluation(override, taus):
+    """``--tau`` works for training and evaluation as for inference; an explicit ``--taus`` wins."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config([TRAIN, str(CONFIGS / "cpu.json"), EVALUATE])
+    parser.update(override)
+    assert parser.get_parsed_content("taus") == taus
+
+
+def test_evaluate_with_tau_reports_that_tau_first(trained_bundle, tmp_path):
+    root, _ = trained_bundle
+    metrics, rows = _evaluate(root, tau=0.3, output_dir=str(tmp_path / "eval_tau"))
+    assert metrics["info"]["taus"] == [0.3, 0.2, 0.4, 0.6, 0.8]
+    assert {"micro_dice_tau0.3", "dice_tau0.3", "micro_dice_tau0.2"} <= set(metrics["metrics"])
+    assert list(rows[0])[4:6] == ["dice_tau0.3", "dice_tau0.2"]
+
+
 def test_evaluate_with_a_checkpoint_saved_before_thresholds(trained_bundle, tmp_path):
     """A checkpoint without ``thresholds``: the tau metrics as before, every decision metric null."""
     import torch
