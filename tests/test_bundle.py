@@ -284,6 +284,8 @@ def test_command_line_training_and_evaluating(tmp_path):
             "--config_file",
             "['bundle/configs/train.json','bundle/configs/small.json']",
             *over,
+            "--learning-rates",  # misspelt: warned about, and the run goes on
+            "0.5",
         ],
         cwd=REPO,
         capture_output=True,
@@ -293,6 +295,8 @@ def test_command_line_training_and_evaluating(tmp_path):
     )
     assert train.returncode == 0, train.stdout[-3000:] + train.stderr[-3000:]
     assert "AUC=" in train.stdout and "AP=" in train.stdout and "Dice(micro" in train.stdout
+    warned = [ln for ln in (train.stdout + train.stderr).splitlines() if "names no setting" in ln]
+    assert len(warned) == 1 and "--learning_rates" in warned[0] and "--learning_rate" in warned[0], warned
     assert (tmp_path / "models" / "model.pt").is_file()
     evaluate = subprocess.run(
         [
@@ -313,6 +317,7 @@ def test_command_line_training_and_evaluating(tmp_path):
     )
     assert evaluate.returncode == 0, evaluate.stdout[-3000:] + evaluate.stderr[-3000:]
     assert "AUC=" in evaluate.stdout and (tmp_path / "eval" / "metrics.json").is_file()
+    assert "names no setting" not in evaluate.stdout + evaluate.stderr  # every README override is a setting
 
 
 def test_loading_reads_png_8_16_bit_rgb_jpeg_and_nifti_alike(tmp_path):

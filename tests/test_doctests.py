@@ -1,7 +1,8 @@
 """The docstring examples of the library run as tests, and every section the code cites exists.
 
 ``python -m pytest -q tests`` (what ``.ci/run`` runs) collects this file, so the examples run
-in CI. Each module of ``artasyn`` must show at least one example. Citations are checked in the
+in CI. Each module of ``artasyn`` must show at least one example; the examples of the bundle's
+scripts (``bundle/scripts``, imported as ``scripts``) run too. Citations are checked in the
 library, the bundle's scripts, the benchmarks and the tests.
 """
 
@@ -14,11 +15,14 @@ from pathlib import Path
 import pytest
 
 import artasyn
+import scripts
 
 SKIPPED: set[str] = set()
 MODULES = ["artasyn"] + sorted(
     m.name for m in pkgutil.walk_packages(artasyn.__path__, prefix="artasyn.") if m.name not in SKIPPED
 )
+#: every module of the bundle's scripts (one without an example has nothing to run)
+SCRIPT_MODULES = sorted(f"scripts.{m.name}" for m in pkgutil.iter_modules(scripts.__path__))
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 #: "docs/method.md section 2.4", "``docs/method.md`` sections 2.2, 2.3", "... sections 2.1-2.6"
 CITATION = re.compile(r"method\.md`*,? sections? (\d+(?:\.\d+)?(?:(?:-|, )\d+(?:\.\d+)?)*)")
@@ -33,6 +37,16 @@ def test_docstring_examples_run(name):
         runner.run(test)
     result = runner.summarize(verbose=False)
     assert result.attempted >= 1, f"{name} has no docstring example"
+    assert result.failed == 0, f"{result.failed} of {result.attempted} docstring examples of {name} failed"
+
+
+@pytest.mark.parametrize("name", SCRIPT_MODULES)
+def test_bundle_script_examples_run(name):
+    module = importlib.import_module(name)
+    runner = doctest.DocTestRunner(optionflags=FLAGS)
+    for test in doctest.DocTestFinder(exclude_empty=True).find(module, name):
+        runner.run(test)
+    result = runner.summarize(verbose=False)
     assert result.failed == 0, f"{result.failed} of {result.attempted} docstring examples of {name} failed"
 
 

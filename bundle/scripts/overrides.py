@@ -1,0 +1,139 @@
+"""Command-line overrides that name no setting of the configs: warned about, with the nearest names.
+
+``python -m monai.bundle run`` accepts any ``--<id> <value>`` and adds ids the configs do not
+define, so a misspelt setting (``--max_iteration 200``, ``--learning-rate``) or one that only
+another workflow reads (``--tau`` before metadata 0.10.2) is silently ignored and the run goes
+on with the default. :func:`warn_unknown_overrides`, the second step of ``initialize`` in
+``train.json``, ``evaluate.json``, ``multi_gpu_train.json`` and ``inference.json``, reads the
+command line of that ``run`` (``sys.argv``; other callers, e.g. ``ConfigWorkflow`` in Python or
+MONAI Label, pass no command line and get nothing), loads the config files it names as they are
+on disk, and logs one warning per override whose id they do not hold, with the nearest ids
+that they do. The run itself is unchanged.
+
+Example::
+
+    >>> import json, tempfile, os
+    >>> folder = tempfile.mkdtemp()
+    >>> path = os.path.join(folder, "c.json")
+    >>> _ = open(path, "w").write(json.dumps({"max_iterations": 10, "network": {"channels": 8}}))
+    >>> argv = ["monai/bundle/__main__.py", "run", "training", "--config_file", path,
+    ...         "--max_iteration", "5", "--network#dropout", "0.1", "--seed=1"]
+    >>> unknown_overrides(argv)
+    {'max_iteration': ['max_iterations'], 'seed': []}
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import json
+import logging
+import os
+import re
+import sys
+from collections.abc import Sequence
+
+__all__ = ["bundle_run_overrides", "unknown_overrides", "warn_unknown_overrides"]
+
+logger = logging.getLogger("artasyn.bundle")
+
+#: arguments of ``monai.bundle run`` / ``ConfigWorkflow`` that are not config ids
+RUN_ARGUMENTS = frozenset(
+    {
+        "run_id",
+        "init_id",
+        "final_id",
+        "meta_file",
+        "config_file",
+        "logging_file",
+        "tracking",
+        "args_file",
+        "workflow_type",
+        "workflow_name",
+        "properties_path",
+    }
+)
+
+
+def _is_bundle_run(argv: Sequence[str]) -> bool:
+    main = os.path.normpath(str(argv[0])) if argv else ""
+    return main.endswith(os.path.join("monai", "bundle", "__main__.py")) and "run" in argv[1:2]
+
+
+def _file_list(value) -> list[str]:
+    if isinstance(value, (list, tuple)):
+        return [str(v) for v in value]
+    text = str(value).strip()
+    if text.startswith(("[", "(")):
+        try:
+            return [str(v) for v in ast.literal_eval(text)]
+        except (ValueError, SyntaxError):
+            pass
+    return [text]
+
+
+def bundle_run_overrides(argv: Sequence[str]) -> tuple[list[str], dict[str, object]]:
+    """``(config files, {override id: value})`` of a ``monai.bundle run`` command line (``([], {})`` otherwise).
+
+    Reads fire's forms ``--id value``, ``--id=value`` and a bare ``--flag``, dashes in names as
+    underscores, and the overrides of ``--args_file`` (a JSON file; the command line wins).
+    """
+    if not _is_bundle_run(argv):
+        return [], {}
+    given: dict[str, object] = {}
+    tokens = list(argv[2:])
+    i = 0
+    while i < len(tokens):
+        tok = tokens[i]
+        i += 1
+        if not tok.startswith("--"):
+            continue
+        name, eq, value = tok[2:].partition("=")
+        if not eq:
+            if i < len(tokens) and not tokens[i].startswith("--"):
+                value = tokens[i]
+                i += 1
+            else:
+                value = True
+        given[name.replace("-", "_").replace("::", "#")] = value
+    args_file = given.get("args_file")
+    if isinstance(args_file, str) and args_file.endswith(".json") and os.path.isfile(args_file):
+        with open(args_file) as f:
+            given = {**json.load(f), **given}
+    config = given.pop("config_file", None)
+    overrides = {k: v for k, v in given.items() if k not in RUN_ARGUMENTS}
+    return ([] if config is None else _file_list(config)), overrides
+
+
+def unknown_overrides(argv: Sequence[str] | None = None) -> dict[str, list[str]]:
+    """``{override id: nearest ids of the configs}`` for each override the configs do not define.
+
+    ``argv`` defaults to ``sys.argv``; an empty dict when it is not a ``monai.bundle run``
+    command line or names no config file that can be read.
+    """
+    from monai.bundle import ConfigParser
+
+    files, overrides = bundle_run_overrides(sys.argv if argv is None else argv)
+    if not files or not overrides or not all(os.path.isfile(f) for f in files):
+        return {}
+    parser = ConfigParser()
+    parser.read_config(files)
+    known = [k for k in parser.get() if isinstance(k, str)]
+    used = " ".join(str(v) for v in overrides.values())
+    unknown = {}
+    for name in overrides:
+        # a new key inside a component (``--network_def#dropout``) is an argument of it, and a
+        # new id that another override refers to (``@name``, ``%name``) is used: both take effect
+        if "#" in name or name.startswith("_meta_") or name in parser or re.search(rf"[@%]{re.escape(name)}\b", used):
+            continue
+        unknown[name] = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+    return unknown
+
+
+def warn_unknown_overrides(argv: Sequence[str] | None = None) -> dict[str, list[str]]:
+    """Logs one warning per override that names no setting of the configs (:func:`unknown_overrides`)."""
+    unknown = unknown_overrides(argv)
+    for name, near in unknown.items():
+        hint = f"; did you mean {' or '.join('--' + n for n in near)}?" if near else ""
+        logger.warning(f"--{name} names no setting of these configs, so it has no effect{hint}")
+    return unknown
