@@ -71,3 +71,11 @@ def test_each_unknown_override_is_logged_once_with_a_hint(caplog):
 def test_every_workflow_checks_its_overrides_first(name):
     init = json.loads((CONFIGS / name).read_text())["initialize"]
     assert init[:2] == ["$sys.path.append(@bundle_root)", "$@override_check"]
+
+
+def test_only_rank_0_warns(monkeypatch):
+    argv = _argv("--max_iteration", "5")
+    monkeypatch.setenv("RANK", "1")
+    assert warn_unknown_overrides(argv) == {}
+    monkeypatch.setenv("RANK", "0")
+    assert list(warn_unknown_overrides(argv)) == ["max_iteration"]

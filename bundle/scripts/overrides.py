@@ -131,7 +131,12 @@ def unknown_overrides(argv: Sequence[str] | None = None) -> dict[str, list[str]]
 
 
 def warn_unknown_overrides(argv: Sequence[str] | None = None) -> dict[str, list[str]]:
-    """Logs one warning per override that names no setting of the configs (:func:`unknown_overrides`)."""
+    """Logs one warning per override that names no setting of the configs (:func:`unknown_overrides`).
+
+    Under ``torchrun`` only the process of rank 0 (``RANK``) checks, so that each line shows once.
+    """
+    if os.environ.get("RANK", "0") != "0":
+        return {}
     unknown = unknown_overrides(argv)
     for name, near in unknown.items():
         hint = f"; did you mean {' or '.join('--' + n for n in near)}?" if near else ""
