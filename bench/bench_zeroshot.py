@@ -30,7 +30,8 @@ Steps:
 1. write the datalist (``<workdir>/datalist.json``, MONAI's format);
 2. train the bundle as a user does, ``python -m monai.bundle run training --config_file
    "['bundle/configs/train.json', 'bundle/configs/<preset>.json']" --datalist_file ...`` in a
-   subprocess, logging to ``<workdir>/train.log`` (``--set ID JSON`` adds any override,
+   subprocess, logging to ``<workdir>/train.log`` (``--set ID JSON`` adds any override; an id
+   that no config defines is refused before anything runs, since the training would ignore it;
    ``--max-iterations`` sets ``max_iterations``); ``--ckpt PATH`` skips the training and
    evaluates that checkpoint (the preset and overrides must be the ones it was trained with);
 3. evaluate the EMA weights (key ``model``) with the bundle's own pieces, parsed from the same
@@ -102,6 +103,7 @@ if str(REPO / "bundle") not in sys.path:  # the bundle's ``scripts``, as its con
 
 from bench_train_real import _images, _overrides, _run, machine_info  # noqa: E402
 
+from scripts.overrides import unknown_ids  # noqa: E402
 from scripts.utils import atomic_write  # noqa: E402
 
 PBTSEG_MODES = ("paper", "robust")
@@ -328,6 +330,15 @@ def auroc_inside(scores: np.ndarray, labels: np.ndarray, region: np.ndarray) -> 
 # ------------------------------------------------------------------------------------------
 # the bundle's pieces
 # ------------------------------------------------------------------------------------------
+
+
+def refuse_unknown_ids(configs, overrides: dict) -> None:
+    """A ``--set`` id that no config defines would be ignored by the training: refuse it before it starts."""
+    unknown = unknown_ids(configs, overrides)
+    if unknown:
+        names = "; ".join(f"{k} (nearest: {', '.join(v) or 'none'})" for k, v in unknown.items())
+        files = [Path(c).name for c in configs]
+        raise SystemExit(f"--set names no setting of {files}, so the training would ignore it: {names}")
 
 
 def bundle_parser(config_files: Sequence[str | Path], overrides: Mapping | None = None):
@@ -1266,6 +1277,7 @@ def main(argv=None) -> int:
         if not c.is_file():
             raise FileNotFoundError(f"config file not found: {c}")
     user = {k: json.loads(v) for k, v in args.set}
+    refuse_unknown_ids(configs, user)
     user.update({"variant": args.variant} if args.variant is not None else {})
     user.update({"max_iterations": args.max_iterations} if args.max_iterations is not None else {})
     user.update({"seed": args.seed} if args.seed is not None else {})

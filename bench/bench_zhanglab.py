@@ -51,6 +51,7 @@ CONFIGS = REPO / "bundle" / "configs"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_train_real import _images, _overrides, _run, machine_info  # noqa: E402
+from bench_zeroshot import refuse_unknown_ids  # noqa: E402
 from trivial_baselines import STATISTICS, trivial_baselines  # noqa: E402
 
 from scripts.utils import atomic_write  # noqa: E402
@@ -187,7 +188,14 @@ def main(argv=None) -> int:
     ap.add_argument("--num-workers", type=int, default=None)
     ap.add_argument("--workdir", type=Path, default=REPO / "bench" / "results" / "zhanglab_work")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "zhanglab.json")
-    ap.add_argument("--set", nargs=2, action="append", default=[], metavar=("ID", "JSON"), help="extra bundle override")
+    ap.add_argument(
+        "--set",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("ID", "JSON"),
+        help="extra bundle override (an id that no config defines is refused)",
+    )
     ap.add_argument("--dry-run", action="store_true", help="write the datalist and print the commands only")
     ap.add_argument(
         "--rescore",
@@ -211,6 +219,7 @@ def main(argv=None) -> int:
     print(f"datalist {dl_path}: {datalist['counts']}", flush=True)
 
     configs = [str(CONFIGS / "train.json")] + ([] if args.preset == "paper" else [str(CONFIGS / f"{args.preset}.json")])
+    refuse_unknown_ids(configs, {k: json.loads(v) for k, v in args.set})
     cfg = "[" + ",".join(f"'{c}'" for c in configs) + "]"
     cfg_e = "[" + ",".join(f"'{c}'" for c in [*configs, str(CONFIGS / "evaluate.json")]) + "]"
     results = {

@@ -548,3 +548,10 @@ def test_errors_normalised_in_lung_coordinates_follow_lungs_that_move():
     assert v["zlung_signed_sigma6"]["mean_per_image"] > 0.95
     assert v["zlung_signed_sigma6"]["mean_per_image"] > v["z_signed_sigma6"]["mean_per_image"] + 0.05
     assert {"zlung_positive_sigma3", "zlung_signed_sigma12", "zlung_raw", "zlung_signed_sigma12+zlung_raw"} <= set(v)
+
+
+def test_a_set_id_that_no_config_defines_is_refused_before_training():
+    configs = [bz.CONFIGS / n for n in ("train.json", "cpu.json", "lesions.json")]
+    bz.refuse_unknown_ids(configs, {"w_local": 8.0, "network_def#dropout": 0.2})  # both take effect
+    with pytest.raises(SystemExit, match=r"w_locl \(nearest: w_local"):
+        bz.refuse_unknown_ids(configs, {"w_locl": 8.0})

@@ -31,9 +31,9 @@ import logging
 import os
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
-__all__ = ["bundle_run_overrides", "unknown_overrides", "warn_unknown_overrides"]
+__all__ = ["bundle_run_overrides", "describe_unknown", "unknown_ids", "unknown_overrides", "warn_unknown_overrides"]
 
 logger = logging.getLogger("artasyn.bundle")
 
@@ -105,29 +105,44 @@ def bundle_run_overrides(argv: Sequence[str]) -> tuple[list[str], dict[str, obje
     return ([] if config is None else _file_list(config)), overrides
 
 
-def unknown_overrides(argv: Sequence[str] | None = None) -> dict[str, list[str]]:
-    """``{override id: nearest ids of the configs}`` for each override the configs do not define.
+def unknown_ids(config_files: Sequence[str | os.PathLike], overrides: Mapping[str, object]) -> dict[str, list[str]]:
+    """``{id: nearest ids of the configs}`` for each of ``overrides`` that ``config_files`` do not define.
 
-    ``argv`` defaults to ``sys.argv``; an empty dict when it is not a ``monai.bundle run``
-    command line or names no config file that can be read.
+    A new key inside a component (``network_def#dropout``) is an argument of it, and a new id
+    that another override refers to (``@name``, ``%name``) is used: neither is reported.
     """
     from monai.bundle import ConfigParser
 
-    files, overrides = bundle_run_overrides(sys.argv if argv is None else argv)
-    if not files or not overrides or not all(os.path.isfile(f) for f in files):
-        return {}
     parser = ConfigParser()
-    parser.read_config(files)
+    parser.read_config([str(f) for f in config_files])
     known = [k for k in parser.get() if isinstance(k, str)]
     used = " ".join(str(v) for v in overrides.values())
     unknown = {}
     for name in overrides:
-        # a new key inside a component (``--network_def#dropout``) is an argument of it, and a
-        # new id that another override refers to (``@name``, ``%name``) is used: both take effect
         if "#" in name or name.startswith("_meta_") or name in parser or re.search(rf"[@%]{re.escape(name)}\b", used):
             continue
         unknown[name] = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
     return unknown
+
+
+def unknown_overrides(argv: Sequence[str] | None = None) -> dict[str, list[str]]:
+    """:func:`unknown_ids` of a ``monai.bundle run`` command line (``argv``, default ``sys.argv``).
+
+    An empty dict when it is not such a command line or names no config file that can be read.
+    """
+    files, overrides = bundle_run_overrides(sys.argv if argv is None else argv)
+    if not files or not overrides or not all(os.path.isfile(f) for f in files):
+        return {}
+    return unknown_ids(files, overrides)
+
+
+def describe_unknown(unknown: Mapping[str, Sequence[str]]) -> list[str]:
+    """One line per unknown id: ``--<id> names no setting of these configs ...; did you mean ...?``."""
+    lines = []
+    for name, near in unknown.items():
+        hint = f"; did you mean {' or '.join('--' + n for n in near)}?" if near else ""
+        lines.append(f"--{name} names no setting of these configs, so it has no effect{hint}")
+    return lines
 
 
 def warn_unknown_overrides(argv: Sequence[str] | None = None) -> dict[str, list[str]]:
@@ -138,7 +153,6 @@ def warn_unknown_overrides(argv: Sequence[str] | None = None) -> dict[str, list[
     if os.environ.get("RANK", "0") != "0":
         return {}
     unknown = unknown_overrides(argv)
-    for name, near in unknown.items():
-        hint = f"; did you mean {' or '.join('--' + n for n in near)}?" if near else ""
-        logger.warning(f"--{name} names no setting of these configs, so it has no effect{hint}")
+    for line in describe_unknown(unknown):
+        logger.warning(line)
     return unknown
