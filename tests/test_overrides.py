@@ -79,3 +79,11 @@ def test_only_rank_0_warns(monkeypatch):
     assert warn_unknown_overrides(argv) == {}
     monkeypatch.setenv("RANK", "0")
     assert list(warn_unknown_overrides(argv)) == ["max_iteration"]
+
+
+def test_a_failing_check_never_stops_the_run(tmp_path, caplog):
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    with caplog.at_level(logging.WARNING, logger="artasyn.bundle"):
+        assert warn_unknown_overrides(_argv("--seed", "1", config=[str(broken)])) == {}
+    assert any("were not checked" in r.getMessage() for r in caplog.records)

@@ -149,10 +149,15 @@ def warn_unknown_overrides(argv: Sequence[str] | None = None) -> dict[str, list[
     """Logs one warning per override that names no setting of the configs (:func:`unknown_overrides`).
 
     Under ``torchrun`` only the process of rank 0 (``RANK``) checks, so that each line shows once.
+    The check never stops a run: should it fail, the log says so and the run goes on.
     """
     if os.environ.get("RANK", "0") != "0":
         return {}
-    unknown = unknown_overrides(argv)
+    try:
+        unknown = unknown_overrides(argv)
+    except Exception as e:  # a helper: MONAI has already parsed the same files for the run itself
+        logger.warning(f"the command-line overrides were not checked ({type(e).__name__}: {e})")
+        return {}
     for line in describe_unknown(unknown):
         logger.warning(line)
     return unknown
