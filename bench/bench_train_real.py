@@ -38,6 +38,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bundle"))  # the bundle's own code, imported as ``scripts``
 
+from scripts.overrides import unknown_ids  # noqa: E402
 from scripts.utils import atomic_write  # noqa: E402
 
 CONFIGS = REPO / "bundle" / "configs"
@@ -118,6 +119,15 @@ def _overrides(d: dict) -> list[str]:
     return out
 
 
+def refuse_unknown_ids(configs, overrides: dict) -> None:
+    """A ``--set`` id that no config defines would be ignored by the training: refuse it before it starts."""
+    unknown = unknown_ids(configs, overrides)
+    if unknown:
+        names = "; ".join(f"{k} (nearest: {', '.join(v) or 'none'})" for k, v in unknown.items())
+        files = [Path(c).name for c in configs]
+        raise SystemExit(f"--set names no setting of {files}, so the training would ignore it: {names}")
+
+
 def _run(cmd: list[str], log: Path, timeout: float) -> tuple[int, float]:
     t0 = time.perf_counter()
     with open(log, "w") as f:
@@ -151,6 +161,7 @@ def main(argv=None) -> int:
     print(f"datalist {dl_path}: {datalist['counts']}", flush=True)
 
     configs = [str(CONFIGS / "train.json")] + ([str(CONFIGS / "small.json")] if args.preset == "small" else [])
+    refuse_unknown_ids(configs, {k: json.loads(v) for k, v in args.set})
     results = {
         "datalist": str(dl_path),
         "counts": datalist["counts"],

@@ -101,9 +101,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 if str(REPO / "bundle") not in sys.path:  # the bundle's ``scripts``, as its configs import them
     sys.path.insert(0, str(REPO / "bundle"))
 
-from bench_train_real import _images, _overrides, _run, machine_info  # noqa: E402
+from bench_train_real import _images, _overrides, _run, machine_info, refuse_unknown_ids  # noqa: E402
 
-from scripts.overrides import unknown_ids  # noqa: E402
 from scripts.utils import atomic_write  # noqa: E402
 
 PBTSEG_MODES = ("paper", "robust")
@@ -330,15 +329,6 @@ def auroc_inside(scores: np.ndarray, labels: np.ndarray, region: np.ndarray) -> 
 # ------------------------------------------------------------------------------------------
 # the bundle's pieces
 # ------------------------------------------------------------------------------------------
-
-
-def refuse_unknown_ids(configs, overrides: dict) -> None:
-    """A ``--set`` id that no config defines would be ignored by the training: refuse it before it starts."""
-    unknown = unknown_ids(configs, overrides)
-    if unknown:
-        names = "; ".join(f"{k} (nearest: {', '.join(v) or 'none'})" for k, v in unknown.items())
-        files = [Path(c).name for c in configs]
-        raise SystemExit(f"--set names no setting of {files}, so the training would ignore it: {names}")
 
 
 def bundle_parser(config_files: Sequence[str | Path], overrides: Mapping | None = None):

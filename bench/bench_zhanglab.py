@@ -50,8 +50,7 @@ REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "bundle" / "configs"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_train_real import _images, _overrides, _run, machine_info  # noqa: E402
-from bench_zeroshot import refuse_unknown_ids  # noqa: E402
+from bench_train_real import _images, _overrides, _run, machine_info, refuse_unknown_ids  # noqa: E402
 from trivial_baselines import STATISTICS, trivial_baselines  # noqa: E402
 
 from scripts.utils import atomic_write  # noqa: E402

@@ -49,9 +49,10 @@ def test_overrides_that_take_effect_are_not_warned_about(override):
     assert unknown_overrides(_argv(*override)) == {}
 
 
-def test_args_file_overrides_are_checked_and_the_command_line_wins(tmp_path):
-    args = tmp_path / "args.json"
-    args.write_text(json.dumps({"config_file": str(CONFIGS / "train.json"), "batchsize": 2, "seed": 1}))
+@pytest.mark.parametrize("suffix", [".json", ".yaml"])
+def test_args_file_overrides_are_checked_and_the_command_line_wins(tmp_path, suffix):
+    args = tmp_path / f"args{suffix}"
+    args.write_text(json.dumps({"config_file": str(CONFIGS / "train.json"), "batchsize": 2, "seed": 1}))  # YAML too
     argv = [MAIN, "run", "training", "--args_file", str(args), "--seed", "4"]
     assert bundle_run_overrides(argv) == ([str(CONFIGS / "train.json")], {"batchsize": 2, "seed": "4"})
     unknown = unknown_overrides(argv)

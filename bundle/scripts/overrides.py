@@ -26,14 +26,13 @@ from __future__ import annotations
 
 import ast
 import difflib
-import json
 import logging
 import os
 import re
 import sys
 from collections.abc import Mapping, Sequence
 
-__all__ = ["bundle_run_overrides", "describe_unknown", "unknown_ids", "unknown_overrides", "warn_unknown_overrides"]
+__all__ = ["bundle_run_overrides", "unknown_ids", "unknown_overrides", "warn_unknown_overrides"]
 
 logger = logging.getLogger("artasyn.bundle")
 
@@ -76,7 +75,8 @@ def bundle_run_overrides(argv: Sequence[str]) -> tuple[list[str], dict[str, obje
     """``(config files, {override id: value})`` of a ``monai.bundle run`` command line (``([], {})`` otherwise).
 
     Reads fire's forms ``--id value``, ``--id=value`` and a bare ``--flag``, dashes in names as
-    underscores, and the overrides of ``--args_file`` (a JSON file; the command line wins).
+    underscores, and the overrides of ``--args_file`` (JSON or YAML, read as MONAI reads it; the command line
+    wins).
     """
     if not _is_bundle_run(argv):
         return [], {}
@@ -97,9 +97,10 @@ def bundle_run_overrides(argv: Sequence[str]) -> tuple[list[str], dict[str, obje
                 value = True
         given[name.replace("-", "_").replace("::", "#")] = value
     args_file = given.get("args_file")
-    if isinstance(args_file, str) and args_file.endswith(".json") and os.path.isfile(args_file):
-        with open(args_file) as f:
-            given = {**json.load(f), **given}
+    if isinstance(args_file, str) and os.path.isfile(args_file):
+        from monai.bundle import ConfigParser
+
+        given = {**ConfigParser.load_config_file(args_file), **given}
     config = given.pop("config_file", None)
     overrides = {k: v for k, v in given.items() if k not in RUN_ARGUMENTS}
     return ([] if config is None else _file_list(config)), overrides
@@ -136,15 +137,6 @@ def unknown_overrides(argv: Sequence[str] | None = None) -> dict[str, list[str]]
     return unknown_ids(files, overrides)
 
 
-def describe_unknown(unknown: Mapping[str, Sequence[str]]) -> list[str]:
-    """One line per unknown id: ``--<id> names no setting of these configs ...; did you mean ...?``."""
-    lines = []
-    for name, near in unknown.items():
-        hint = f"; did you mean {' or '.join('--' + n for n in near)}?" if near else ""
-        lines.append(f"--{name} names no setting of these configs, so it has no effect{hint}")
-    return lines
-
-
 def warn_unknown_overrides(argv: Sequence[str] | None = None) -> dict[str, list[str]]:
     """Logs one warning per override that names no setting of the configs (:func:`unknown_overrides`).
 
@@ -158,6 +150,7 @@ def warn_unknown_overrides(argv: Sequence[str] | None = None) -> dict[str, list[
     except Exception as e:  # a helper: MONAI has already parsed the same files for the run itself
         logger.warning(f"the command-line overrides were not checked ({type(e).__name__}: {e})")
         return {}
-    for line in describe_unknown(unknown):
-        logger.warning(line)
+    for name, near in unknown.items():
+        hint = f"; did you mean {' or '.join('--' + n for n in near)}?" if near else ""
+        logger.warning(f"--{name} names no setting of these configs, so it has no effect{hint}")
     return unknown
