@@ -36,10 +36,21 @@ def test_unknown_ids_are_found_with_their_nearest_settings():
     assert unknown["max_iteration"][0] == "max_iterations"
 
 
+def test_a_new_key_in_a_plain_grouping_of_settings_is_found():
+    unknown = unknown_overrides(_argv("--train#datalst", "a.json", "--validate#datalist", "b.json"))
+    assert list(unknown) == ["train#datalst"] and unknown["train#datalst"][0] == "train#datalist"
+    inference = [str(CONFIGS / "inference.json")]
+    unknown = unknown_overrides(_argv("--default_settings#spatial_sise", "128", config=inference))
+    assert unknown == {"default_settings#spatial_sise": ["default_settings#spatial_size"]}
+
+
 @pytest.mark.parametrize(
     "override",
     [
         ("--network_def#dropout", "0.2"),  # a new argument of a component
+        ("--checkpoint_config#network#width", "8"),  # a dict argument of a component
+        ("--validate#handlers#7#info#note", "x"),  # inside a list of components
+        ("--train#dataloader#prefetch_factor", "2"),  # a component inside a grouping
         ("--my_width", "4", "--network_def#channels", "@my_width"),  # a new id another override uses
         ("--_meta_#version", "1"),
         ("--run_id", "training", "--logging_file", "x.conf", "--workflow_type", "train"),

@@ -15,11 +15,12 @@ Example::
     >>> import json, tempfile, os
     >>> folder = tempfile.mkdtemp()
     >>> path = os.path.join(folder, "c.json")
-    >>> _ = open(path, "w").write(json.dumps({"max_iterations": 10, "network": {"channels": 8}}))
+    >>> config = {"max_iterations": 10, "network": {"_target_": "Net", "channels": 8}, "train": {"datalist": "a.json"}}
+    >>> _ = open(path, "w").write(json.dumps(config))
     >>> argv = ["monai/bundle/__main__.py", "run", "training", "--config_file", path,
-    ...         "--max_iteration", "5", "--network#dropout", "0.1", "--seed=1"]
+    ...         "--max_iteration", "5", "--network#dropout", "0.1", "--train#datalst", "b.json", "--seed=1"]
     >>> unknown_overrides(argv)
-    {'max_iteration': ['max_iterations'], 'seed': []}
+    {'max_iteration': ['max_iterations'], 'train#datalst': ['train#datalist'], 'seed': []}
 """
 
 from __future__ import annotations
@@ -109,21 +110,43 @@ def bundle_run_overrides(argv: Sequence[str]) -> tuple[list[str], dict[str, obje
 def unknown_ids(config_files: Sequence[str | os.PathLike], overrides: Mapping[str, object]) -> dict[str, list[str]]:
     """``{id: nearest ids of the configs}`` for each of ``overrides`` that ``config_files`` do not define.
 
-    A new key inside a component (``network_def#dropout``) is an argument of it, and a new id
-    that another override refers to (``@name``, ``%name``) is used: neither is reported.
+    A new key inside a component (``network_def#dropout``, or a dict that a component takes) is
+    an argument of it, and a new id that another override refers to (``@name``, ``%name``) is
+    used: neither is reported. A new key inside a plain grouping of settings (``train#datalst``,
+    ``default_settings#...``: dicts reached from the top through dicts without ``_target_``)
+    is reported like a new top-level id, with the nearest keys of that grouping.
     """
     from monai.bundle import ConfigParser
 
     parser = ConfigParser()
     parser.read_config([str(f) for f in config_files])
-    known = [k for k in parser.get() if isinstance(k, str)]
     used = " ".join(str(v) for v in overrides.values())
     unknown = {}
     for name in overrides:
-        if "#" in name or name.startswith("_meta_") or name in parser or re.search(rf"[@%]{re.escape(name)}\b", used):
+        if name.startswith("_meta_") or name in parser or re.search(rf"[@%]{re.escape(name)}\b", used):
             continue
-        unknown[name] = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+        parent, _, leaf = name.rpartition("#")
+        siblings = _grouping_keys(parser.get(), parent)
+        if siblings is not None:
+            prefix = f"{parent}#" if parent else ""
+            unknown[name] = [prefix + k for k in difflib.get_close_matches(leaf, siblings, n=3, cutoff=0.6)]
     return unknown
+
+
+def _grouping_keys(config: Mapping, parent: str) -> list[str] | None:
+    """The keys of the plain dict ``parent`` (``""``: the top level), or None where a new key there is not an error.
+
+    None when the path leaves plain dicts: a component (``_target_``) or a list on the way takes
+    new keys as its arguments, and a path that does not exist is MONAI's own KeyError.
+    """
+    node = config
+    for key in parent.split("#") if parent else []:
+        if not isinstance(node, Mapping) or "_target_" in node or key not in node:
+            return None
+        node = node[key]
+    if not isinstance(node, Mapping) or "_target_" in node:
+        return None
+    return [k for k in node if isinstance(k, str)]
 
 
 def unknown_overrides(argv: Sequence[str] | None = None) -> dict[str, list[str]]:
