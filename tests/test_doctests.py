@@ -28,25 +28,23 @@ FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 CITATION = re.compile(r"method\.md`*,? sections? (\d+(?:\.\d+)?(?:(?:-|, )\d+(?:\.\d+)?)*)")
 
 
+def _run_examples(name: str) -> doctest.TestResults:
+    runner = doctest.DocTestRunner(optionflags=FLAGS)
+    for test in doctest.DocTestFinder(exclude_empty=True).find(importlib.import_module(name), name):
+        runner.run(test)
+    return runner.summarize(verbose=False)
+
+
 @pytest.mark.parametrize("name", MODULES)
 def test_docstring_examples_run(name):
-    module = importlib.import_module(name)
-    finder = doctest.DocTestFinder(exclude_empty=True)
-    runner = doctest.DocTestRunner(optionflags=FLAGS)
-    for test in finder.find(module, name):
-        runner.run(test)
-    result = runner.summarize(verbose=False)
+    result = _run_examples(name)
     assert result.attempted >= 1, f"{name} has no docstring example"
     assert result.failed == 0, f"{result.failed} of {result.attempted} docstring examples of {name} failed"
 
 
 @pytest.mark.parametrize("name", SCRIPT_MODULES)
 def test_bundle_script_examples_run(name):
-    module = importlib.import_module(name)
-    runner = doctest.DocTestRunner(optionflags=FLAGS)
-    for test in doctest.DocTestFinder(exclude_empty=True).find(module, name):
-        runner.run(test)
-    result = runner.summarize(verbose=False)
+    result = _run_examples(name)
     assert result.failed == 0, f"{result.failed} of {result.attempted} docstring examples of {name} failed"
 
 
