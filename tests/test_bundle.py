@@ -129,6 +129,17 @@ def trained_bundle(tmp_path_factory):
     return root, losses
 
 
+def test_training_log_prints_every_loss_term_readably(tmp_path):
+    """L_feat is about 1e-5: the log's four decimals printed it as 0.0000."""
+    from monai.handlers import StatsHandler
+
+    wf = _workflow(TRAIN, **outputs(tmp_path), **TINY)
+    wf.initialize()
+    (stats,) = [h for h in wf.parser.get_parsed_content("train#handlers") if isinstance(h, StatsHandler)]
+    line = "".join(stats.key_var_format.format(k, v) for k, v in {"loss_feat": 1.08e-05, "loss_global": 0.0013}.items())
+    assert line == "loss_feat: 1.08e-05 loss_global: 0.0013 "
+
+
 def test_tiny_training_loss_falls(trained_bundle):
     root, losses = trained_bundle
     assert len(losses) == 24
