@@ -1,10 +1,11 @@
 #!/usr/bin/env python
 """How much each term of eq. 1 weighs in a training: read back from its TensorBoard events.
 
-The training log prints the loss terms to four decimals, where ``L_feat`` (about 1e-5) reads
-0.0000. The TensorBoard events that ``train.json``'s ``TensorBoardStatsHandler`` writes hold the
-same unweighted terms (``loss_global``, ``loss_local``, ``loss_feat``, ``loss_dice``) and the
-weighted total (``loss``) at full precision. This reads them from every events file under a run
+The training log printed the loss terms to four decimals, where ``L_feat`` (about 1e-5) read
+0.0000 (since bundle 0.10.4: four significant digits). The TensorBoard events that
+``train.json``'s ``TensorBoardStatsHandler`` writes hold the same unweighted terms
+(``loss_global``, ``loss_local``, ``loss_feat``, ``loss_dice``) and the weighted total (``loss``)
+at full precision. This reads them from every events file under a run
 folder and reports, per term, its mean over the logged iterations (all, and the second half) and
 its weighted share of the total loss ``w * mean(term) / mean(loss)``.
 
