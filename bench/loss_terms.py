@@ -9,8 +9,8 @@ at full precision. This reads them from every events file under a run
 folder and reports, per term, its mean over the logged iterations (all, and the second half) and
 its weighted share of the total loss ``w * mean(term) / mean(loss)``.
 
-The weights are those of the bundle configs as merged by ``monai.bundle`` (``train.json`` then the
-overrides files, then ``--set``), the same arguments the training got. As a check that they are the
+The weights are those of the bundle configs as ``monai.bundle.ConfigParser`` merges them (``train.json``
+then the overrides files, then ``--set``), the same arguments the training got. As a check that they are the
 training's, every logged total is compared with the weighted sum of its terms; the largest relative
 gap is reported, and a gap above 1 % is an error (the weights given are not the run's).
 
@@ -42,16 +42,16 @@ MAX_REL_GAP = 0.01
 
 
 def weights_of(config_files: list[Path], overrides: list[tuple[str, str]]) -> dict[str, float]:
-    """Eq. 1's weights as the configs, merged in order, and then ``--set`` give them."""
-    merged: dict = {}
-    for path in config_files:
-        merged.update(json.loads(Path(path).read_text()))
+    """Eq. 1's weights as MONAI merges the configs in order, then ``--set`` (JSON values)."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser(ConfigParser.load_config_files([str(p) for p in config_files]))
     for key, value in overrides:
-        merged[key] = json.loads(value)
-    missing = [f"w_{t}" for t in TERMS if f"w_{t}" not in merged]
+        parser[key] = json.loads(value)
+    missing = [f"w_{t}" for t in TERMS if f"w_{t}" not in parser]
     if missing:
         raise KeyError(f"loss weights {missing} in none of {[str(p) for p in config_files]}")
-    return {t: float(merged[f"w_{t}"]) for t in TERMS}
+    return {t: float(parser.get_parsed_content(f"w_{t}")) for t in TERMS}
 
 
 def read_scalars(run_dir: Path) -> dict[str, dict[int, float]]:
