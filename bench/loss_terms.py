@@ -5,18 +5,19 @@ The training log printed the loss terms to four decimals, where ``L_feat`` (abou
 0.0000 (since bundle 0.10.4: four significant digits). The TensorBoard events that
 ``train.json``'s ``TensorBoardStatsHandler`` writes hold the same unweighted terms
 (``loss_global``, ``loss_local``, ``loss_feat``, ``loss_dice``) and the weighted total (``loss``)
-at full precision. This reads them from every events file under a run
-folder and reports, per term, its mean over the logged iterations (all, and the second half) and
-its weighted share of the total loss ``w * mean(term) / mean(loss)``.
+at full precision. This reads them from every events file under a run folder and reports, per
+term, its mean over the logged iterations (all, and the second half) and its weighted share of the
+total loss ``w * mean(term) / mean(loss)``.
 
-The weights are those of the bundle configs as ``monai.bundle.ConfigParser`` merges them (``train.json``
-then the overrides files, then ``--set``), the same arguments the training got. As a check that they are the
-training's, every logged total is compared with the weighted sum of its terms; the largest relative
-gap is reported, and a gap above 1 % is an error (the weights given are not the run's).
+The weights are those of the bundle configs as ``monai.bundle.ConfigParser`` merges them
+(``train.json`` then the overrides files, then ``--set``), the same arguments the training got. As
+a check that they are the training's, every logged total is compared with the weighted sum of its
+terms; the largest relative gap is reported, and a gap above 1 % is an error (the weights given are
+not the run's).
 
 Usage::
 
-    python bench/loss_terms.py /work/zs/wfeat6_s0 --config bundle/configs/train.json \\
+    python bench/loss_terms.py <work folder> --config bundle/configs/train.json \\
         bundle/configs/cpu.json bundle/configs/lesions.json --set w_feat 6.0 \\
         --out bench/results/loss_terms_lesions_wfeat6_s0.json
 
