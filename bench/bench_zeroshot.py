@@ -883,6 +883,20 @@ def ssim_maps(x: np.ndarray, r: np.ndarray, sigma: float = 1.5) -> tuple[np.ndar
     return (2 * mx * mr + c1) / (mx * mx + mr * mr + c1) * cs, cs
 
 
+#: the weights ``k`` of the intensity in :func:`map_variants`' ``signed_sigma6+raw_k<k>``
+FIXED_INTENSITY_WEIGHTS = (0.03, 0.05, 0.1, 0.2)
+
+
+def intensity_weight(ref_images: np.ndarray, ref_recon: np.ndarray, sigma: float = 6.0) -> float:
+    """The intensity weight that ``signed_sigma<s>+raw`` implies: healthy signed error's spread / intensity's.
+
+    ``signed_sigma<s>+raw`` adds the signed error and the intensity, each in units of its healthy
+    reference images' spread; up to a constant and a scale (neither changes a ranking) that is the
+    signed error plus this weight times the intensity.
+    """
+    return float(_signed(ref_images, ref_recon, sigma).std()) / (float(ref_images.std()) + 1e-12)
+
+
 def map_variants(
     arrays: Mapping,
     recon: np.ndarray,
@@ -902,7 +916,9 @@ def map_variants(
     border and clavicles stops counting); ``raw_z``: the intensity normalised the same way, a
     trivial baseline that needs no network; ``signed_sigma<s>+raw``: the signed error plus the
     intensity, each in units of its healthy reference images' overall mean and spread (the
-    network's evidence and brightness's, weighed equally); ``texture``: smoothness, ``-log`` of the
+    network's evidence and brightness's, weighed equally); ``signed_sigma6+raw_k<k>``: the signed
+    error at sigma 6 plus ``k`` times the intensity (:data:`FIXED_INTENSITY_WEIGHTS`), the same
+    sum with a weight fixed in advance instead of one from healthy statistics; ``texture``: smoothness, ``-log`` of the
     local high-pass energy (no network), and ``signed_sigma12+raw+texture`` the three summed the
     same way; with ``arrays["lung"]`` (the PBTSeg lungs), ``raw_lungnorm`` and
     ``signed_sigma12_lungnorm+raw_lungnorm``: intensity and signed error normalised per image by
@@ -946,6 +962,8 @@ def map_variants(
     raw = _standardised(images, ref_images)
     for sigma in (6.0, 12.0):
         out[f"signed_sigma{sigma:g}+raw"] = auroc_inside(standardised[sigma] + raw, infection, inside)
+    for k in FIXED_INTENSITY_WEIGHTS:  # the same sum with a fixed weight: no healthy statistics at all
+        out[f"signed_sigma6+raw_k{k:g}"] = auroc_inside(smoothed[6.0][0] + k * images, infection, inside)
     texture = _standardised(_texture(images), _texture(ref_images))
     out["texture"] = auroc_inside(texture, infection, inside)
     out["signed_sigma12+raw+texture"] = auroc_inside(standardised[12.0] + raw + texture, infection, inside)
@@ -1358,6 +1376,7 @@ def main(argv=None) -> int:
             arrays, recon, ref["image"], ref_recon, features, ref_features, iterated, ref["lung"]
         )
         results["map_variants_n_ref"] = len(ref["image"])
+        results["map_variants_intensity_weight_sigma6"] = intensity_weight(ref["image"], ref_recon)
     t3 = time.perf_counter()
     results["wall_s"] = {
         "preprocessing": round(t1 - t0, 1),

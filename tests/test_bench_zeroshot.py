@@ -555,3 +555,32 @@ def test_a_set_id_that_no_config_defines_is_refused_before_training():
     bz.refuse_unknown_ids(configs, {"w_local": 8.0, "network_def#dropout": 0.2})  # both take effect
     with pytest.raises(SystemExit, match=r"w_locl \(nearest: w_local"):
         bz.refuse_unknown_ids(configs, {"w_locl": 8.0})
+
+
+def test_the_fixed_weight_sum_is_the_standardised_sum_at_the_implied_weight():
+    """``signed_sigma6+raw`` (each term in units of its healthy spread) ranks pixels exactly as
+    the signed error plus ``intensity_weight`` times the intensity; the fixed-weight variants
+    are that sum at the weights of ``FIXED_INTENSITY_WEIGHTS``, and a larger weight moves the
+    sum towards the intensity's own ranking."""
+    rng = np.random.default_rng(3)
+    n, size = 4, 64
+    recon = rng.uniform(0.3, 0.5, (n, size, size)).astype(np.float32)
+    images = recon + rng.normal(0, 0.02, recon.shape).astype(np.float32)
+    infection = np.zeros(images.shape, bool)
+    infection[:, 20:40, 10:40] = True
+    images[infection] += 0.05
+    recon[:, 20:40, 25:40] += 0.05  # half of the lesion reconstructed: only brightness shows it
+    ref_recon = rng.uniform(0.3, 0.5, (6, size, size)).astype(np.float32)
+    ref_images = ref_recon + rng.normal(0, 0.02, ref_recon.shape).astype(np.float32)
+    arrays = {"image": images, "infection": infection, "lung_gt": np.ones(images.shape, bool)}
+    v = bz.map_variants(arrays, recon, ref_images, ref_recon)
+    w = bz.intensity_weight(ref_images, ref_recon)
+    assert 0 < w < 1
+    implied = bz.auroc_inside(bz._signed(images, recon, 6.0) + w * images, infection, arrays["lung_gt"])
+    assert implied["micro"] == pytest.approx(v["signed_sigma6+raw"]["micro"], abs=1e-6)
+    assert implied["mean_per_image"] == pytest.approx(v["signed_sigma6+raw"]["mean_per_image"], abs=1e-6)
+    keys = [f"signed_sigma6+raw_k{k:g}" for k in bz.FIXED_INTENSITY_WEIGHTS]
+    assert set(keys) <= set(v)
+    raw = bz.auroc_inside(images, infection, arrays["lung_gt"])["micro"]
+    gaps = [abs(v[k]["micro"] - raw) for k in keys]
+    assert gaps[-1] < gaps[0], gaps
