@@ -93,13 +93,15 @@ def make_checkpoint(path: Path, overrides: dict, calib_files: list[str], seed: i
     parser["ckpt_path"] = str(path)
     net = parser.get_parsed_content("network_def").eval()
     pre = parser.get_parsed_content("preprocessing")
-    opts = {k: parser.get_parsed_content(k) for k in ("score_map_mode", "score_map_sigma", "score_input_sigma")}
+    names = ("score_map_mode", "score_map_sigma", "score_map_intensity", "score_input_sigma")
+    opts = {k: parser.get_parsed_content(k) for k in names}
     inferer = SmoothedInputInferer(opts["score_input_sigma"])
     scorer = AnomalyScored(
         image_key="image",
         pred_key="recon",
         map_mode=opts["score_map_mode"],
         map_sigma=opts["score_map_sigma"],
+        map_intensity=opts["score_map_intensity"],
         map_key="anomaly_map",
         score_key="score",
         mask_key="anomaly_mask",
@@ -117,6 +119,7 @@ def make_checkpoint(path: Path, overrides: dict, calib_files: list[str], seed: i
     thresholds.update(
         score_map_mode=str(opts["score_map_mode"]),
         score_map_sigma=float(opts["score_map_sigma"]),
+        score_map_intensity=float(opts["score_map_intensity"]),
         score_input_sigma=float(opts["score_input_sigma"]),
         score_in_lungs=False,
         mask_in_lungs=False,

@@ -39,8 +39,8 @@ Steps:
    loading chain, ``AntialiasResized`` to ``spatial_size``, PBTSeg of ``pbtseg_mode``, the
    preset's ``intensity_percentiles`` stretch, [0, 1] scaling;
    the lesion mask resized ``nearest``), ``network_def``, and
-   :func:`artasyn.scoring.anomaly_scores` with ``score_map_mode`` / ``score_map_sigma``,
-   ``taus`` and ``min_threshold``. The ground-truth lung mask is resized like the lesion mask,
+   :func:`artasyn.scoring.anomaly_scores` with ``score_map_mode`` / ``score_map_sigma`` /
+   ``score_map_intensity``, ``taus`` and ``min_threshold``. The ground-truth lung mask is resized like the lesion mask,
    and the PBTSeg map of the other mode is computed beside the preset's, on the same resized
    image. Every metric is computed at ``spatial_size``, on the whole image: where the preset
    crops to the lungs (``lung_box_margin``, ``cpu.json``), the network sees the crop, and its
@@ -352,6 +352,7 @@ def preset_settings(parser) -> dict:
         "min_threshold",
         "score_map_mode",
         "score_map_sigma",
+        "score_map_intensity",
         "score_input_sigma",
         "score_in_lungs",
         "mask_in_lungs",
@@ -555,6 +556,7 @@ def zeroshot_metrics(arrays: Mapping, recon: np.ndarray, settings: Mapping) -> d
                 mask_in_lungs=region_map is not None,
                 map_mode=settings["score_map_mode"],
                 map_sigma=settings["score_map_sigma"],
+                map_intensity=settings["score_map_intensity"],
             )
             found[region] = back(masks.numpy(), i, "nearest") > 0.5
         # zeroed outside the ground-truth lung (the whole image when it has none), as mask_in_lungs does
@@ -636,6 +638,7 @@ def bundle_maps(arrays: Mapping, recon: np.ndarray, settings: Mapping) -> tuple[
             torch.from_numpy(recon[i][None]),
             settings["score_map_mode"],
             settings["score_map_sigma"],
+            settings["score_map_intensity"],
         )
         lung = torch.from_numpy(arrays["lung"][i]) if settings["score_in_lungs"] else None
         maps[i], scores[i] = amap[0].numpy(), float(image_score(amap, lung)[0])
@@ -1099,6 +1102,7 @@ def _decision_of_checkpoint(ckpt: Path, settings: Mapping) -> dict:
         ckpt,
         score_map_mode=settings["score_map_mode"],
         score_map_sigma=settings["score_map_sigma"],
+        score_map_intensity=settings["score_map_intensity"],
         score_in_lungs=settings["score_in_lungs"],
         mask_in_lungs=settings["mask_in_lungs"],
         score_input_sigma=settings["score_input_sigma"],
@@ -1178,6 +1182,8 @@ def lesion_table(results: Mapping) -> str:
 
     au = m["pixel_auroc_in_gt_lung"]
     name = f"{st['score_map_mode']} sigma {st['score_map_sigma']:g}, variant {st['variant']}"
+    if st.get("score_map_intensity"):
+        name += f", intensity {st['score_map_intensity']:g}"
     rows = [("raw intensity", au["raw_intensity"]["micro"], au["raw_intensity"]["mean_per_image"], None, None)]
     c = m["constant_baselines_micro_dice"]
     for key, label in (

@@ -95,9 +95,10 @@ def main(argv=None) -> int:
     thresholds = ckpt.get("thresholds") or {}
     mode, sigma = parser.get_parsed_content("score_map_mode"), float(parser.get_parsed_content("score_map_sigma"))
     input_sigma = float(parser.get_parsed_content("score_input_sigma"))
+    intensity = float(parser.get_parsed_content("score_map_intensity"))
     inferer = SmoothedInputInferer(input_sigma)
-    options = ("score_map_mode", "score_map_sigma", "score_input_sigma")
-    same_map = tuple(saved_option(thresholds, k) for k in options) == (mode, sigma, input_sigma)
+    options = ("score_map_mode", "score_map_sigma", "score_map_intensity", "score_input_sigma")
+    same_map = tuple(saved_option(thresholds, k) for k in options) == (mode, sigma, intensity, input_sigma)
     t_image = thresholds.get("image_threshold_specificity") if same_map else None  # else: another score scale
     if thresholds and not same_map:
         print(f"thresholds of {args.ckpt} were calibrated on another map: no decision drawn", file=sys.stderr)
@@ -109,7 +110,7 @@ def main(argv=None) -> int:
             d = dataset[i]
             x = torch.as_tensor(d["image"]).float()[None]
             r = inferer(x, net).clamp(0, 1)
-            m = anomaly_map(x[0], r[0], mode, sigma)
+            m = anomaly_map(x[0], r[0], mode, sigma, intensity)
             items.append(
                 {
                     "image": x[0, 0].numpy(),

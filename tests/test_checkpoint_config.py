@@ -109,7 +109,11 @@ def test_training_checkpoints_describe_their_network_and_settings(cpu_run):
             "resblock_updown": True,
         }, name
         assert (config["spatial_size"], config["pbtseg_size"], config["pbtseg_mode"]) == ([128, 128], 256, "paper")
-        assert (config["score_map_mode"], config["score_map_sigma"]) == ("positive", 3.0)
+        assert (config["score_map_mode"], config["score_map_sigma"], config["score_map_intensity"]) == (
+            "positive",
+            3.0,
+            0.0,
+        )
         assert (config["score_in_lungs"], config["mask_in_lungs"], config["variant"]) == (False, False, "final")
         assert config["intensity_percentiles"] == _cpu_percentiles()
         assert config["score_input_sigma"] == _cpu_input_sigma()
@@ -296,7 +300,8 @@ def test_an_input_smoothing_that_differs_is_named_and_drops_the_thresholds(cpu_r
 
 
 @pytest.mark.parametrize(
-    ("setting", "given", "trained"), [("score_input_sigma", 2.0, 0.0), ("lung_box_margin", 0.1, None)]
+    ("setting", "given", "trained"),
+    [("score_input_sigma", 2.0, 0.0), ("lung_box_margin", 0.1, None), ("score_map_intensity", 0.015, 0.0)],
 )
 def test_a_checkpoint_from_before_a_setting_is_read_as_trained_without_it(cpu_run, tmp_path, setting, given, trained):
     """A ``config`` saved before the setting existed reads as what it was trained with, not the default given."""

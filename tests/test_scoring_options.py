@@ -1,4 +1,4 @@
-"""The anomaly map's options: one-sided (brightening only) and smoothed; defaults unchanged."""
+"""The anomaly map's options: one-sided (brightening only), signed plus intensity, smoothed; defaults unchanged."""
 
 from __future__ import annotations
 
@@ -49,3 +49,33 @@ def test_dict_transform_rejects_unknown_mode():
         AnomalyScored(map_mode="abs")
     d = AnomalyScored(map_mode="positive", map_sigma=1.0)({"image": torch.rand(1, 8, 8), "pred": torch.rand(1, 8, 8)})
     assert d["anomaly_map"].min() >= 0 and d["score"].shape == (1,)
+
+
+def test_signed_keeps_the_sign_and_adds_the_intensity():
+    """``signed`` ranks the darker pixels that ``positive`` ties at 0; ``intensity`` adds the
+    brightness, so an opacity the network reconstructed as bright as it is still stands out."""
+    x, r = _pair()
+    x[0, 0:2, 0:2] = 0.5
+    r[0, 0:2, 0:2] = 0.5  # a bright region reconstructed exactly: no error
+    signed = anomaly_map(x, r, mode="signed")
+    assert torch.equal(signed, x - r)  # not squared; negative where the reconstruction is brighter
+    assert signed[0, 10:12, 10:12].max() == pytest.approx(-0.5) and anomaly_map(x, r, "positive")[0, 10, 10] == 0
+    both = anomaly_map(x, r, mode="signed", intensity=0.2)
+    assert torch.allclose(both, x - r + 0.2 * x)
+    assert both[0, 0, 0] > both[0, 15, 15]  # the reconstructed bright region ranks above the background
+    smoothed = anomaly_map(x, r, "signed", sigma=2.0, intensity=0.2)
+    assert torch.allclose(smoothed, anomaly_map(x, r, "signed", 2.0) + 0.2 * x)  # the intensity is not smoothed
+    amap, score, _ = anomaly_scores(x, r, taus=(0.2,), map_mode="signed", map_intensity=0.2)
+    assert torch.equal(amap, both) and float(score) == pytest.approx(float(both.mean()))
+    d = AnomalyScored(map_mode="signed", map_intensity=0.2)({"image": x, "pred": r})
+    assert torch.equal(d["anomaly_map"], both)
+
+
+def test_intensity_needs_the_signed_map_and_a_weight_of_zero_or_more():
+    x, r = _pair()
+    with pytest.raises(ValueError, match="needs mode 'signed'"):
+        anomaly_map(x, r, mode="positive", intensity=0.1)
+    with pytest.raises(ValueError, match=">= 0"):
+        anomaly_map(x, r, mode="signed", intensity=-0.1)
+    with pytest.raises(ValueError, match="needs mode 'signed'"):
+        AnomalyScored(map_mode="squared", map_intensity=0.1)  # at construction, not at the first image

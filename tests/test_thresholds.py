@@ -481,6 +481,22 @@ def test_thresholds_of_another_input_smoothing_are_not_applied_and_old_ones_had_
     assert (t.image_threshold, t.pixel_threshold) == (1e-4, 1e-3)
 
 
+def test_thresholds_of_another_intensity_weight_are_not_applied_and_old_ones_had_none(tmp_path, caplog):
+    """Thresholds saved before ``score_map_intensity`` existed were calibrated without the term."""
+    from scripts.thresholds import CheckpointThresholds
+
+    old = _conv_checkpoint(tmp_path / "old.pt", 1.0, _thresholds())  # no score_map_intensity: 0
+    assert CheckpointThresholds(old).image_threshold == 1e-4
+    with caplog.at_level(logging.WARNING, logger="artasyn.bundle"):
+        t = CheckpointThresholds(old, score_map_mode="signed", score_map_intensity=0.015)
+    assert t.image_threshold is None and t.pixel_threshold is None
+    assert "score_map_intensity 0.0 at validation, 0.015 here" in caplog.text
+    saved = _thresholds(score_map_mode="signed", score_map_intensity=0.015)
+    new = _conv_checkpoint(tmp_path / "new.pt", 1.0, saved)
+    t = CheckpointThresholds(new, score_map_mode="signed", score_map_intensity=0.015)
+    assert (t.image_threshold, t.pixel_threshold) == (1e-4, 1e-3)
+
+
 def test_old_checkpoint_without_thresholds_is_read_and_said(tmp_path, caplog):
     from scripts.thresholds import CheckpointThresholds
 

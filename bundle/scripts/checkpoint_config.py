@@ -8,8 +8,8 @@ entry ``config`` (``train.json``: the id ``checkpoint_config``, built by
                  "out_channels": 1, "channels": 8, "channel_mult": [1, 2, 2, 4], ...},
      "spatial_size": [128, 128], "pbtseg_size": 256, "pbtseg_mode": "paper",
      "intensity_percentiles": null, "lung_box_margin": null, "score_map_mode": "positive",
-     "score_map_sigma": 3.0, "score_input_sigma": 0.0, "score_in_lungs": false, "mask_in_lungs": false,
-     "variant": "final", "artasyn_version": "0.1.0"}
+     "score_map_sigma": 3.0, "score_map_intensity": 0.0, "score_input_sigma": 0.0,
+     "score_in_lungs": false, "mask_in_lungs": false, "variant": "final", "artasyn_version": "0.1.0"}
 
 so that a checkpoint of any preset is served without that preset:
 
@@ -85,13 +85,19 @@ SETTINGS = (
     "lung_box_margin",
     "score_map_mode",
     "score_map_sigma",
+    "score_map_intensity",
     "score_input_sigma",
     "score_in_lungs",
     "mask_in_lungs",
 )
 #: settings added after checkpoints began to carry ``config``, with the value every earlier
 #: checkpoint was trained with (a ``config`` without the key is read with it)
-SETTINGS_BEFORE_RECORDED = {"intensity_percentiles": None, "lung_box_margin": None, "score_input_sigma": 0.0}
+SETTINGS_BEFORE_RECORDED = {
+    "intensity_percentiles": None,
+    "lung_box_margin": None,
+    "score_input_sigma": 0.0,
+    "score_map_intensity": 0.0,
+}
 #: network arguments that change no weight's shape: the config's value is used as given
 NETWORK_FREE_ARGS = ("dropout", "zero_init")
 #: the network of a checkpoint that does not name one

@@ -34,8 +34,9 @@ The saved entry (a plain dictionary, also the content of ``val_thresholds.json``
 ``min_mask_px``, ``val_healthy_mask_rate``, ``n_healthy``, ``n_diseased``, ``n_pixels``,
 ``mask_gate``, ``pixel_rule_requested``, ``val_lesion_dice``, ``n_lesion_images``, ``notes``
 (:func:`artasyn.scoring.thresholds.calibrate_thresholds`), the map options ``score_map_mode``,
-``score_map_sigma``, ``score_input_sigma`` (thresholds saved before it existed were calibrated
-with 0), ``score_in_lungs``, ``mask_in_lungs``, and ``epoch`` (the validation they come from).
+``score_map_sigma``, ``score_map_intensity`` and ``score_input_sigma`` (thresholds saved before
+either existed were calibrated with 0), ``score_in_lungs``, ``mask_in_lungs``, and ``epoch`` (the
+validation they come from).
 
 Example (a checkpoint written before the thresholds: nothing to apply)::
 
@@ -75,25 +76,28 @@ LABEL_THRESHOLDS = {"specificity": "image_threshold_specificity", "f1": "image_t
 #: ``mask_threshold``: the checkpoint's pixel threshold, or the per-image relative tau
 MASK_THRESHOLDS = ("absolute", "relative")
 #: the map options an image threshold (score) and the pixel threshold (mask) depend on
-_SCORE_OPTIONS = ("score_map_mode", "score_map_sigma", "score_input_sigma", "score_in_lungs")
-_MASK_OPTIONS = ("score_map_mode", "score_map_sigma", "score_input_sigma", "mask_in_lungs")
+_SCORE_OPTIONS = ("score_map_mode", "score_map_sigma", "score_map_intensity", "score_input_sigma", "score_in_lungs")
+_MASK_OPTIONS = ("score_map_mode", "score_map_sigma", "score_map_intensity", "score_input_sigma", "mask_in_lungs")
 #: map options added after thresholds began to be saved, with the value every earlier one was calibrated with
-_OPTIONS_BEFORE_RECORDED = {"score_input_sigma": 0.0}
+_OPTIONS_BEFORE_RECORDED = {"score_input_sigma": 0.0, "score_map_intensity": 0.0}
 
 
 def saved_option(thresholds: Mapping, name: str):
     """The map option ``name`` the saved ``thresholds`` were calibrated with (``None``: not recorded).
 
     Thresholds saved before an option was recorded count as calibrated with its value then
-    (``score_input_sigma``: 0, an unsmoothed input).
+    (``score_input_sigma``: 0, an unsmoothed input; ``score_map_intensity``: 0, no intensity term).
     """
     return thresholds.get(name, _OPTIONS_BEFORE_RECORDED.get(name))
 
 
-def _map_options(score_map_mode, score_map_sigma, score_in_lungs, mask_in_lungs, score_input_sigma=0.0) -> dict:
+def _map_options(
+    score_map_mode, score_map_sigma, score_in_lungs, mask_in_lungs, score_input_sigma=0.0, score_map_intensity=0.0
+) -> dict:
     return {
         "score_map_mode": str(score_map_mode),
         "score_map_sigma": float(score_map_sigma),
+        "score_map_intensity": float(score_map_intensity),
         "score_input_sigma": float(score_input_sigma),
         "score_in_lungs": as_bool(score_in_lungs, "score_in_lungs"),
         "mask_in_lungs": as_bool(mask_in_lungs, "mask_in_lungs"),
@@ -118,9 +122,9 @@ class ThresholdCalibrator:
             account).
         min_mask_px: masks drop their 8-connected components of fewer map pixels (0: none;
             ``None``: :func:`artasyn.scoring.min_mask_pixels` of the map size, 32 px at 128 x 128).
-        score_map_mode, score_map_sigma, score_in_lungs, mask_in_lungs: the options of the
-            validation's :class:`artasyn.scoring.AnomalyScored` (recorded with the thresholds;
-            ``mask_in_lungs`` also restricts the maps to the lungs, as the masks are).
+        score_map_mode, score_map_sigma, score_map_intensity, score_in_lungs, mask_in_lungs: the
+            options of the validation's :class:`artasyn.scoring.AnomalyScored` (recorded with the
+            thresholds; ``mask_in_lungs`` also restricts the maps to the lungs, as the masks are).
         score_input_sigma: the smoothing of the network's input at validation
             (:class:`artasyn.scoring.SmoothedInputInferer`; recorded with the thresholds).
         score_key, label_key, map_key, lung_key: the keys of the evaluator's items.
@@ -144,6 +148,7 @@ class ThresholdCalibrator:
         score_in_lungs: bool = False,
         mask_in_lungs: bool = False,
         score_input_sigma: float = 0.0,
+        score_map_intensity: float = 0.0,
         score_key: str = "score",
         label_key: str = "label",
         map_key: str = "anomaly_map",
@@ -165,7 +170,9 @@ class ThresholdCalibrator:
         self.pixel_rule, self.mask_gate = pixel_rule, mask_gate
         self.lesion_key, self.has_lesion_key = lesion_key, has_lesion_key
         self.min_mask_px = None if min_mask_px is None else int(min_mask_px)
-        self.options = _map_options(score_map_mode, score_map_sigma, score_in_lungs, mask_in_lungs, score_input_sigma)
+        self.options = _map_options(
+            score_map_mode, score_map_sigma, score_in_lungs, mask_in_lungs, score_input_sigma, score_map_intensity
+        )
         self.score_key, self.label_key, self.map_key, self.lung_key = score_key, label_key, map_key, lung_key
         self._reset()
 
@@ -298,8 +305,8 @@ class CheckpointThresholds:
             i.e. its validation had one class only).
         mask_threshold: ``"absolute"`` (default: ``anomaly_map > pixel_threshold``) or
             ``"relative"`` (the per-image tau masks, as before the thresholds existed).
-        score_map_mode, score_map_sigma, score_in_lungs, mask_in_lungs: this run's options of
-            :class:`artasyn.scoring.AnomalyScored`.
+        score_map_mode, score_map_sigma, score_map_intensity, score_in_lungs, mask_in_lungs: this
+            run's options of :class:`artasyn.scoring.AnomalyScored`.
         score_input_sigma: this run's smoothing of the network's input
             (:class:`artasyn.scoring.SmoothedInputInferer`).
 
@@ -314,9 +321,10 @@ class CheckpointThresholds:
 
     Not applied, with a warning: no ``thresholds`` in the checkpoint (trained before they
     existed; no label, relative masks); an image threshold computed with other map options
-    than this run's (``score_map_mode``, ``score_map_sigma``, ``score_input_sigma``,
-    ``score_in_lungs``: another score scale), or a pixel threshold computed with another
-    ``score_map_mode``, ``score_map_sigma``, ``score_input_sigma`` or ``mask_in_lungs``; a
+    than this run's (``score_map_mode``, ``score_map_sigma``, ``score_map_intensity``,
+    ``score_input_sigma``, ``score_in_lungs``: another score scale), or a pixel threshold computed
+    with another ``score_map_mode``, ``score_map_sigma``, ``score_map_intensity``,
+    ``score_input_sigma`` or ``mask_in_lungs``; a
     threshold the validation could not give (``None``). A missing checkpoint file also gives no
     thresholds (the workflows check the checkpoint first and stop; this case is a
     post-processing parsed alone, e.g. by a test).
@@ -332,13 +340,16 @@ class CheckpointThresholds:
         score_in_lungs: bool = False,
         mask_in_lungs: bool = False,
         score_input_sigma: float = 0.0,
+        score_map_intensity: float = 0.0,
     ) -> None:
         if label_threshold not in LABEL_THRESHOLDS:
             raise ValueError(f"label_threshold must be one of {sorted(LABEL_THRESHOLDS)}, got {label_threshold!r}")
         if mask_threshold not in MASK_THRESHOLDS:
             raise ValueError(f"mask_threshold must be one of {list(MASK_THRESHOLDS)}, got {mask_threshold!r}")
         self.ckpt_path = Path(ckpt_path)
-        self.options = _map_options(score_map_mode, score_map_sigma, score_in_lungs, mask_in_lungs, score_input_sigma)
+        self.options = _map_options(
+            score_map_mode, score_map_sigma, score_in_lungs, mask_in_lungs, score_input_sigma, score_map_intensity
+        )
         self.notes: list[str] = []
         self.thresholds = self._read()
         self.image_threshold, self.label_threshold = self._image(label_threshold)

@@ -5,8 +5,10 @@ The reconstruction network (section 3) returns the healthy version ``r`` of an i
 
 - :func:`anomaly_map`: the per-pixel squared error ``(x - r)^2`` (the paper's map; options:
   ``mode="positive"`` keeps only where the input is brighter than its healthy
-  reconstruction, ``relu(x - r)^2``, the sign of an opacity; ``sigma`` smooths ``x - r``
-  with a Gaussian first, which drops the pixel-scale error of fine detail);
+  reconstruction, ``relu(x - r)^2``, the sign of an opacity; ``mode="signed"`` keeps ``x - r``
+  itself, plus ``intensity`` times ``x`` (an opacity the network partly reconstructs is still
+  bright); ``sigma`` smooths ``x - r`` with a Gaussian first, which drops the pixel-scale error
+  of fine detail);
 - :func:`image_score`: the image-level score, the mean of the map (optionally over the lung
   pixels only);
 - :func:`anomaly_masks`: one binary mask per relative threshold ``tau``,
@@ -36,6 +38,7 @@ Example::
 
 from __future__ import annotations
 
+import math
 from collections.abc import Hashable, Mapping, Sequence
 
 import numpy as np
@@ -63,8 +66,9 @@ __all__ = [
     "mask_values",
     "min_mask_pixels",
 ]
-#: ``squared``: ``(x - r)^2`` (the paper); ``positive``: ``relu(x - r)^2`` (brightening only)
-MAP_MODES = ("squared", "positive")
+#: ``squared``: ``(x - r)^2`` (the paper); ``positive``: ``relu(x - r)^2`` (brightening only);
+#: ``signed``: ``x - r`` plus ``intensity * x`` (the error's sign kept, brightness added)
+MAP_MODES = ("squared", "positive", "signed")
 
 
 def _pair(image, recon) -> tuple[torch.Tensor, torch.Tensor]:
@@ -92,18 +96,37 @@ def _smooth(diff: torch.Tensor, sigma: float) -> torch.Tensor:
     return GaussianFilter(2, float(sigma)).to(diff.device)(flat).reshape(diff.shape)
 
 
-def anomaly_map(image: torch.Tensor, recon: torch.Tensor, mode: str = "squared", sigma: float = 0.0) -> torch.Tensor:
+def anomaly_map(
+    image: torch.Tensor, recon: torch.Tensor, mode: str = "squared", sigma: float = 0.0, intensity: float = 0.0
+) -> torch.Tensor:
     """``(image - recon)^2`` per pixel, the shape of ``image`` (channel-first ``C x H x W``).
 
     ``mode="positive"``: ``relu(image - recon)^2``, only where the input is brighter than its
     reconstruction (an opacity; a reconstruction brighter than the input is not one).
-    ``sigma > 0``: ``image - recon`` is first smoothed by a Gaussian of that standard
-    deviation in pixels. The defaults are the paper's map.
+    ``mode="signed"``: ``(image - recon) + intensity * image``, not squared: the error ranks
+    every pixel by how much brighter than its reconstruction it is (where ``positive`` ties
+    all the darker ones at 0), and ``intensity > 0`` adds the brightness itself, in the
+    error's units (the part of an opacity that the network reconstructs as bright as it is
+    shows only there). The map's values can be negative; thresholds calibrated on it are on its
+    scale. ``sigma > 0``: ``image - recon`` is first smoothed by a Gaussian of that standard
+    deviation in pixels (not the intensity). The defaults are the paper's map.
+
+    >>> import torch
+    >>> x, r = torch.tensor([[[0.5, 0.25]]]), torch.tensor([[[0.25, 0.5]]])
+    >>> anomaly_map(x, r, "positive").tolist(), anomaly_map(x, r, "signed", intensity=0.5).tolist()
+    ([[[0.0625, 0.0]]], [[[0.5, -0.125]]])
     """
     if mode not in MAP_MODES:
         raise ValueError(f"mode must be one of {MAP_MODES}, got {mode!r}")
+    intensity = float(intensity)
+    if intensity != 0.0 and mode != "signed":
+        raise ValueError(f"intensity {intensity} needs mode 'signed' (mode {mode!r} squares the error)")
+    if not math.isfinite(intensity) or intensity < 0:
+        raise ValueError(f"intensity must be a finite number >= 0, got {intensity}")
     image, recon = _pair(image, recon)
     diff = _smooth(image - recon, sigma)
+    if mode == "signed":
+        return diff + intensity * image if intensity else diff
     if mode == "positive":
         diff = diff.clamp_min(0)
     return diff * diff
@@ -295,14 +318,16 @@ def anomaly_scores(
     mask_in_lungs: bool = False,
     map_mode: str = "squared",
     map_sigma: float = 0.0,
+    map_intensity: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(anomaly_map, score, masks)`` of one channel-first image and its reconstruction.
 
-    See :func:`anomaly_map` (``map_mode``, ``map_sigma``), :func:`image_score` (over the lungs
-    when ``score_in_lungs``) and :func:`anomaly_masks` (inside the lungs when
-    ``mask_in_lungs``); ``lung`` is the PBTSeg label map of the image.
+    See :func:`anomaly_map` (``map_mode``, ``map_sigma``, ``map_intensity``), :func:`image_score`
+    (over the lungs when ``score_in_lungs``) and :func:`anomaly_masks` (inside the lungs when
+    ``mask_in_lungs``; of a ``signed`` map, its positive part); ``lung`` is the PBTSeg label map
+    of the image.
     """
-    amap = anomaly_map(image, recon, map_mode, map_sigma)
+    amap = anomaly_map(image, recon, map_mode, map_sigma, map_intensity)
     score = image_score(amap, lung if score_in_lungs else None)
     plain = map_mode == "squared" and map_sigma <= 0
     masks = anomaly_masks(image, recon, taus, min_threshold, lung if mask_in_lungs else None, None if plain else amap)
@@ -313,8 +338,8 @@ class AnomalyScored(MapTransform):
     """Dictionary transform of :func:`anomaly_scores`: the post-transform of an evaluator.
 
     Reads ``d[image_key]`` (the input in [0, 1]) and ``d[pred_key]`` (its reconstruction),
-    both channel-first, and writes ``d[map_key]`` (:func:`anomaly_map` of ``map_mode`` and
-    ``map_sigma``; the squared error by default), ``d[score_key]`` (shape
+    both channel-first, and writes ``d[map_key]`` (:func:`anomaly_map` of ``map_mode``,
+    ``map_sigma`` and ``map_intensity``; the squared error by default), ``d[score_key]`` (shape
     ``(1,)``) and ``d[mask_key]`` (``len(taus) x H x W``). When ``gt_key`` is in the item, the
     reference lesion mask and ``d[has_mask_key]`` are copied to ``d["gt_mask"]`` and
     ``d["gt_available"]``: a MONAI evaluator keeps only the keys that are new to the batch in
@@ -326,7 +351,8 @@ class AnomalyScored(MapTransform):
         min_threshold: absolute floor of the threshold (0.03).
         lung_key: the PBTSeg label map, used when ``score_in_lungs`` / ``mask_in_lungs``.
         score_in_lungs, mask_in_lungs: score / mask inside the lungs only.
-        map_mode, map_sigma: the anomaly map's options (:func:`anomaly_map`; default the paper's).
+        map_mode, map_sigma, map_intensity: the anomaly map's options (:func:`anomaly_map`'s
+            ``mode``, ``sigma``, ``intensity``; default the paper's).
         map_key, score_key, mask_key: output keys.
         gt_key, has_mask_key: the reference lesion mask and its availability flag (``None``: none).
     """
@@ -347,6 +373,7 @@ class AnomalyScored(MapTransform):
         has_mask_key: str | None = "has_mask",
         map_mode: str = "squared",
         map_sigma: float = 0.0,
+        map_intensity: float = 0.0,
     ) -> None:
         super().__init__([image_key, pred_key])
         self.image_key, self.pred_key, self.lung_key = image_key, pred_key, lung_key
@@ -358,7 +385,8 @@ class AnomalyScored(MapTransform):
         self.gt_key, self.has_mask_key = gt_key, has_mask_key
         if map_mode not in MAP_MODES:
             raise ValueError(f"map_mode must be one of {MAP_MODES}, got {map_mode!r}")
-        self.map_mode, self.map_sigma = map_mode, float(map_sigma)
+        self.map_mode, self.map_sigma, self.map_intensity = map_mode, float(map_sigma), float(map_intensity)
+        anomaly_map(torch.zeros(1, 1, 1), torch.zeros(1, 1, 1), map_mode, 0.0, map_intensity)  # the options' errors now
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict:
         d = dict(data)
@@ -373,6 +401,7 @@ class AnomalyScored(MapTransform):
             self.mask_in_lungs,
             self.map_mode,
             self.map_sigma,
+            self.map_intensity,
         )
         d[self.map_key], d[self.score_key], d[self.mask_key] = amap, score, masks
         if self.gt_key and self.gt_key in d:
