@@ -324,10 +324,9 @@ class CheckpointThresholds:
     than this run's (``score_map_mode``, ``score_map_sigma``, ``score_map_intensity``,
     ``score_input_sigma``, ``score_in_lungs``: another score scale), or a pixel threshold computed
     with another ``score_map_mode``, ``score_map_sigma``, ``score_map_intensity``,
-    ``score_input_sigma`` or ``mask_in_lungs``; a
-    threshold the validation could not give (``None``). A missing checkpoint file also gives no
-    thresholds (the workflows check the checkpoint first and stop; this case is a
-    post-processing parsed alone, e.g. by a test).
+    ``score_input_sigma`` or ``mask_in_lungs``; a threshold the validation could not give
+    (``None``). A missing checkpoint file also gives no thresholds (the workflows check the
+    checkpoint first and stop; this case is a post-processing parsed alone, e.g. by a test).
     """
 
     def __init__(
