@@ -177,6 +177,8 @@ def main(argv=None) -> int:
     parser = bundle_parser([CONFIGS / "train.json", *(CONFIGS / p for p in args.presets)], overrides)
     mode, sigma = parser.get_parsed_content("score_map_mode"), float(parser.get_parsed_content("score_map_sigma"))
     input_sigma = float(parser.get_parsed_content("score_input_sigma"))
+    if float(parser.get_parsed_content("score_map_intensity")):
+        ap.error("score_map_intensity is not scored here: these variants use score_map_mode / score_map_sigma only")
     net = load_network(parser, args.ckpt)
     items = _items(args.data_root, args.n_ref)
     t0 = time.perf_counter()
