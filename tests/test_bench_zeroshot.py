@@ -376,20 +376,32 @@ def test_ssim_separates_a_change_of_brightness_from_a_lost_texture():
     assert v["ssim_sigma3"]["micro"] > 0.9 and v["ssim_struct_sigma12"]["micro"] > 0.9
 
 
+def _half_reconstructed_lesion(seed, n, size, noise, lift, box, n_ref):
+    """A lesion ``lift`` brighter than its surroundings, whose columns from ``box[4]`` on the network
+    reconstructed as bright (only brightness shows them there); healthy references of the same noise.
+
+    ``box``: rows ``box[0]:box[1]``, columns ``box[2]:box[3]``. Returns ``(arrays, recon, ref_images,
+    ref_recon)`` as :func:`bench_zeroshot.map_variants` takes them.
+    """
+    rng = np.random.default_rng(seed)
+    r0, r1, c0, c1, c_rec = box
+    recon = rng.uniform(0.3, 0.5, (n, size, size)).astype(np.float32)
+    images = recon + rng.normal(0, noise, recon.shape).astype(np.float32)
+    infection = np.zeros(images.shape, bool)
+    infection[:, r0:r1, c0:c1] = True
+    images[infection] += lift
+    recon[:, r0:r1, c_rec:c1] += lift  # the network reconstructs this part of the lesion
+    ref_recon = rng.uniform(0.3, 0.5, (n_ref, size, size)).astype(np.float32)
+    ref_images = ref_recon + rng.normal(0, noise, ref_recon.shape).astype(np.float32)
+    arrays = {"image": images, "infection": infection, "lung_gt": np.ones(images.shape, bool)}
+    return arrays, recon, ref_images, ref_recon
+
+
 def test_signed_error_plus_intensity_finds_what_each_misses_alone():
     """Half of a lesion is brighter than its reconstruction (the network's evidence), the other
     half was reconstructed bright as well (only brightness shows it): the sum ranks both."""
-    rng = np.random.default_rng(2)
-    n, size = 6, 128
-    recon = rng.uniform(0.3, 0.5, (n, size, size)).astype(np.float32)
-    images = recon + rng.normal(0, 0.005, recon.shape).astype(np.float32)
-    infection = np.zeros(images.shape, bool)
-    infection[:, 50:90, 10:70] = True
-    images[infection] += 0.1
-    recon[:, 50:90, 40:70] += 0.1  # the network reconstructs this half of the lesion
-    ref_recon = rng.uniform(0.3, 0.5, (8, size, size)).astype(np.float32)
-    ref_images = ref_recon + rng.normal(0, 0.005, ref_recon.shape).astype(np.float32)
-    arrays = {"image": images, "infection": infection, "lung_gt": np.ones(images.shape, bool)}
+    arrays, recon, ref_images, ref_recon = _half_reconstructed_lesion(2, 6, 128, 0.005, 0.1, (50, 90, 10, 70, 40), 8)
+    images, infection = arrays["image"], arrays["infection"]
     v = bz.map_variants(arrays, recon, ref_images, ref_recon)
     both = v["signed_sigma6+raw"]["micro"]
     alone = {
@@ -562,17 +574,8 @@ def test_the_fixed_weight_sum_is_the_standardised_sum_at_the_implied_weight():
     the signed error plus ``intensity_weight`` times the intensity; the fixed-weight variants
     are that sum at the weights of ``FIXED_INTENSITY_WEIGHTS``, and a larger weight moves the
     sum towards the intensity's own ranking."""
-    rng = np.random.default_rng(3)
-    n, size = 4, 64
-    recon = rng.uniform(0.3, 0.5, (n, size, size)).astype(np.float32)
-    images = recon + rng.normal(0, 0.02, recon.shape).astype(np.float32)
-    infection = np.zeros(images.shape, bool)
-    infection[:, 20:40, 10:40] = True
-    images[infection] += 0.05
-    recon[:, 20:40, 25:40] += 0.05  # half of the lesion reconstructed: only brightness shows it
-    ref_recon = rng.uniform(0.3, 0.5, (6, size, size)).astype(np.float32)
-    ref_images = ref_recon + rng.normal(0, 0.02, ref_recon.shape).astype(np.float32)
-    arrays = {"image": images, "infection": infection, "lung_gt": np.ones(images.shape, bool)}
+    arrays, recon, ref_images, ref_recon = _half_reconstructed_lesion(3, 4, 64, 0.02, 0.05, (20, 40, 10, 40, 25), 6)
+    images, infection = arrays["image"], arrays["infection"]
     v = bz.map_variants(arrays, recon, ref_images, ref_recon)
     w = bz.intensity_weight(ref_images, ref_recon)
     assert 0 < w < 1

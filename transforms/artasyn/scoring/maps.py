@@ -96,6 +96,18 @@ def _smooth(diff: torch.Tensor, sigma: float) -> torch.Tensor:
     return GaussianFilter(2, float(sigma)).to(diff.device)(flat).reshape(diff.shape)
 
 
+def _checked_options(mode: str, intensity: float) -> float:
+    """``intensity`` as a float, after checking the map's ``mode`` and that weight (``ValueError``)."""
+    if mode not in MAP_MODES:
+        raise ValueError(f"mode must be one of {MAP_MODES}, got {mode!r}")
+    intensity = float(intensity)
+    if intensity != 0.0 and mode != "signed":
+        raise ValueError(f"intensity {intensity} needs mode 'signed' (mode {mode!r} squares the error)")
+    if not math.isfinite(intensity) or intensity < 0:
+        raise ValueError(f"intensity must be a finite number >= 0, got {intensity}")
+    return intensity
+
+
 def anomaly_map(
     image: torch.Tensor, recon: torch.Tensor, mode: str = "squared", sigma: float = 0.0, intensity: float = 0.0
 ) -> torch.Tensor:
@@ -116,13 +128,7 @@ def anomaly_map(
     >>> anomaly_map(x, r, "positive").tolist(), anomaly_map(x, r, "signed", intensity=0.5).tolist()
     ([[[0.0625, 0.0]]], [[[0.5, -0.125]]])
     """
-    if mode not in MAP_MODES:
-        raise ValueError(f"mode must be one of {MAP_MODES}, got {mode!r}")
-    intensity = float(intensity)
-    if intensity != 0.0 and mode != "signed":
-        raise ValueError(f"intensity {intensity} needs mode 'signed' (mode {mode!r} squares the error)")
-    if not math.isfinite(intensity) or intensity < 0:
-        raise ValueError(f"intensity must be a finite number >= 0, got {intensity}")
+    intensity = _checked_options(mode, intensity)
     image, recon = _pair(image, recon)
     diff = _smooth(image - recon, sigma)
     if mode == "signed":
@@ -385,8 +391,8 @@ class AnomalyScored(MapTransform):
         self.gt_key, self.has_mask_key = gt_key, has_mask_key
         if map_mode not in MAP_MODES:
             raise ValueError(f"map_mode must be one of {MAP_MODES}, got {map_mode!r}")
-        self.map_mode, self.map_sigma, self.map_intensity = map_mode, float(map_sigma), float(map_intensity)
-        anomaly_map(torch.zeros(1, 1, 1), torch.zeros(1, 1, 1), map_mode, 0.0, map_intensity)  # the options' errors now
+        self.map_mode, self.map_sigma = map_mode, float(map_sigma)
+        self.map_intensity = _checked_options(map_mode, map_intensity)  # at construction, not at the first image
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict:
         d = dict(data)
