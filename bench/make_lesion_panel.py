@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +55,15 @@ def _overlay(img: np.ndarray, mask: np.ndarray, colour, alpha: float = 0.45) -> 
 
 def _outline(mask: np.ndarray) -> np.ndarray:
     return mask & ~ndimage.binary_erosion(mask)
+
+
+def display_level(anomaly_map: np.ndarray, mode: str) -> np.ndarray:
+    """What the panel colours: a squared map (``squared``, ``positive``) as its square root, the
+    error's own scale; a ``signed`` map as it is, its negative values (darker than the
+    reconstruction and not bright enough to make up for it) at 0."""
+    if mode == "signed":
+        return np.clip(anomaly_map, 0.0, None)
+    return np.sqrt(np.clip(anomaly_map, 0.0, None))
 
 
 def _tile(rgb: np.ndarray, zoom: int) -> Image.Image:
@@ -121,10 +131,11 @@ def main(argv=None) -> int:
         order = np.argsort(scores)
         for i in (order[r] for r in pick_ranks(len(order), k)):
             drawn.append((kind, arrays, maps, scores, masks, i))
-    scale = float(np.quantile(np.sqrt(np.concatenate([d[2][d[5]].ravel() for d in drawn])), 0.999)) or 1.0
+    level = partial(display_level, mode=settings["score_map_mode"])
+    scale = float(np.quantile(np.concatenate([level(d[2][d[5]]).ravel() for d in drawn]), 0.999)) or 1.0
     for kind, arrays, maps, scores, masks, i in drawn:
         img, gt, m = arrays["image"][i], arrays["infection"][i], masks[i]
-        hm = 0.5 * _rgb(img) + 0.5 * heat(np.sqrt(maps[i]) / scale)
+        hm = 0.5 * _rgb(img) + 0.5 * heat(level(maps[i]) / scale)
         saved = _overlay(img, m, (0.2, 1.0, 0.2))
         saved[_outline(gt)] = (1.0, 0.2, 0.2)
         passes = "n/a" if gate is None else ("passes" if scores[i] > gate else "below")

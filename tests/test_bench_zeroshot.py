@@ -587,3 +587,18 @@ def test_the_fixed_weight_sum_is_the_standardised_sum_at_the_implied_weight():
     raw = bz.auroc_inside(images, infection, arrays["lung_gt"])["micro"]
     gaps = [abs(v[k]["micro"] - raw) for k in keys]
     assert gaps[-1] < gaps[0], gaps
+
+
+def test_the_lesion_panel_colours_a_signed_map_without_nans():
+    """The panel colours a squared map by its square root (the error's scale) and a signed map
+    as it is; the signed map's negative values (darker than the reconstruction) show as 0, not
+    as the NaN that a square root of them would give."""
+    from make_lesion_panel import display_level
+
+    signed = np.array([[-0.02, 0.0], [0.01, 0.04]], np.float32)
+    level = display_level(signed, "signed")
+    assert np.isfinite(level).all()
+    np.testing.assert_allclose(level, [[0.0, 0.0], [0.01, 0.04]], rtol=1e-6)
+    squared = np.array([[0.0, 0.0004], [0.01, 0.04]], np.float32)
+    for mode in ("squared", "positive"):
+        np.testing.assert_allclose(display_level(squared, mode), [[0.0, 0.02], [0.1, 0.2]], rtol=1e-6)
