@@ -145,12 +145,11 @@ def test_intensity_percentiles_stretch_the_image_after_pbtseg_in_training_and_va
 
 
 def test_the_signed_map_reaches_the_scorer_the_thresholds_and_the_checkpoint():
-    """``--score_map_mode signed --score_map_intensity k`` after ``lesions.json`` changes the
-    validation's map, the options its thresholds are calibrated and saved with, and the
-    ``config`` the checkpoints record; without it every preset keeps an intensity weight of 0."""
+    """``lesions.json``'s signed map (``score_map_mode signed``, ``score_map_intensity`` 0.015)
+    reaches the validation's map, the options its thresholds are calibrated and saved with, and
+    the ``config`` the checkpoints record; ``cpu.json`` alone keeps an intensity weight of 0."""
+    assert _parser("cpu.json").get_parsed_content("validate#scoring").map_intensity == 0.0
     parser = _parser("cpu.json", "lesions.json")
-    assert parser.get_parsed_content("validate#scoring").map_intensity == 0.0
-    parser["score_map_mode"], parser["score_map_sigma"], parser["score_map_intensity"] = "signed", 6.0, 0.015
     scoring = parser.get_parsed_content("validate#scoring")
     assert (scoring.map_mode, scoring.map_sigma, scoring.map_intensity) == ("signed", 6.0, 0.015)
     calibrators = [
@@ -158,6 +157,13 @@ def test_the_signed_map_reaches_the_scorer_the_thresholds_and_the_checkpoint():
     ]
     assert len(calibrators) == 1
     options = calibrators[0].options
-    assert (options["score_map_mode"], options["score_map_intensity"]) == ("signed", 0.015)
+    assert (options["score_map_mode"], options["score_map_sigma"], options["score_map_intensity"]) == (
+        "signed",
+        6.0,
+        0.015,
+    )
     config = parser.get_parsed_content("checkpoint_config")
     assert (config["score_map_mode"], config["score_map_intensity"]) == ("signed", 0.015)
+    parser["score_map_intensity"] = 0.03  # a command-line override still reaches all three
+    assert parser.get_parsed_content("validate#scoring").map_intensity == 0.03
+    assert parser.get_parsed_content("checkpoint_config")["score_map_intensity"] == 0.03

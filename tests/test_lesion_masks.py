@@ -246,5 +246,7 @@ def test_lesions_preset_only_overrides_train_json_and_applies_after_cpu_json():
     plain = ConfigParser()
     plain.read_config([str(CONFIGS / n) for n in ("train.json", "cpu.json")])
     assert plain.get_parsed_content("variant") == "final"
-    for key in ("score_map_mode", "score_map_sigma", "pbtseg_mode", "mask_in_lungs"):
+    assert plain.get_parsed_content("score_map_mode") == "positive"
+    assert parser.get_parsed_content("score_map_mode") == "signed"  # x - r plus 0.015 x, sigma 6
+    for key in ("score_map_mode", "score_map_sigma", "score_map_intensity", "pbtseg_mode", "mask_in_lungs"):
         assert parser.get_parsed_content(f"checkpoint_config#{key}") == parser.get_parsed_content(key)

@@ -26,9 +26,10 @@ What runs, in order (the ids of ``inference.json``):
   :class:`artasyn.scoring.SmoothedInputInferer`);
 - ``postprocessing``: :class:`artasyn.scoring.AnomalyScored` (anomaly map
   ``score_map_mode`` / ``score_map_sigma``: the paper's ``(x - r)^2`` in ``train.json``, the
-  positive error ``relu(G_3 * (x - r))^2`` in ``cpu.json``; image score = its mean, relative
-  mask ``e >= max(0.03, tau * max e)`` per image with ``e`` the map's square root, optionally
-  inside the PBTSeg lungs)
+  positive error ``relu(G_3 * (x - r))^2`` in ``cpu.json``, the signed error plus some
+  brightness ``G_6 * (x - r) + 0.015 x`` in ``lesions.json``; image score = its mean, relative
+  mask ``e >= max(0.03, tau * max e)`` per image with ``e`` the square root of the map's
+  positive part, optionally inside the PBTSeg lungs)
   into ``anomaly_map``, ``score`` and ``anomaly_mask``;
   then :class:`artasyn.scoring.thresholds.AnomalyDecisiond` with the checkpoint's decision thresholds
   (:class:`scripts.thresholds.CheckpointThresholds`, ``thresholds``): ``anomaly_label`` = 1
