@@ -9,6 +9,7 @@ automatic torch thread count leaves a core to the DataLoader workers.
 from __future__ import annotations
 
 import io
+import logging
 
 import numpy as np
 import pytest
@@ -102,6 +103,27 @@ def test_heatmap_nifti_reads_back_at_every_gzip_level(level, tmp_path):
 def test_writer_refuses_levels_outside_0_to_9(key, value, tmp_path):
     with pytest.raises(ValueError, match=key):
         inf.AnomalyOutputWriter(tmp_path, **{key: value})
+
+
+def test_writer_overlay_scale_is_twice_the_healthy_level_a_number_or_each_image(tmp_path, caplog):
+    from types import SimpleNamespace
+
+    level = SimpleNamespace(healthy_peak=0.01)
+    assert inf.AnomalyOutputWriter(tmp_path, thresholds=level).overlay_peak == 0.02
+    assert inf.AnomalyOutputWriter(tmp_path, thresholds=level, overlay_scale="image").overlay_peak is None
+    assert inf.AnomalyOutputWriter(tmp_path, thresholds=level, overlay_scale=0.5).overlay_peak == 0.5
+    with caplog.at_level(logging.WARNING):
+        unknown = inf.AnomalyOutputWriter(tmp_path, thresholds=SimpleNamespace(healthy_peak=None))
+    assert unknown.overlay_peak is None and "scaled to its own maximum" in caplog.text
+    for bad in ("max", 0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="overlay_scale"):
+            inf.AnomalyOutputWriter(tmp_path, overlay_scale=bad)
+    # a map under the healthy level stays in the lower half of the colours; per image it fills them
+    gray = np.full((8, 8), 100.0, np.float32)
+    heat = np.linspace(0, 0.009, 64, dtype=np.float32).reshape(8, 8)
+    quiet, loud = inf.overlay_heatmap(gray, heat, scale=0.02), inf.overlay_heatmap(gray, heat)
+    assert np.abs(quiet.astype(int) - 100).max() < np.abs(loud.astype(int) - 100).max()
+    assert np.array_equal(loud[-1, -1], inf.overlay_heatmap(gray, np.ones_like(heat))[0, 0])
 
 
 @pytest.fixture(scope="module")

@@ -97,6 +97,8 @@ def test_dice_rule_masks_more_lesion_than_image_max_and_the_gate_keeps_healthy_i
     assert gated["val_lesion_dice"] == pytest.approx(ungated["val_lesion_dice"])  # every lesion image passes
     assert (gated["pixel_rule"], gated["pixel_rule_requested"], gated["n_lesion_images"]) == ("dice", "dice", 10)
     assert json.loads(json.dumps(gated)) == gated
+    # whatever the rule, the healthy maps' level is the image_max threshold (the overlays' scale)
+    assert ungated["healthy_peak"] == gated["healthy_peak"] == old["healthy_peak"] == old["pixel_threshold"]
 
 
 def test_dice_rule_without_lesion_masks_falls_back_to_image_max_and_says_so():

@@ -195,6 +195,9 @@ def test_image_max_rule_leaves_at_most_1_minus_q_of_the_healthy_images_with_a_ma
     # the rule bounds images, not pixels: at q = 0.9 the pooled threshold masks nearly every image
     pooled = calibrate_thresholds([0.0] * 20, [0] * 20, maps, pixel_quantile=0.9, pixel_rule="pooled")
     assert pooled["val_healthy_mask_rate"] == 1.0 and pooled["pixel_rule"] == "pooled"
+    image_max = calibrate_thresholds([0.0] * 20, [0] * 20, maps, pixel_quantile=0.9, pixel_rule="image_max")
+    assert pooled["healthy_peak"] == image_max["healthy_peak"] == image_max["pixel_threshold"]
+    assert calibrate_thresholds([0.0], [0])["healthy_peak"] is None  # no healthy map
 
 
 def test_pooled_rule_keeps_its_threshold_and_counts_the_masks_after_dropping_components():
@@ -444,6 +447,20 @@ def test_checkpoint_thresholds_choose_specificity_or_f1(tmp_path):
     )
     with pytest.raises(ValueError, match="label_threshold must be one of"):
         CheckpointThresholds(path, label_threshold="youden")
+
+
+def test_checkpoint_healthy_peak_is_saved_or_the_image_max_threshold_and_only_for_its_map(tmp_path):
+    from scripts.thresholds import CheckpointThresholds
+
+    saved = _conv_checkpoint(tmp_path / "saved.pt", 1.0, _thresholds(healthy_peak=5e-4, pixel_rule="dice"))
+    assert CheckpointThresholds(saved).healthy_peak == 5e-4
+    assert CheckpointThresholds(saved, mask_threshold="relative").healthy_peak == 5e-4  # not tied to the masks
+    old = _conv_checkpoint(tmp_path / "old.pt", 1.0, _thresholds())  # image_max, saved before the level
+    assert CheckpointThresholds(old).healthy_peak == 1e-3 == CheckpointThresholds(old).pixel_threshold
+    old_dice = _conv_checkpoint(tmp_path / "old_dice.pt", 1.0, _thresholds(pixel_rule="dice"))
+    assert CheckpointThresholds(old_dice).healthy_peak is None  # unknown: its threshold is another level
+    other_map = _conv_checkpoint(tmp_path / "other.pt", 1.0, _thresholds(healthy_peak=5e-4, score_map_sigma=3.0))
+    assert CheckpointThresholds(other_map).healthy_peak is None
 
 
 def test_f1_asked_of_a_checkpoint_without_it_is_an_error(tmp_path):

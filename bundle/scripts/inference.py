@@ -66,6 +66,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import math
 import os
 import struct
 import time
@@ -503,6 +504,9 @@ def overlay_heatmap(
     return out
 
 
+#: the overlays' top colour is this many times the checkpoint's ``healthy_peak``: the level of the
+#: healthy validation maps sits in the middle of the colours
+OVERLAY_PEAK_FACTOR = 2.0
 #: zlib level of the PNGs (overlay, mask): level 1 encodes a 1024 x 1024 overlay in about 30 ms
 PNG_COMPRESS_LEVEL = 1
 #: gzip level of the heat map NIfTI: 0 stores the float32 map uncompressed inside the gzip
@@ -614,6 +618,13 @@ class AnomalyOutputWriter:
         writer_threads: background threads that draw, encode and write each image's files
             while the engine goes on with the next batch (the CSV rows keep the input order);
             0 writes in the engine's thread.
+        overlay_scale: the map value drawn at the top of the overlay's colours: ``"calibrated"``
+            (default) twice the checkpoint's ``healthy_peak`` (:data:`OVERLAY_PEAK_FACTOR`:
+            the level that 95 % of the healthy validation images' maps stay under is the middle
+            of the colours, so a healthy image looks quiet and a brighter error stands out; the
+            image's own maximum, with a warning, when the checkpoint has no such level or one
+            computed on another map), ``"image"`` (each image's maximum: every overlay uses
+            the whole colour range, a healthy image's too), or a positive number.
         png_compress_level: zlib level (0-9) of the overlay and mask PNGs.
         heatmap_gzip_level: gzip level (0-9) of the heat map ``.nii.gz``; 0 stores the map
             uncompressed in the gzip stream (:data:`HEATMAP_GZIP_LEVEL`).
@@ -678,6 +689,7 @@ class AnomalyOutputWriter:
         writer_threads: int = 1,
         png_compress_level: int = PNG_COMPRESS_LEVEL,
         heatmap_gzip_level: int = HEATMAP_GZIP_LEVEL,
+        overlay_scale: str | float = "calibrated",
     ) -> None:
         self.output_dir = Path(os.path.expanduser(str(output_dir)))
         self.loader = loader
@@ -702,8 +714,32 @@ class AnomalyOutputWriter:
         if self.writer_threads < 0:
             raise ValueError(f"AnomalyOutputWriter: writer_threads must be >= 0, got {writer_threads}")
         self.png_compress_level, self.heatmap_gzip_level = int(png_compress_level), int(heatmap_gzip_level)
+        self.overlay_scale, self.overlay_peak = self._overlay_peak(overlay_scale)
         self._pool = None
         self._pending: deque = deque()  # per item of the run, in order: its row, or the future of its row
+
+    def _overlay_peak(self, choice) -> tuple[str, float | None]:
+        """``(what the overlays are scaled by, the map value at the top of the colours or None per image)``."""
+        if isinstance(choice, str) and choice in ("calibrated", "image"):
+            if choice == "image":
+                return "image", None
+            level = getattr(self.thresholds, "healthy_peak", None)
+            if level is not None and level > 0:
+                return "calibrated", OVERLAY_PEAK_FACTOR * float(level)
+            logger.warning(
+                "inference: the checkpoint has no healthy map level for this map (thresholds saved before it was "
+                "recorded, or for other map options): each overlay is scaled to its own maximum"
+            )
+            return "image", None
+        try:
+            value = float(choice)
+        except (TypeError, ValueError):
+            value = float("nan")
+        if not math.isfinite(value) or value <= 0:
+            raise ValueError(
+                f"AnomalyOutputWriter: overlay_scale must be 'calibrated', 'image' or a positive number, got {choice!r}"
+            )
+        return "fixed", value
 
     def attach(self, engine) -> None:
         from ignite.engine import Events
@@ -716,6 +752,13 @@ class AnomalyOutputWriter:
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self.rows, self._t0 = [], time.perf_counter()
         self._pending.clear()
+        if self.save_overlay:
+            logger.info(
+                "inference: overlays coloured %s",
+                "up to each image's own maximum"
+                if self.overlay_peak is None
+                else f"up to {self.overlay_peak:.6g} ({self.overlay_scale})",
+            )
         if self.writer_threads > 0 and self._pool is None:
             self._pool = ThreadPoolExecutor(self.writer_threads, thread_name_prefix="artasyn-writer")
         self.run_id = self._run_id or f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{uuid.uuid4().hex[:8]}"
@@ -816,7 +859,8 @@ class AnomalyOutputWriter:
             if gray.shape != heat.shape:
                 gray = _plane(Resize(spatial_size=heat.shape, mode="bilinear")(torch.as_tensor(gray)[None].float()))
             names["overlay"] = atomic_write(
-                self._target(stem, "overlay", inputs), _png_bytes(overlay_heatmap(gray, heat), self.png_compress_level)
+                self._target(stem, "overlay", inputs),
+                _png_bytes(overlay_heatmap(gray, heat, scale=self.overlay_peak), self.png_compress_level),
             ).name
         area = int(mask.sum())
         return {

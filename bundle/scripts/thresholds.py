@@ -316,8 +316,11 @@ class CheckpointThresholds:
     ``min_mask_px`` (the smallest mask component kept, as calibrated: 0 for thresholds saved
     before it existed or when the masks are relative),
     ``label_threshold`` (the name used, ``None`` without a label), ``mask_threshold`` (what the
-    masks use), ``thresholds`` (the checkpoint's entry or ``None``), ``notes`` (why something
-    was not applied; each also logged as a warning).
+    masks use), ``healthy_peak`` (the level the healthy validation images' maps reach, at the
+    pixel quantile: the overlays' scale; read as the pixel threshold from thresholds saved
+    before it was recorded when their rule was ``image_max``, the same value; ``None`` when
+    unknown or computed on another map), ``thresholds`` (the checkpoint's entry or ``None``),
+    ``notes`` (why something was not applied; each also logged as a warning).
 
     Not applied, with a warning: no ``thresholds`` in the checkpoint (trained before they
     existed; no label, relative masks); an image threshold computed with other map options
@@ -360,6 +363,7 @@ class CheckpointThresholds:
         self.mask_gate_threshold = self._gate() if self.pixel_threshold is not None else None
         if self.pixel_threshold is None:
             self.mask_threshold = "relative"
+        self.healthy_peak = self._healthy_peak()
         for note in self.notes:
             logger.warning("%s", note)
         logger.info(
@@ -443,6 +447,15 @@ class CheckpointThresholds:
             return None
         return float(value)
 
+    def _healthy_peak(self) -> float | None:
+        """The healthy maps' level at the pixel quantile (``None`` unknown or on another map); no note."""
+        if self.thresholds is None or self._differing(_MASK_OPTIONS):
+            return None
+        value = self.thresholds.get("healthy_peak")
+        if value is None and self.thresholds.get("pixel_rule") == "image_max":
+            value = self.thresholds.get("pixel_threshold")  # that rule's threshold is this level
+        return None if value is None else float(value)
+
     def _gate(self) -> float | None:
         """The image threshold masks are gated by (``mask_gate`` ``"image"``), or ``None``.
 
@@ -473,6 +486,7 @@ class CheckpointThresholds:
             "pixel_threshold": self.pixel_threshold,
             "min_mask_px": self.min_mask_px,
             "mask_gate_threshold": self.mask_gate_threshold,
+            "healthy_peak": self.healthy_peak,
             "checkpoint_thresholds": self.thresholds,
             "notes": list(self.notes),
         }

@@ -26,6 +26,9 @@ validation images (label 0 healthy, 1 diseased) and then kept fixed:
 - optionally masks are gated by the image decision (``mask_gate="image"``, :data:`MASK_GATES`):
   a mask is drawn only on an image whose score passes the image threshold at ``specificity``,
   so a healthy image the detector calls normal gets no mask whatever its map;
+- beside the thresholds, ``healthy_peak``: the same quantile of each healthy image's largest map
+  value (the ``image_max`` threshold, whatever the rule), a scale on which a map can be drawn
+  the same way for every image (``scripts.inference.overlay_heatmap``);
 - :func:`calibrate_thresholds` computes all of them; :class:`AnomalyDecisiond` applies them to
   an item: ``label = score > image_threshold`` (1 abnormal, 0 normal) and
   ``mask = anomaly_map > pixel_threshold`` without its components under ``min_mask_px``
@@ -368,7 +371,10 @@ def calibrate_thresholds(
     mask is not empty at ``pixel_threshold``, after the gate), ``n_healthy``, ``n_diseased``, ``n_pixels``
     (healthy map values pooled), ``mask_gate`` (as applied), ``pixel_rule_requested``,
     ``val_lesion_dice`` (micro Dice of the masks on the lesion images at ``pixel_threshold``,
-    ``None`` without them), ``n_lesion_images`` and ``notes`` (why a setting fell back).
+    ``None`` without them), ``n_lesion_images``, ``healthy_peak`` (the quantile ``q`` of each
+    healthy image's :func:`artasyn.scoring.empty_mask_threshold`, whatever the rule: the level
+    a healthy validation image's map reaches, for drawing maps on one scale; ``None`` without
+    healthy maps) and ``notes`` (why a setting fell back).
     """
     if pixel_rule not in PIXEL_RULES:
         raise ValueError(f"pixel_rule must be one of {PIXEL_RULES}, got {pixel_rule!r}")
@@ -448,6 +454,7 @@ def calibrate_thresholds(
         "pixel_rule_requested": requested,
         "val_lesion_dice": val_lesion_dice,
         "n_lesion_images": len(lesion_maps),
+        "healthy_peak": quantile_threshold(empty_at, pixel_quantile),
         "notes": notes,
     }
 
