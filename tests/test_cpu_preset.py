@@ -25,13 +25,13 @@ def test_cpu_preset_only_overrides():
         assert key.split("#")[0] in train, f"cpu.json adds {key!r}, which train.json does not have"
 
 
-def test_cpu_json_drops_only_the_dice_term():
-    """Measured on zhanglab_val (model card): without the Dice term the 800-iteration runs were stable
-    across seeds; the other weights of eq. 1 stay the paper's, and train.json keeps all four."""
+def test_cpu_json_weighs_down_only_the_dice_term():
+    """Measured on zhanglab_test_dev over seeds 0-2 (docs/experiments.md 2.49): the Dice term at 0.01
+    rather than 1 (or 0); the other weights of eq. 1 stay the paper's, and train.json keeps all four."""
     paper = _parser().get_parsed_content("loss")
     cpu = _parser("cpu.json").get_parsed_content("loss")
     assert (paper.w_global, paper.w_local, paper.w_feat, paper.w_dice) == (1.0, 2.0, 1.0, 1.0)
-    assert (cpu.w_global, cpu.w_local, cpu.w_feat, cpu.w_dice) == (1.0, 2.0, 1.0, 0.0)
+    assert (cpu.w_global, cpu.w_local, cpu.w_feat, cpu.w_dice) == (1.0, 2.0, 1.0, 0.01)
 
 
 def _lrs(parser, n):

@@ -250,5 +250,8 @@ def test_lesions_preset_only_overrides_train_json_and_applies_after_cpu_json():
     assert plain.get_parsed_content("variant") == "final"
     assert plain.get_parsed_content("score_map_mode") == "positive"
     assert parser.get_parsed_content("score_map_mode") == "signed"  # x - r plus 0.015 x, sigma 6
+    # its setting was measured without the Dice term, which cpu.json weighs at 0.01
+    assert plain.get_parsed_content("loss").w_dice == 0.01
+    assert parser.get_parsed_content("loss").w_dice == 0.0
     for key in ("score_map_mode", "score_map_sigma", "score_map_intensity", "pbtseg_mode", "mask_in_lungs"):
         assert parser.get_parsed_content(f"checkpoint_config#{key}") == parser.get_parsed_content(key)
