@@ -115,6 +115,10 @@ def test_writer_overlay_scale_is_twice_the_healthy_level_a_number_or_each_image(
     with caplog.at_level(logging.WARNING):
         unknown = inf.AnomalyOutputWriter(tmp_path, thresholds=SimpleNamespace(healthy_peak=None))
     assert unknown.overlay_peak is None and "scaled to its own maximum" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        inf.AnomalyOutputWriter(tmp_path, thresholds=SimpleNamespace(healthy_peak=None), save_overlay=False)
+    assert "scaled" not in caplog.text  # no overlay, nothing to say
     for bad in ("max", 0, -1.0, float("nan")):
         with pytest.raises(ValueError, match="overlay_scale"):
             inf.AnomalyOutputWriter(tmp_path, overlay_scale=bad)

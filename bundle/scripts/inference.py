@@ -726,6 +726,8 @@ class AnomalyOutputWriter:
             level = getattr(self.thresholds, "healthy_peak", None)
             if level is not None and level > 0:
                 return "calibrated", OVERLAY_PEAK_FACTOR * float(level)
+            if not self.save_overlay:
+                return "image", None
             logger.warning(
                 "inference: the checkpoint has no healthy map level for this map (thresholds saved before it was "
                 "recorded, or for other map options): each overlay is scaled to its own maximum"
