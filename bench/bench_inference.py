@@ -167,8 +167,8 @@ def _cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
-def run_once(files: list[str], out: Path, ckpt: Path, overrides: dict) -> dict:
-    """One ``run inference`` on ``files`` into ``out``: wall seconds of ``run`` and the writer's summary."""
+def inference_workflow(files: list[str], out: Path, ckpt: Path, overrides: dict):
+    """``inference.json``'s workflow on ``files`` (listed in ``<out>.txt``) into a fresh ``out``, initialised."""
     from monai.bundle import ConfigWorkflow
 
     shutil.rmtree(out, ignore_errors=True)
@@ -185,6 +185,12 @@ def run_once(files: list[str], out: Path, ckpt: Path, overrides: dict) -> dict:
         **overrides,
     )
     wf.initialize()
+    return wf
+
+
+def run_once(files: list[str], out: Path, ckpt: Path, overrides: dict) -> dict:
+    """One ``run inference`` on ``files`` into ``out``: wall seconds of ``run`` and the writer's summary."""
+    wf = inference_workflow(files, out, ckpt, overrides)
     load = os.getloadavg()[0]
     cpu0 = _cpu_seconds()
     with contextlib.redirect_stderr(io.StringIO()):  # the progress bar

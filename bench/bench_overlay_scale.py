@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bundle"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from bench_inference import inference_workflow  # noqa: E402
 from trivial_baselines import auc  # noqa: E402
 
 from scripts.loading import is_image_file  # noqa: E402
@@ -57,25 +58,8 @@ def hot_share(heat: np.ndarray, peak: float | None) -> float:
 def run(files: list[str], out: Path, ckpt: Path, mode: str, overrides: dict) -> tuple[list[dict], float | None, float]:
     """``run inference`` into ``out``: its CSV rows, the writer's overlay peak, and the seconds."""
     import csv
-    import shutil
 
-    from monai.bundle import ConfigWorkflow
-
-    shutil.rmtree(out, ignore_errors=True)
-    out.mkdir(parents=True)
-    listing = out.parent / f"{out.name}.txt"
-    atomic_write(listing, "\n".join(files) + "\n")
-    wf = ConfigWorkflow(
-        config_file=str(ROOT / "bundle" / "configs" / "inference.json"),
-        workflow_type="infer",
-        logging_file=False,
-        bundle_root=str(ROOT / "bundle"),
-        ckpt_path=str(ckpt),
-        output_dir=str(out),
-        input_files=str(listing),
-        **{**overrides, "overlay_scale": mode, "save_mask": False},
-    )
-    wf.initialize()
+    wf = inference_workflow(files, out, ckpt, {**overrides, "overlay_scale": mode, "save_mask": False})
     t0 = time.perf_counter()
     with contextlib.redirect_stderr(io.StringIO()):  # the progress bar
         wf.run()
